@@ -1,0 +1,40 @@
+"""The ``protsteps`` command line (Typer; output through rich).
+
+Each command lives in its own module and adds itself to :data:`app`. Errors that protsteps
+raises on purpose (:class:`~protsteps.errors.ProtstepsError`) are printed as one line and
+exit with status 1; Typer's usage errors exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from rich.markup import escape
+
+from ..errors import ProtstepsError
+from . import _plugins  # noqa: F401  (registers the command)
+from ._app import app, err_console
+
+__all__ = ["app", "main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (the console script exits with it)."""
+    try:
+        app(args=list(argv) if argv is not None else None, prog_name="protsteps")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except ProtstepsError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

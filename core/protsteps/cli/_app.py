@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from .._version import __version__
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="protsteps",
+    help="Structure-aware protein self-supervised learning (STEPS), composed from plugins.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"protsteps {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Structure-aware protein self-supervised learning (STEPS), composed from plugins."""

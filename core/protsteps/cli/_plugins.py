@@ -1,0 +1,79 @@
+"""``protsteps plugins``: what is installed, and each component's settings."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..config import fields_of
+from ..registry import default_catalog
+from ._app import app, console, err_console
+
+plugins_app = typer.Typer(
+    help="List installed components, or show one component's settings.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(plugins_app, name="plugins")
+
+
+def _report_failures() -> None:
+    for failure in default_catalog().failures:
+        err_console.print(f"[yellow]warning:[/] {escape(str(failure))}", highlight=False, soft_wrap=True)
+
+
+@plugins_app.callback()
+def plugins(
+    ctx: typer.Context,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list with each component's config schema.")
+    ] = False,
+) -> None:
+    """List every installed component: kind, name, plugin, version, description."""
+    if ctx.invoked_subcommand is not None:
+        return
+    catalog = default_catalog()
+    _report_failures()
+    entries = catalog.entries()
+    if as_json:
+        sys.stdout.write(json.dumps([e.as_json() for e in entries], indent=2) + "\n")
+        return
+    table = Table(title="protsteps components")
+    for column in ("kind", "name", "plugin", "version", "description"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(e.kind, e.name, e.plugin, e.version, e.description)
+    console.print(table)
+
+
+@plugins_app.command("show")
+def show(
+    kind: Annotated[str, typer.Argument(help="featurizer, encoder, task, teacher or scheme.")],
+    name: Annotated[str, typer.Argument(help="The component's name.")],
+) -> None:
+    """Show one component's config fields: type, default and help."""
+    catalog = default_catalog()
+    _report_failures()
+    entry = catalog.get(kind, name)
+    console.print(
+        f"[bold]{entry.kind} {entry.name}[/]  (plugin {entry.plugin} {entry.version})\n"
+        f"{escape(entry.description)}",
+        highlight=False,
+    )
+    table = Table(show_header=True)
+    for column in ("setting", "type", "default", "help"):
+        table.add_column(column, overflow="fold")
+    for f in fields_of(entry.config):
+        table.add_row(f.name, f.type, repr(f.default), f.help)
+    console.print(table)
+    console.print(
+        f"Set in a run file under [{'[tasks]' if kind == 'task' else kind}] or with "
+        f"--set {'tasks.' + name if kind == 'task' else kind}.SETTING=VALUE",
+        highlight=False,
+        markup=False,
+    )

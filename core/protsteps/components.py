@@ -1,0 +1,216 @@
+"""The five kinds of component and the contracts between them.
+
+A plugin hands protsteps :class:`Component` records (a name, a factory, a config dataclass
+and a one-line description); protsteps builds them with ``factory(config, context)``.
+
+=========== =========================================================== =====================
+kind        what one is                                                  base class
+=========== =========================================================== =====================
+featurizer  one parsed chain -> :class:`~protsteps.graph.ProteinGraph`   :class:`Featurizer`
+encoder     :class:`~protsteps.graph.Batch` (+ teacher features) ->      :class:`Encoder`
+            per-residue and per-protein embeddings
+task        corrupts its input if it must, owns a head, returns a loss  :class:`PretextTask`
+teacher     sequences -> per-residue embeddings; a trainable tail        :class:`Teacher`
+scheme      one optimisation step over a batch                           :class:`Scheme`
+=========== =========================================================== =====================
+
+Components declare the batch attributes they need (``requires``) and featurizers the ones
+they fill (``provides``), so that a composition that cannot work fails when it is built.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from .graph import Batch, ProteinGraph
+    from .structure import Chain
+
+__all__ = [
+    "KINDS",
+    "Kind",
+    "GRAPH_ATTRIBUTES",
+    "Component",
+    "BuildContext",
+    "EncoderOutput",
+    "TaskOutput",
+    "Featurizer",
+    "Encoder",
+    "PretextTask",
+    "Teacher",
+    "Scheme",
+]
+
+Kind = Literal["featurizer", "encoder", "task", "teacher", "scheme"]
+KINDS: tuple[Kind, ...] = ("featurizer", "encoder", "task", "teacher", "scheme")
+
+#: Batch attributes a featurizer can fill and a component can require.
+GRAPH_ATTRIBUTES: frozenset[str] = frozenset(
+    {
+        "residue_type",
+        "pos",
+        "backbone",
+        "dihedrals",
+        "edge_index",
+        "edge_distance",
+        "edge_vector",
+        "edge_attr",
+        "node_attr",
+    }
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    """What a plugin registers: one named component of one kind.
+
+    Parameters
+    ----------
+    name:
+        The name users write in configs (``gin``, ``distance``). Lower case, no spaces.
+    factory:
+        ``factory(config, context) -> component``; a class whose ``__init__`` takes
+        ``(config, context)`` works.
+    config:
+        A dataclass whose fields are made with :func:`protsteps.config.option`.
+    description:
+        One line for ``protsteps plugins``.
+    """
+
+    name: str
+    factory: Callable[[Any, BuildContext], Any]
+    config: type
+    description: str
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildContext:
+    """What a factory may need to know about the rest of the composition.
+
+    ``provides`` is ``None`` when unknown (e.g. a component built alone in a notebook); the
+    requirement check is then skipped.
+    """
+
+    provides: frozenset[str] | None = None
+    featurizer: str | None = None
+    teacher_dim: int | None = None
+    encoder_dim: int | None = None
+    device: torch.device | None = None
+
+
+@dataclasses.dataclass
+class EncoderOutput:
+    """Embeddings produced by an encoder.
+
+    node: [N, d] float, one row per residue of the batch.
+    graph: [B, d] float, one row per protein (mean over its residues unless an encoder
+    documents otherwise).
+    """
+
+    node: Tensor
+    graph: Tensor
+
+
+@dataclasses.dataclass
+class TaskOutput:
+    """A pretext task's result on one batch: a scalar ``loss`` to minimise and detached
+    ``metrics`` (floats or 0-d tensors) to log, keyed without the task name."""
+
+    loss: Tensor
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Featurizer(abc.ABC):
+    """Turns one parsed chain into a :class:`~protsteps.graph.ProteinGraph`.
+
+    Featurizers run in worker processes and their output is cached by (file bytes, name,
+    config), so ``__call__`` must be a pure function of the chain and the config.
+    """
+
+    #: the batch attributes this featurizer fills (see :data:`GRAPH_ATTRIBUTES`)
+    provides: frozenset[str] = frozenset()
+
+    @abc.abstractmethod
+    def __call__(self, chain: Chain) -> ProteinGraph: ...
+
+
+class Encoder(nn.Module, abc.ABC):
+    """Embeds a batch of residue graphs.
+
+    Every encoder is called the same way, ``encoder(batch, teacher_features)``, where
+    ``teacher_features`` is ``[N, teacher_dim]`` aligned with the batch's residues or
+    ``None`` without a teacher; it returns an :class:`EncoderOutput`.
+    """
+
+    requires: ClassVar[frozenset[str]] = frozenset()
+    #: width d of the embeddings
+    out_dim: int
+
+    @abc.abstractmethod
+    def forward(self, batch: Batch, teacher_features: Tensor | None = None) -> EncoderOutput: ...
+
+
+class PretextTask(nn.Module, abc.ABC):
+    """A self-supervised objective with its own head.
+
+    A training step calls :meth:`corrupt` on the batch before the encoder runs (masking
+    inputs, say) and :meth:`forward` on the encoder's output afterwards.
+    """
+
+    requires: ClassVar[frozenset[str]] = frozenset()
+
+    def corrupt(self, batch: Batch, generator: torch.Generator | None = None) -> tuple[Batch, Any]:
+        """Return the batch the encoder should see and the state :meth:`forward` needs.
+        The default changes nothing."""
+        return batch, None
+
+    @abc.abstractmethod
+    def forward(self, batch: Batch, output: EncoderOutput, state: Any = None) -> TaskOutput: ...
+
+
+class Teacher(nn.Module, abc.ABC):
+    """A protein language model that embeds sequences residue by residue.
+
+    The frozen part of the model stays frozen; the trainable tail is exposed by
+    :meth:`tail_parameters` so that a scheme can evaluate the teacher with other tail
+    weights (``forward(sequences, tail=...)``) and differentiate through them.
+    """
+
+    #: width of the per-residue embeddings
+    embed_dim: int
+
+    @abc.abstractmethod
+    def tail_parameters(self) -> dict[str, Tensor]:
+        """The trainable tail's parameters by name."""
+
+    @abc.abstractmethod
+    def forward(self, sequences: list[str], tail: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Per-residue embeddings ``[sum(len(s)), embed_dim]``, the sequences concatenated in
+        order (aligned with a :class:`~protsteps.graph.Batch`'s residues)."""
+
+
+class Scheme(abc.ABC):
+    """How the parameters are updated: one call of :meth:`step` per batch.
+
+    The training loop builds the scheme, calls :meth:`setup` once with the modules, then
+    :meth:`step` per batch; :meth:`state_dict` holds everything needed to resume (optimizer
+    and scheduler states included).
+    """
+
+    @abc.abstractmethod
+    def setup(self, model: Any, train: Any) -> None: ...
+
+    @abc.abstractmethod
+    def step(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, float]: ...
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...

@@ -1,0 +1,268 @@
+"""Residue graphs and batches of them.
+
+A :class:`ProteinGraph` is one protein chain: one node per residue with a CA atom, in chain
+order, and directed edges between residues. A :class:`Batch` concatenates graphs the way
+graph libraries do (node and edge tensors stacked, edge indices offset, a ``batch`` vector
+mapping each residue to its protein), so that a batch is itself one big disconnected graph.
+
+Edge convention: ``edge_index[0]`` is the source ``j`` (the sender of a message),
+``edge_index[1]`` the target ``i``; ``edge_vector`` is the unit vector from source to target
+CA, ``(pos[i] - pos[j]) / |pos[i] - pos[j]|``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["ALPHABET", "UNKNOWN_RESIDUE", "ProteinGraph", "Batch", "collate", "residue_types"]
+
+#: one-letter codes of the 20 standard amino acids; index 20 is ``X`` (unknown)
+ALPHABET = "ACDEFGHIKLMNPQRSTVWYX"
+UNKNOWN_RESIDUE = ALPHABET.index("X")
+_INDEX = {aa: i for i, aa in enumerate(ALPHABET)}
+
+
+def residue_types(sequence: str) -> Tensor:
+    """``[L] long`` indices of a one-letter sequence in :data:`ALPHABET` (unknown -> X)."""
+    return torch.tensor([_INDEX.get(aa, UNKNOWN_RESIDUE) for aa in sequence], dtype=torch.long)
+
+
+# Node-level and edge-level tensor fields, shared by ProteinGraph and Batch.
+_NODE_FIELDS = (
+    "residue_type",
+    "residue_number",
+    "pos",
+    "backbone",
+    "backbone_mask",
+    "dihedrals",
+    "dihedral_mask",
+    "node_attr",
+)
+_EDGE_FIELDS = ("edge_distance", "edge_vector", "edge_attr")
+
+
+@dataclasses.dataclass
+class ProteinGraph:
+    """One protein chain as a residue graph.
+
+    Attributes
+    ----------
+    source: path of the structure file the chain came from.
+    chain_id: the chain's identifier in that file.
+    sequence: one-letter codes of the observed residues in order (``X`` for unknown).
+    residue_type: [N] long, index of each residue in :data:`ALPHABET`.
+    residue_number: [N] long, author residue numbers (insertion codes share a number).
+    pos: [N, 3] float, CA coordinates (Å).
+    backbone: [N, 4, 3] float, N, CA, C, O coordinates (0 where missing).
+    backbone_mask: [N, 4] bool, which backbone atoms were observed.
+    dihedrals: [N, 3] float, phi, psi, omega in radians (0 where undefined).
+    dihedral_mask: [N, 3] bool, which angles are defined (not at chain ends or gaps, all
+        four atoms observed).
+    edge_index: [2, E] long, source and target residue of each directed edge.
+    edge_distance: [E] float, CA-CA distance of each edge (Å).
+    edge_vector: [E, 3] float, unit vector from source to target CA.
+    edge_attr: [E, F_e] float, featurizer-specific edge features (F_e may be 0).
+    node_attr: [N, F_n] float, featurizer-specific node features (F_n may be 0).
+    """
+
+    source: str
+    chain_id: str
+    sequence: str
+    residue_type: Tensor
+    residue_number: Tensor
+    pos: Tensor
+    backbone: Tensor
+    backbone_mask: Tensor
+    dihedrals: Tensor
+    dihedral_mask: Tensor
+    edge_index: Tensor
+    edge_distance: Tensor
+    edge_vector: Tensor
+    edge_attr: Tensor
+    node_attr: Tensor
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.pos.shape[0])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_index.shape[1])
+
+    def validate(self) -> None:
+        """Check that shapes agree; raises ``ValueError`` naming the field."""
+        n = len(self.sequence)
+        expected = {
+            "residue_type": (n,),
+            "residue_number": (n,),
+            "pos": (n, 3),
+            "backbone": (n, 4, 3),
+            "backbone_mask": (n, 4),
+            "dihedrals": (n, 3),
+            "dihedral_mask": (n, 3),
+        }
+        for name, shape in expected.items():
+            if tuple(getattr(self, name).shape) != shape:
+                raise ValueError(
+                    f"ProteinGraph {self.source}:{self.chain_id}: {name} has shape "
+                    f"{tuple(getattr(self, name).shape)}, expected {shape}"
+                )
+        if self.node_attr.dim() != 2 or self.node_attr.shape[0] != n:
+            raise ValueError(f"ProteinGraph {self.source}:{self.chain_id}: node_attr must be [N, F]")
+        if self.edge_index.dim() != 2 or self.edge_index.shape[0] != 2:
+            raise ValueError(f"ProteinGraph {self.source}:{self.chain_id}: edge_index must be [2, E]")
+        e = self.num_edges
+        for name, shape in (("edge_distance", (e,)), ("edge_vector", (e, 3))):
+            if tuple(getattr(self, name).shape) != shape:
+                raise ValueError(
+                    f"ProteinGraph {self.source}:{self.chain_id}: {name} has shape "
+                    f"{tuple(getattr(self, name).shape)}, expected {shape}"
+                )
+        if self.edge_attr.dim() != 2 or self.edge_attr.shape[0] != e:
+            raise ValueError(f"ProteinGraph {self.source}:{self.chain_id}: edge_attr must be [E, F]")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain tensors and strings, loadable with ``torch.load(..., weights_only=True)``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProteinGraph:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass
+class Batch:
+    """Several :class:`ProteinGraph` concatenated into one disconnected graph.
+
+    Node and edge tensors have the meaning they have in :class:`ProteinGraph`, stacked;
+    ``edge_index`` is offset so it indexes the batch's residues. In addition:
+
+    batch: [N] long, the protein (0..B-1) each residue belongs to.
+    ptr: [B + 1] long, residues of protein b are ``ptr[b]:ptr[b+1]``.
+    edge_ptr: [B + 1] long, edges of protein b are ``edge_ptr[b]:edge_ptr[b+1]``.
+    dihedral_input_mask: [N, 3] bool, the angles the encoder may see. It starts equal to
+        ``dihedral_mask``; a task that masks angles (the dihedral task) clears entries here,
+        and encoders must zero the angle features where it is False.
+    sequences, sources, chain_ids: one entry per protein.
+    """
+
+    sequences: list[str]
+    sources: list[str]
+    chain_ids: list[str]
+    residue_type: Tensor
+    residue_number: Tensor
+    pos: Tensor
+    backbone: Tensor
+    backbone_mask: Tensor
+    dihedrals: Tensor
+    dihedral_mask: Tensor
+    node_attr: Tensor
+    edge_index: Tensor
+    edge_distance: Tensor
+    edge_vector: Tensor
+    edge_attr: Tensor
+    batch: Tensor
+    ptr: Tensor
+    edge_ptr: Tensor
+    dihedral_input_mask: Tensor
+
+    @property
+    def num_graphs(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.pos.shape[0])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_index.shape[1])
+
+    @property
+    def lengths(self) -> Tensor:
+        """[B] long, residues per protein."""
+        return self.ptr[1:] - self.ptr[:-1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.pos.device
+
+    def replace(self, **changes: Any) -> Batch:
+        """A shallow copy with some fields replaced (tensors are shared, not copied)."""
+        return dataclasses.replace(self, **changes)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Batch:
+        """The batch on ``device``; with ``dtype``, floating tensors are cast too."""
+        changes: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor):
+                if dtype is not None and value.is_floating_point():
+                    changes[f.name] = value.to(device=device, dtype=dtype)
+                else:
+                    changes[f.name] = value.to(device)
+        return dataclasses.replace(self, **changes)
+
+    def pin_memory(self) -> Batch:
+        changes = {
+            f.name: getattr(self, f.name).pin_memory()
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), Tensor)
+        }
+        return dataclasses.replace(self, **changes)
+
+
+def _cat_attr(graphs: Sequence[ProteinGraph], name: str) -> Tensor:
+    widths = {g.__dict__[name].shape[1] for g in graphs}
+    if len(widths) > 1:
+        raise ValueError(
+            f"cannot collate graphs whose {name} widths differ ({sorted(widths)}); "
+            "were they made by different featurizer settings?"
+        )
+    return torch.cat([getattr(g, name) for g in graphs], dim=0)
+
+
+def collate(graphs: Sequence[ProteinGraph]) -> Batch:
+    """Concatenate graphs into a :class:`Batch`.
+
+    >>> batch = collate([graph_a, graph_b])  # doctest: +SKIP
+    >>> batch.ptr  # tensor([0, len_a, len_a + len_b])  # doctest: +SKIP
+    """
+    if len(graphs) == 0:
+        raise ValueError("cannot collate an empty list of graphs")
+    nodes = torch.tensor([g.num_nodes for g in graphs], dtype=torch.long)
+    edges = torch.tensor([g.num_edges for g in graphs], dtype=torch.long)
+    ptr = torch.zeros(len(graphs) + 1, dtype=torch.long)
+    ptr[1:] = torch.cumsum(nodes, 0)
+    edge_ptr = torch.zeros(len(graphs) + 1, dtype=torch.long)
+    edge_ptr[1:] = torch.cumsum(edges, 0)
+    edge_index = (
+        torch.cat([g.edge_index + ptr[i] for i, g in enumerate(graphs)], dim=1)
+        if graphs
+        else torch.zeros(2, 0, dtype=torch.long)
+    )
+    fields: dict[str, Any] = {}
+    for name in _NODE_FIELDS + _EDGE_FIELDS:
+        if name in ("node_attr", "edge_attr"):
+            fields[name] = _cat_attr(graphs, name)
+        else:
+            fields[name] = torch.cat([getattr(g, name) for g in graphs], dim=0)
+    return Batch(
+        sequences=[g.sequence for g in graphs],
+        sources=[g.source for g in graphs],
+        chain_ids=[g.chain_id for g in graphs],
+        edge_index=edge_index,
+        batch=torch.repeat_interleave(torch.arange(len(graphs)), nodes),
+        ptr=ptr,
+        edge_ptr=edge_ptr,
+        dihedral_input_mask=fields["dihedral_mask"].clone(),
+        **fields,
+    )

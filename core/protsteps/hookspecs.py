@@ -1,0 +1,72 @@
+"""The hooks a protsteps plugin implements: one per kind of component.
+
+A plugin is a module (or object) with functions marked ``@protsteps.hookimpl`` and named
+after these specs, exposed through an entry point in the group ``protsteps``::
+
+    # pyproject.toml of a plugin package
+    [project.entry-points.protsteps]
+    my_plugin = "my_package.hooks"
+
+Each hook takes no arguments and returns a list of :class:`protsteps.Component`. protsteps
+records which plugin returned which component, so that a duplicate name can be reported
+with both plugins' names. The built-in plugins are registered exactly this way.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .components import Component
+
+__all__ = ["hookspec", "hookimpl", "PROJECT"]
+
+PROJECT = "protsteps"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def protsteps_register_featurizers() -> list[Component]:
+    """Featurizers: parsed chain -> :class:`protsteps.ProteinGraph`.
+
+    Factories receive ``(config, context)`` and return a :class:`protsteps.Featurizer`.
+    """
+
+
+@hookspec
+def protsteps_register_encoders() -> list[Component]:
+    """Encoders: :class:`protsteps.Batch` (+ teacher features) -> embeddings.
+
+    Factories receive ``(config, context)`` (``context.teacher_dim`` is the width of the
+    teacher features, or ``None`` without a teacher) and return a :class:`protsteps.Encoder`.
+    """
+
+
+@hookspec
+def protsteps_register_tasks() -> list[Component]:
+    """Pretext tasks: a head and a loss on the encoder's output.
+
+    Factories receive ``(config, context)`` (``context.encoder_dim`` is the embedding width)
+    and return a :class:`protsteps.PretextTask`.
+    """
+
+
+@hookspec
+def protsteps_register_teachers() -> list[Component]:
+    """Teachers: sequences -> per-residue embeddings, with a trainable tail.
+
+    Factories receive ``(config, context)`` and return a :class:`protsteps.Teacher`; a
+    factory raises :class:`protsteps.errors.ComponentUnavailableError` when it cannot be
+    built on this machine (weights missing, say).
+    """
+
+
+@hookspec
+def protsteps_register_schemes() -> list[Component]:
+    """Optimisation schemes: one step over a batch.
+
+    Factories receive ``(config, context)`` and return a :class:`protsteps.Scheme`.
+    """

@@ -1,0 +1,296 @@
+"""Registries of components, filled from plugins discovered through pluggy.
+
+A :class:`Catalog` holds one :class:`Registry` per kind. :meth:`Catalog.discover` loads
+every entry point of the group ``protsteps`` (built-in plugins included: they are
+registered in protsteps' own ``pyproject.toml`` exactly like a third-party package) and asks
+each plugin's hooks for its components. A plugin that fails to import or whose hook raises
+is recorded in :attr:`Catalog.failures` and the others still load.
+
+The catalog used by the CLI and by :func:`protsteps.build` is made once per process by
+:func:`default_catalog`; tests make their own from explicit plugin objects with
+:meth:`Catalog.from_plugins`, so nothing leaks between them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .components import KINDS, BuildContext, Component, Kind
+from .config import check_config_class, closest, fields_of, from_dict
+from .errors import (
+    CompositionError,
+    ConfigError,
+    DuplicateComponentError,
+    UnknownComponentError,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Entry",
+    "PluginFailure",
+    "Registry",
+    "Catalog",
+    "default_catalog",
+    "reset_default_catalog",
+]
+
+ENTRY_POINT_GROUP = "protsteps"
+
+_HOOKS: dict[Kind, str] = {
+    "featurizer": "protsteps_register_featurizers",
+    "encoder": "protsteps_register_encoders",
+    "task": "protsteps_register_tasks",
+    "teacher": "protsteps_register_teachers",
+    "scheme": "protsteps_register_schemes",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """A registered component: what the plugin declared plus who declared it."""
+
+    kind: Kind
+    name: str
+    factory: Any
+    config: type
+    description: str
+    plugin: str
+    version: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "plugin": self.plugin,
+            "version": self.version,
+            "description": self.description,
+            "config": [f.as_json() for f in fields_of(self.config)],
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that could not be loaded or whose hook raised."""
+
+    plugin: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"plugin '{self.plugin}' failed to load: {self.error}"
+
+
+class Registry:
+    """Components of one kind by name. Duplicate names are refused."""
+
+    def __init__(self, kind: Kind) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def add(self, entry: Entry) -> None:
+        if entry.kind != self.kind:
+            raise ValueError(f"a {entry.kind} cannot go into the {self.kind} registry")
+        existing = self._entries.get(entry.name)
+        if existing is not None:
+            raise DuplicateComponentError(
+                f"{self.kind} '{entry.name}' is registered twice: by plugin "
+                f"'{existing.plugin}' and by plugin '{entry.plugin}'"
+            )
+        self._entries[entry.name] = entry
+
+    def get(self, name: str) -> Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = sorted(self._entries)
+            hint = closest(name, known)
+            did_you_mean = f" Did you mean '{hint}'?" if hint else ""
+            listing = ", ".join(known) if known else "none are installed"
+            raise UnknownComponentError(
+                f"unknown {self.kind} '{name}'.{did_you_mean} Known {self.kind}s: {listing}"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(sorted(self._entries.values(), key=lambda e: e.name))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _entry_point_names(group: str) -> list[str]:
+    names = set()
+    for dist in list(importlib.metadata.distributions()):
+        for ep in dist.entry_points:
+            if ep.group == group:
+                names.add(ep.name)
+    return sorted(names)
+
+
+def _plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+class Catalog:
+    """The five registries, filled from the plugins registered with a plugin manager."""
+
+    def __init__(self, pm: pluggy.PluginManager, failures: Iterable[PluginFailure] = ()) -> None:
+        self.plugin_manager = pm
+        self.failures: list[PluginFailure] = list(failures)
+        self.registries: dict[Kind, Registry] = {kind: Registry(kind) for kind in KINDS}
+        self._collect()
+
+    @classmethod
+    def discover(cls, group: str = ENTRY_POINT_GROUP) -> Catalog:
+        """Load every plugin of the entry-point ``group`` (isolating the ones that fail)."""
+        pm = _plugin_manager()
+        failures = []
+        for name in _entry_point_names(group):
+            try:
+                pm.load_setuptools_entrypoints(group, name=name)
+            except Exception as exc:
+                failures.append(PluginFailure(name, f"{type(exc).__name__}: {exc}"))
+        return cls(pm, failures)
+
+    @classmethod
+    def from_plugins(cls, plugins: Mapping[str, object]) -> Catalog:
+        """A catalog of exactly these plugins (name -> module or object), for tests."""
+        pm = _plugin_manager()
+        for name, plugin in plugins.items():
+            pm.register(plugin, name=name)
+        return cls(pm)
+
+    def _versions(self) -> dict[str, str]:
+        versions: dict[str, str] = {}
+        for plugin, dist in self.plugin_manager.list_plugin_distinfo():
+            name = self.plugin_manager.get_name(plugin)
+            if name is not None:
+                versions[name] = dist.version
+        return versions
+
+    def _collect(self) -> None:
+        versions = self._versions()
+        for kind, hook_name in _HOOKS.items():
+            hook = getattr(self.plugin_manager.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                plugin = impl.plugin_name
+                try:
+                    declared = impl.function()
+                    entries = [self._entry(kind, plugin, versions.get(plugin, ""), c) for c in declared or []]
+                except (ConfigError, TypeError) as exc:
+                    self.failures.append(PluginFailure(plugin, str(exc)))
+                    continue
+                except Exception as exc:
+                    self.failures.append(PluginFailure(plugin, f"{type(exc).__name__}: {exc}"))
+                    continue
+                for entry in entries:
+                    self.registries[kind].add(entry)
+
+    @staticmethod
+    def _entry(kind: Kind, plugin: str, version: str, component: Component) -> Entry:
+        if not isinstance(component, Component):
+            raise TypeError(
+                f"hook {_HOOKS[kind]} of plugin '{plugin}' returned {component!r}, "
+                "expected protsteps.Component"
+            )
+        check_config_class(component.config, f"{kind} '{component.name}' of plugin '{plugin}'")
+        return Entry(
+            kind=kind,
+            name=component.name,
+            factory=component.factory,
+            config=component.config,
+            description=component.description,
+            plugin=plugin,
+            version=version,
+        )
+
+    def registry(self, kind: str) -> Registry:
+        if kind not in self.registries:
+            raise UnknownComponentError(f"unknown kind '{kind}'; kinds are: {', '.join(KINDS)}")
+        return self.registries[kind]  # type: ignore[index]
+
+    def get(self, kind: str, name: str) -> Entry:
+        """The entry registered as ``name`` for ``kind``; errors list the known names."""
+        return self.registry(kind).get(name)
+
+    def entries(self, kind: str | None = None) -> list[Entry]:
+        kinds = [kind] if kind is not None else list(KINDS)
+        return [entry for k in kinds for entry in self.registry(k)]
+
+    def make_config(self, kind: str, name: str, values: Mapping[str, Any] | None = None) -> Any:
+        """The validated config dataclass of a component from plain values."""
+        entry = self.get(kind, name)
+        return from_dict(entry.config, dict(values or {}), section=f"[{kind}] ({name})")
+
+    def build(
+        self,
+        kind: str,
+        name: str,
+        config: Any = None,
+        context: BuildContext | None = None,
+        **values: Any,
+    ) -> Any:
+        """Construct a component: validate its config, call its factory, check that the
+        batch attributes it requires are provided by the featurizer named in ``context``.
+
+        ``config`` may be an instance of the component's config class; otherwise the config
+        is made from ``values``.
+        """
+        entry = self.get(kind, name)
+        if config is None:
+            config = self.make_config(kind, name, values)
+        elif values:
+            raise TypeError("pass either a config object or keyword values, not both")
+        elif not isinstance(config, entry.config):
+            raise ConfigError(
+                f"{kind} '{name}' expects a {entry.config.__name__} config, got {type(config).__name__}"
+            )
+        context = context or BuildContext()
+        check_requirements(kind, name, getattr(entry.factory, "requires", None), context)
+        component = entry.factory(config, context)
+        check_requirements(kind, name, getattr(component, "requires", None), context)
+        return component
+
+
+def check_requirements(kind: str, name: str, requires: Any, context: BuildContext) -> None:
+    """Raise :class:`CompositionError` when a component needs batch attributes that the
+    featurizer of ``context`` does not provide."""
+    if requires is None or context.provides is None:
+        return
+    missing = sorted(set(requires) - set(context.provides))
+    if missing:
+        featurizer = f"featurizer '{context.featurizer}'" if context.featurizer else "the featurizer"
+        provided = ", ".join(sorted(context.provides)) or "nothing"
+        raise CompositionError(
+            f"{kind} '{name}' needs {', '.join(missing)} from each batch, which {featurizer} "
+            f"does not provide (it provides: {provided})"
+        )
+
+
+_DEFAULT: Catalog | None = None
+
+
+def default_catalog() -> Catalog:
+    """The catalog of every installed plugin, discovered on first use."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = Catalog.discover()
+    return _DEFAULT
+
+
+def reset_default_catalog() -> None:
+    """Forget the discovered catalog (after installing a plugin in the same process)."""
+    global _DEFAULT
+    _DEFAULT = None

@@ -1,0 +1,351 @@
+"""One TOML file describes a run.
+
+.. code-block:: toml
+
+    [featurizer]
+    name = "residue_graph"
+    radius = 7.0
+
+    [encoder]
+    name = "gin"
+    hidden_dim = 256
+
+    [[tasks]]
+    name = "distance"
+    weight = 1.0
+
+    [[tasks]]
+    name = "dihedral"
+
+    [teacher]
+    name = "auto"          # "auto", "none" or a registered teacher
+
+    [scheme]
+    name = "auto"          # "auto", or a registered scheme
+
+    [train]
+    epochs = 10
+
+    [data]
+    inputs = ["structures/"]
+
+Component sections hold a ``name`` and the fields of that component's config dataclass
+(validated against it); ``[[tasks]]`` entries may also hold a ``weight``. ``[train]`` and
+``[data]`` are validated against :class:`TrainConfig` and :class:`DataConfig`.
+
+Overrides, applied in this order: the file, then CLI options (``--encoder``, ``--epochs``,
+...), then each ``--set section.key=value``. Tasks are addressed by name or position:
+``--set tasks.distance.num_pairs=128`` or ``--set tasks.0.weight=0.5``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+
+from . import _toml
+from .config import closest, from_dict, option, parse_value, to_dict
+from .errors import ConfigError
+from .registry import Catalog
+
+__all__ = [
+    "TrainConfig",
+    "DataConfig",
+    "ComponentChoice",
+    "RunConfig",
+    "SECTIONS",
+    "RESERVED_NAMES",
+    "apply_set",
+    "choose_component",
+    "choose_tasks",
+    "load_run_config",
+]
+
+#: names a section may take without a registered component of that name
+RESERVED_NAMES: dict[str, tuple[str, ...]] = {"teacher": ("auto", "none"), "scheme": ("auto",)}
+
+SECTIONS = ("featurizer", "encoder", "tasks", "teacher", "scheme", "train", "data")
+_SINGLE = ("featurizer", "encoder", "teacher", "scheme")
+_KIND = {
+    "featurizer": "featurizer",
+    "encoder": "encoder",
+    "tasks": "task",
+    "teacher": "teacher",
+    "scheme": "scheme",
+}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How training runs: ``[train]``."""
+
+    epochs: int = option(10, "Passes over the training structures.")
+    batch_size: int = option(8, "Proteins per batch (when max_residues is 0).")
+    max_residues: int = option(
+        0, "Residue budget per batch; batches are packed by length up to it (0: use batch_size)."
+    )
+    lr: float = option(1e-3, "Learning rate of the encoder and task heads (Adam).")
+    weight_decay: float = option(0.0, "Weight decay (AdamW) of the encoder and task heads.")
+    schedule: Literal["constant", "cosine"] = option("cosine", "Learning-rate schedule after warm-up.")
+    warmup_steps: int = option(0, "Steps of linear learning-rate warm-up.")
+    grad_clip: float = option(1.0, "Clip the gradient norm to this value (0: no clipping).")
+    seed: int = option(0, "Seed of parameters, data order and masking.")
+    device: str = option("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
+    valid_fraction: float = option(
+        0.1, "Fraction of structures held out to choose best.pt (0: keep the last)."
+    )
+    log_every: int = option(10, "Write a line to metrics.jsonl every this many steps.")
+    nonfinite: Literal["stop", "skip"] = option(
+        "stop", "On a NaN/inf loss: stop naming the batch's structures, or skip the batch and count it."
+    )
+    workers: int = option(0, "Data-loading worker processes.")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where structures come from: ``[data]``."""
+
+    inputs: list[str] = option(
+        [], "Structure files, folders or text files listing paths (empty: the bundled examples)."
+    )
+    cache_dir: str = option("", "Featurize cache folder ('' : ~/.cache/protsteps/graphs).")
+    min_residues: int = option(10, "Chains with fewer residues are left out of training.")
+
+
+@dataclasses.dataclass
+class ComponentChoice:
+    """A component section: the component's name, its validated config (``None`` for a
+    reserved name such as teacher ``none``) and, for tasks, the loss weight."""
+
+    name: str
+    config: Any = None
+    weight: float = 1.0
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """A whole run, validated against the installed components."""
+
+    featurizer: ComponentChoice
+    encoder: ComponentChoice
+    tasks: list[ComponentChoice]
+    teacher: ComponentChoice
+    scheme: ComponentChoice
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], catalog: Catalog) -> RunConfig:
+        raw = dict(raw)
+        unknown = [k for k in raw if k not in SECTIONS]
+        if unknown:
+            hint = closest(unknown[0], list(SECTIONS))
+            did_you_mean = f" (did you mean [{hint}]?)" if hint else ""
+            raise ConfigError(
+                f"unknown section [{unknown[0]}]{did_you_mean}; sections: {', '.join(SECTIONS)}"
+            )
+        merged = default_raw()
+        merged.update(raw)
+        tasks_raw = merged["tasks"]
+        if not isinstance(tasks_raw, list):
+            raise ConfigError("[[tasks]] must be an array of tables ([[tasks]] entries)")
+        if not tasks_raw:
+            raise ConfigError("[[tasks]]: at least one pretext task is needed")
+        tasks = [_choice(catalog, "tasks", t, f"[[tasks]] #{i}") for i, t in enumerate(tasks_raw)]
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"[[tasks]]: a task is listed twice ({', '.join(names)})")
+        return cls(
+            featurizer=_choice(catalog, "featurizer", merged["featurizer"]),
+            encoder=_choice(catalog, "encoder", merged["encoder"]),
+            tasks=tasks,
+            teacher=_choice(catalog, "teacher", merged["teacher"]),
+            scheme=_choice(catalog, "scheme", merged["scheme"]),
+            train=from_dict(TrainConfig, _table(merged["train"], "train"), section="[train]"),
+            data=from_dict(DataConfig, _table(merged["data"], "data"), section="[data]"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """TOML-ready values; ``RunConfig.from_dict(c.to_dict(), catalog) == c``."""
+
+        def section(choice: ComponentChoice, with_weight: bool = False) -> dict[str, Any]:
+            out: dict[str, Any] = {"name": choice.name}
+            if with_weight:
+                out["weight"] = choice.weight
+            if choice.config is not None:
+                out.update(to_dict(choice.config))
+            return out
+
+        return {
+            "featurizer": section(self.featurizer),
+            "encoder": section(self.encoder),
+            "tasks": [section(t, with_weight=True) for t in self.tasks],
+            "teacher": section(self.teacher),
+            "scheme": section(self.scheme),
+            "train": to_dict(self.train),
+            "data": to_dict(self.data),
+        }
+
+    def dumps(self) -> str:
+        """The config as TOML text."""
+        return _toml.dumps(self.to_dict())
+
+
+def default_raw() -> dict[str, Any]:
+    """The run used when a file or option says nothing: STEPS with its two tasks."""
+    return {
+        "featurizer": {"name": "residue_graph"},
+        "encoder": {"name": "gin"},
+        "tasks": [{"name": "distance"}, {"name": "dihedral"}],
+        "teacher": {"name": "auto"},
+        "scheme": {"name": "auto"},
+        "train": {},
+        "data": {},
+    }
+
+
+def _table(value: Any, section: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"[{section}] must be a table, got {type(value).__name__}")
+    return dict(value)
+
+
+def _choice(catalog: Catalog, section: str, value: Any, label: str | None = None) -> ComponentChoice:
+    label = label or f"[{section}]"
+    table = _table(value, section)
+    name = table.pop("name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{label}: 'name' is required (the {_KIND[section]} to use)")
+    weight = table.pop("weight", 1.0) if section == "tasks" else 1.0
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise ConfigError(f"{label} weight: expected a number, got {weight!r}")
+    if name in RESERVED_NAMES.get(section, ()):
+        if table:
+            raise ConfigError(
+                f"{label}: {section} '{name}' takes no settings, got {', '.join(table)}; "
+                f"name a {_KIND[section]} to configure it"
+            )
+        return ComponentChoice(name=name)
+    kind = _KIND[section]
+    entry = catalog.get(kind, name)
+    config = from_dict(entry.config, table, section=f"{label} ({name})")
+    return ComponentChoice(name=name, config=config, weight=float(weight))
+
+
+def choose_component(raw: dict[str, Any], section: str, name: str | None) -> None:
+    """Set ``[section] name`` from a CLI option; settings the file gave for another
+    component are dropped (they belong to that one)."""
+    if name is None:
+        return
+    current = _table(raw.get(section, {}), section)
+    if current.get("name") != name:
+        raw[section] = {"name": name}
+
+
+def choose_tasks(raw: dict[str, Any], names: Sequence[str] | None) -> None:
+    """Replace the task list from repeated ``--task`` options, keeping the file's settings of
+    the tasks that stay."""
+    if not names:
+        return
+    previous = {t.get("name"): t for t in raw.get("tasks", []) if isinstance(t, Mapping)}
+    raw["tasks"] = [dict(previous.get(n, {"name": n})) for n in names]
+
+
+def apply_set(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``section.key=value`` override to a raw config in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected section.key=value")
+    path, _, text = assignment.partition("=")
+    parts = path.strip().split(".")
+    value = parse_value(text.strip())
+    section = parts[0]
+    if section not in SECTIONS:
+        hint = closest(section, list(SECTIONS))
+        did_you_mean = f" (did you mean '{hint}'?)" if hint else ""
+        raise ConfigError(
+            f"--set {assignment!r}: unknown section '{section}'{did_you_mean}; "
+            f"sections: {', '.join(SECTIONS)}"
+        )
+    if section == "tasks":
+        if len(parts) != 3:
+            raise ConfigError(
+                f"--set {assignment!r}: tasks are set as tasks.NAME.key=value or tasks.INDEX.key=value"
+            )
+        tasks = raw.setdefault("tasks", [])
+        selector, key = parts[1], parts[2]
+        if selector.isdigit():
+            index = int(selector)
+            if index >= len(tasks):
+                raise ConfigError(f"--set {assignment!r}: there are only {len(tasks)} tasks")
+            target = tasks[index]
+        else:
+            matches = [t for t in tasks if t.get("name") == selector]
+            if not matches:
+                listed = ", ".join(str(t.get("name")) for t in tasks)
+                raise ConfigError(f"--set {assignment!r}: no task named '{selector}' (tasks: {listed})")
+            target = matches[0]
+        target[key] = value
+        return
+    if len(parts) != 2:
+        raise ConfigError(f"--set {assignment!r}: expected {section}.key=value")
+    key = parts[1]
+    table = raw.setdefault(section, {})
+    if section in _SINGLE and key == "name":
+        choose_component(raw, section, value if isinstance(value, str) else str(value))
+        return
+    table[key] = value
+
+
+def load_raw(path: Path | None) -> dict[str, Any]:
+    """The raw tables of a run file (an empty dict without a file)."""
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def load_run_config(
+    path: Path | None,
+    catalog: Catalog,
+    *,
+    components: Mapping[str, str | None] | None = None,
+    tasks: Sequence[str] | None = None,
+    train: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
+    sets: Iterable[str] = (),
+) -> RunConfig:
+    """Read a run file and apply CLI options and ``--set`` overrides, in that order.
+
+    ``components`` maps single sections (featurizer, encoder, teacher, scheme) to a name
+    chosen on the command line; ``train`` and ``data`` hold CLI options that are not None.
+    """
+    raw = copy.deepcopy(load_raw(path))
+    merged = default_raw()
+    merged.update(raw)
+    for section, name in (components or {}).items():
+        choose_component(merged, section, name)
+    choose_tasks(merged, tasks)
+    for section, values in (("train", train), ("data", data)):
+        for key, value in (values or {}).items():
+            if value is not None:
+                merged.setdefault(section, {})[key] = value
+    for assignment in sets:
+        apply_set(merged, assignment)
+    return RunConfig.from_dict(merged, catalog)
+
+
+def write_run_config(config: RunConfig, path: Path) -> None:
+    """Write ``config`` as TOML atomically."""
+    from .files import atomic_write_text
+
+    atomic_write_text(path, config.dumps())
