@@ -1,0 +1,3 @@
+from protsteps.cli import run
+
+run()

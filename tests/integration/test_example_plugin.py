@@ -1,0 +1,135 @@
+"""A real third-party plugin, installed into a fresh virtual environment.
+
+The environment sees the running interpreter's packages (protsteps, torch) through a
+``.pth`` file, so only the plugin itself is installed; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "docs" / "examples" / "protsteps-plugin-example"
+
+pytestmark = pytest.mark.integration
+
+
+def _python(env_dir: Path) -> Path:
+    return env_dir / ("Scripts" if sys.platform == "win32" else "bin") / "python"
+
+
+@pytest.fixture(scope="module")
+def plugin_env(tmp_path_factory) -> Path:
+    env_dir = tmp_path_factory.mktemp("plugin-env")
+    # no pip of its own: the host's pip and setuptools (seen through the .pth) install into it
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    python = _python(env_dir)
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    # make the current environment's packages (protsteps, torch, ...) visible, .pth files included
+    host = sysconfig.get_paths()["purelib"]
+    Path(purelib, "_protsteps_host.pth").write_text(f"import site; site.addsitedir({host!r})\n")
+    subprocess.run(
+        [python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q", str(EXAMPLE)],
+        check=True, capture_output=True, text=True,
+    )
+    return env_dir
+
+
+def _run(env_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([_python(env_dir), *args], capture_output=True, text=True, check=check, cwd=ROOT)
+
+
+def test_installed_plugin_components_are_listed(plugin_env):
+    result = _run(plugin_env, "-m", "protsteps", "plugins", "--json")
+    records = {(r["kind"], r["name"]): r for r in json.loads(result.stdout)}
+    encoder = records[("encoder", "sequence_cnn")]
+    assert encoder["plugin"] == "example" and encoder["version"] == "0.1.0"
+    assert [f["name"] for f in encoder["config"]] == ["hidden_dim", "kernel_size", "layers"]
+    assert records[("task", "residue_type")]["plugin"] == "example"
+    # the built-in plugins are still there, found through the same entry-point group
+    assert any(r["plugin"] == "structure" for r in records.values())
+
+
+def test_installed_plugin_components_build_from_a_run_config(plugin_env, tmp_path, structures_dir):
+    run_file = tmp_path / "run.toml"
+    run_file.write_text(
+        textwrap.dedent(
+            """
+            [encoder]
+            name = "sequence_cnn"
+            hidden_dim = 32
+            kernel_size = 3
+
+            [[tasks]]
+            name = "residue_type"
+            mask_fraction = 0.3
+
+            [teacher]
+            name = "none"
+            """
+        )
+    )
+    structure = structures_dir / "biopython" / "1A8O.cif"
+    script = textwrap.dedent(
+        f"""
+        import torch, protsteps
+        from protsteps.registry import default_catalog
+        from protsteps.runconfig import load_run_config
+        catalog = default_catalog()
+        config = load_run_config({str(run_file)!r}, catalog)
+        graphs = protsteps.featurize({str(structure)!r})
+        batch = protsteps.collate(graphs)
+        context = protsteps.BuildContext(provides=frozenset(protsteps.components.GRAPH_ATTRIBUTES))
+        encoder = catalog.build("encoder", config.encoder.name, config=config.encoder.config, context=context)
+        task_choice = config.tasks[0]
+        task = catalog.build("task", task_choice.name, config=task_choice.config,
+                             context=protsteps.BuildContext(encoder_dim=encoder.out_dim))
+        corrupted, state = task.corrupt(batch, torch.Generator().manual_seed(0))
+        result = task(corrupted, encoder(corrupted), state)
+        result.loss.backward()
+        print(type(encoder).__name__, encoder.out_dim, round(float(result.loss), 3) > 0)
+        """
+    )
+    result = _run(plugin_env, "-c", script)
+    assert result.stdout.split() == ["SequenceCNN", "32", "True"]
+
+
+def test_a_plugin_that_raises_on_import_does_not_break_the_cli(plugin_env, tmp_path):
+    broken = tmp_path / "broken-plugin"
+    (broken / "protsteps_broken").mkdir(parents=True)
+    (broken / "protsteps_broken" / "__init__.py").write_text("")
+    (broken / "protsteps_broken" / "hooks.py").write_text("raise ImportError('needs a GPU driver')\n")
+    (broken / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """
+            [build-system]
+            requires = ["setuptools>=68"]
+            build-backend = "setuptools.build_meta"
+            [project]
+            name = "protsteps-broken"
+            version = "0.0.1"
+            [project.entry-points.protsteps]
+            broken = "protsteps_broken.hooks"
+            """
+        )
+    )
+    _run(plugin_env, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q", str(broken))
+    try:
+        result = _run(plugin_env, "-m", "protsteps", "plugins", "--json", check=False)
+        assert result.returncode == 0, result.stderr
+        names = {r["name"] for r in json.loads(result.stdout)}
+        assert "sequence_cnn" in names
+        assert "plugin 'broken' failed to load: ImportError: needs a GPU driver" in result.stderr
+    finally:
+        _run(plugin_env, "-m", "pip", "uninstall", "-y", "-q", "protsteps-broken", check=False)
