@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from .graph import Batch, ProteinGraph
+    from .optim import SchemeSetup
     from .structure import Chain
 
 __all__ = [
@@ -198,16 +199,20 @@ class Teacher(nn.Module, abc.ABC):
 class Scheme(abc.ABC):
     """How the parameters are updated: one call of :meth:`step` per batch.
 
-    The training loop builds the scheme, calls :meth:`setup` once with the modules, then
-    :meth:`step` per batch; :meth:`state_dict` holds everything needed to resume (optimizer
-    and scheduler states included).
+    The training loop builds the scheme, calls :meth:`setup` once with a
+    :class:`~protsteps.optim.SchemeSetup` (the model, the train config, the number of steps,
+    the DDP wrapper), then :meth:`step` per batch. :meth:`step` raises
+    :class:`~protsteps.optim.NonFiniteLossError` before changing any parameter when a loss is
+    not finite. :meth:`state_dict` holds everything needed to resume (optimizer, scheduler
+    and any module the scheme owns).
     """
 
     @abc.abstractmethod
-    def setup(self, model: Any, train: Any) -> None: ...
+    def setup(self, setup: SchemeSetup) -> None: ...
 
     @abc.abstractmethod
-    def step(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, float]: ...
+    def step(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, float]:
+        """One optimisation step; returns floats to log (``loss``, ``lr``, per-task values)."""
 
     @abc.abstractmethod
     def state_dict(self) -> dict[str, Any]: ...

@@ -100,6 +100,10 @@ class TrainConfig:
         0.1, "Fraction of structures held out to choose best.pt (0: keep the last)."
     )
     log_every: int = option(10, "Write a line to metrics.jsonl every this many steps.")
+    checkpoint_every: int = option(
+        100,
+        "Write checkpoints/last.pt every this many steps (and at the end of every epoch; 0: epochs only).",
+    )
     nonfinite: Literal["stop", "skip"] = option(
         "stop", "On a NaN/inf loss: stop naming the batch's structures, or skip the batch and count it."
     )

@@ -1,0 +1,499 @@
+"""Pretraining: the loop behind ``protsteps pretrain``.
+
+A run lives in one folder::
+
+    RUNDIR/
+      config.toml            the resolved run config (``auto`` replaced by what it became)
+      metrics.jsonl          one JSON object per logging step and per validation
+      checkpoints/last.pt    everything needed to resume exactly (written atomically)
+      checkpoints/best.pt    the checkpoint with the lowest validation loss
+      encoder.pt             the encoder's weights and config, loadable on their own
+                             (:func:`protsteps.export.load_encoder`)
+
+Determinism: batch order comes from ``(seed, epoch)``; every step reseeds the random
+generators from ``(seed, step, rank)``. A run resumed from ``last.pt`` therefore takes the
+same batches with the same masks and dropout as one that never stopped, and ends with the
+same parameters.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the student is wrapped in
+``DistributedDataParallel`` (gloo on CPU, nccl on GPU), each process takes its shard of every
+epoch's batches, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import _toml
+from ._version import __version__
+from .errors import ConfigError, ProtstepsError
+from .export import encoder_record
+from .files import atomic_torch_save, atomic_write_text
+from .graph import Batch
+from .model import Composition, compose
+from .optim import NonFiniteLossError, SchemeSetup
+from .registry import Catalog
+from .runconfig import RunConfig, load_raw
+
+__all__ = ["RunPaths", "Distributed", "PretrainResult", "pretrain", "load_checkpoint"]
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def last(self) -> Path:
+        return self.root / "checkpoints" / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "checkpoints" / "best.pt"
+
+    @property
+    def encoder(self) -> Path:
+        return self.root / "encoder.pt"
+
+
+@dataclasses.dataclass(frozen=True)
+class Distributed:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls) -> Distributed:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+
+def pick_device(name: str, dist: Distributed) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist.local_rank if dist.enabled else 0)
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"[train] device = {name!r} but CUDA is not available on this machine")
+    if device.type == "cuda" and dist.enabled and device.index is None:
+        device = torch.device("cuda", dist.local_rank)
+    return device
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A 63-bit seed from (seed, step, rank), so each step's randomness is reproducible."""
+    value = (seed * 1_000_003 + step) * 1_000_033 + rank
+    return (value * 6364136223846793005 + 1442695040888963407) % (2**63 - 1)
+
+
+def _environment_rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state()}
+
+
+@dataclasses.dataclass
+class PretrainResult:
+    run_dir: Path
+    steps: int
+    epochs_completed: int
+    best_valid_loss: float | None
+    skipped_batches: int
+    notes: list[str]
+
+
+class MetricsLog:
+    """metrics.jsonl, appended by rank 0; on resume, lines after the checkpoint are dropped."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+
+    def truncate_after(self, step: int) -> None:
+        if not self.enabled or not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+            if record.get("step", 0) <= step:
+                kept.append(line)
+        atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, allow_nan=True) + "\n")
+            fh.flush()
+
+
+class Averages:
+    """Running means of logged values between two log lines."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, values: Mapping[str, float]) -> None:
+        for key, value in values.items():
+            if math.isfinite(value):
+                self.sums[key] = self.sums.get(key, 0.0) + value
+                self.counts[key] = self.counts.get(key, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.counts[k] for k in self.sums}
+
+    def clear(self) -> None:
+        self.sums.clear()
+        self.counts.clear()
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`pretrain`, loaded with ``weights_only=True``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ProtstepsError(f"checkpoint {path} does not exist") from None
+    except Exception as exc:
+        raise ProtstepsError(f"checkpoint {path} cannot be read: {exc}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ProtstepsError(f"{path} is not a protsteps checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+class Display:
+    """Progress for a person: a rich live bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, enabled: bool, total_steps: int, start_step: int) -> None:
+        self.enabled = enabled
+        self.total = total_steps
+        self.live = enabled and sys.stdout.isatty()
+        self._progress = None
+        self._task = None
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]pretrain[/] epoch {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[losses]}"),
+            )
+            self._task = self._progress.add_task(
+                "steps", total=total_steps, completed=start_step, epoch=0, losses=""
+            )
+            self._progress.start()
+
+    def update(self, step: int, epoch: int, values: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in values.items() if k.endswith("loss") or k == "mi")
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=step, epoch=epoch, losses=shown)
+        else:
+            print(f"step {step}/{self.total} epoch {epoch} {shown}", flush=True)
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._progress is not None:
+            self._progress.console.print(text, highlight=False, markup=False)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+@contextmanager
+def _interrupts_as_flag() -> Iterator[dict[str, bool]]:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints and stops at the next step boundary."""
+    flag = {"stop": False}
+    previous = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["stop"]:  # a second signal stops at once
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _init_distributed(dist: Distributed, device: torch.device) -> None:
+    if dist.enabled and not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group(backend=backend)
+
+
+def _wrap_for(dist: Distributed, device: torch.device) -> Callable[[nn.Module], nn.Module]:
+    if not dist.enabled:
+        return lambda module: module
+
+    def wrap(module: nn.Module) -> nn.Module:
+        return nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+
+    return wrap
+
+
+def prepare_run_folder(out: Path, resume: bool) -> RunPaths:
+    paths = RunPaths(out)
+    if resume:
+        if not paths.last.exists():
+            raise ProtstepsError(f"cannot resume {out}: {paths.last} does not exist")
+        return paths
+    if paths.last.exists() or paths.metrics.exists():
+        raise ProtstepsError(
+            f"{out} already holds a run; continue it with --resume {out}, or choose a new --out"
+        )
+    return paths
+
+
+def pretrain(
+    config: RunConfig,
+    out: Path,
+    catalog: Catalog,
+    *,
+    resume: bool = False,
+    show_progress: bool = True,
+    data_source: Callable[..., Any] | None = None,
+    max_steps: int | None = None,
+) -> PretrainResult:
+    """Train ``config`` into the run folder ``out`` (or continue it with ``resume``).
+
+    ``max_steps`` stops after that many optimiser steps in total (for tests that simulate an
+    interruption); ``data_source`` replaces the featurize cache (tests).
+    """
+    from .dataset import prepare_training_data
+
+    dist = Distributed.from_environment()
+    device = pick_device(config.train.device, dist)
+    _init_distributed(dist, device)
+    paths = prepare_run_folder(out, resume)
+    checkpoint = load_checkpoint(paths.last) if resume else None
+
+    torch.manual_seed(config.train.seed)
+    composition: Composition = compose(config, catalog)
+    resolved = composition.config
+    model = composition.model.to(device)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(paths.config, resolved.dumps())
+    display = Display(show_progress and dist.is_main, 0, 0)
+    for note in composition.notes:
+        display.message(note)
+
+    data = (data_source or prepare_training_data)(
+        resolved, composition.featurizer, dist=dist, display=display
+    )
+    steps_per_epoch = data.steps_per_epoch
+    if steps_per_epoch == 0:
+        raise ProtstepsError(
+            "no training batches: every structure failed or was filtered out (see the report)"
+        )
+    total_steps = steps_per_epoch * resolved.train.epochs
+    scheme = composition.scheme
+    scheme.setup(
+        SchemeSetup(
+            model=model,
+            train=resolved.train,
+            total_steps=total_steps,
+            device=device,
+            wrap=_wrap_for(dist, device),
+            distributed=dist.enabled,
+        )
+    )
+
+    step = 0
+    best = math.inf
+    skipped = 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        scheme.load_state_dict(checkpoint["scheme"])
+        step = int(checkpoint["step"])
+        best = float(checkpoint["best_valid_loss"])
+        skipped = int(checkpoint["skipped_batches"])
+        display.message(f"resuming {out} at step {step}")
+    metrics = MetricsLog(paths.metrics, dist.is_main)
+    metrics.truncate_after(step)
+
+    display.close()
+    display = Display(show_progress and dist.is_main, total_steps, step)
+    averages = Averages()
+    residues_since = 0
+    time_since = time.perf_counter()
+    stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
+    epochs_completed = step // steps_per_epoch
+
+    def save(path: Path, epoch_done: int) -> None:
+        if not dist.is_main:
+            return
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "protsteps_version": __version__,
+            "step": step,
+            "epoch": epoch_done,
+            "model": model.state_dict(),
+            "scheme": scheme.state_dict(),
+            "best_valid_loss": best,
+            "skipped_batches": skipped,
+            "config": resolved.to_dict(),
+            "rng": _environment_rng_state(),
+        }
+        atomic_torch_save(state, path)
+
+    def export_encoder() -> None:
+        if dist.is_main:
+            atomic_torch_save(
+                encoder_record(model.encoder, resolved, model.teacher.embed_dim if model.teacher else None),
+                paths.encoder,
+            )
+
+    try:
+        with _interrupts_as_flag() as interrupted:
+            while step < stop_at and not interrupted["stop"]:
+                epoch = step // steps_per_epoch
+                position = step % steps_per_epoch
+                model.train()
+                for batch in data.train_batches(epoch, start=position):
+                    seed = step_seed(resolved.train.seed, step, dist.rank)
+                    torch.manual_seed(seed)
+                    generator = torch.Generator().manual_seed(seed)
+                    batch = batch.to(device)
+                    try:
+                        values = scheme.step(batch, generator)
+                    except NonFiniteLossError as exc:
+                        if resolved.train.nonfinite == "stop":
+                            save(paths.last, epoch)
+                            raise ProtstepsError(
+                                f"stopped at step {step}: {exc}. The last good checkpoint is {paths.last}; "
+                                'lower [train] lr, or set [train] nonfinite = "skip" to skip such batches'
+                            ) from None
+                        skipped += 1
+                        values = {"skipped": 1.0}
+                    step += 1
+                    residues_since += batch.num_nodes * dist.world_size
+                    averages.add(values)
+                    if step % resolved.train.log_every == 0 or step == stop_at or step % steps_per_epoch == 0:
+                        elapsed = max(time.perf_counter() - time_since, 1e-9)
+                        record = {
+                            "step": step,
+                            "epoch": epoch,
+                            "split": "train",
+                            **averages.means(),
+                            "residues_per_second": residues_since / elapsed,
+                            "skipped_batches": skipped,
+                        }
+                        metrics.write(record)
+                        display.update(step, epoch, averages.means())
+                        averages.clear()
+                        residues_since = 0
+                        time_since = time.perf_counter()
+                    if resolved.train.checkpoint_every and step % resolved.train.checkpoint_every == 0:
+                        save(paths.last, epoch)
+                    if step >= stop_at or interrupted["stop"]:
+                        break
+                if step % steps_per_epoch == 0:
+                    epochs_completed = step // steps_per_epoch
+                    valid_loss = data.validate(model, resolved, device) if dist.is_main else None
+                    if valid_loss is not None:
+                        metrics.write(
+                            {"step": step, "epoch": epochs_completed - 1, "split": "valid", **valid_loss}
+                        )
+                    score = valid_loss["loss"] if valid_loss is not None else None
+                    improved = dist.is_main and (score is None or score < best)
+                    if improved:
+                        best = score if score is not None else best
+                    save(paths.last, epochs_completed)
+                    if improved:
+                        save(paths.best, epochs_completed)
+                        export_encoder()
+                    dist.barrier()
+            if interrupted["stop"] and step < stop_at:
+                save(paths.last, epochs_completed)
+                display.message(
+                    f"interrupted at step {step}; continue with: protsteps pretrain --resume {out}"
+                )
+            elif step < total_steps:
+                save(paths.last, epochs_completed)
+    finally:
+        display.close()
+    if dist.is_main and not paths.encoder.exists():
+        export_encoder()
+    if dist.enabled:
+        dist.barrier()
+    return PretrainResult(
+        run_dir=out,
+        steps=step,
+        epochs_completed=epochs_completed,
+        best_valid_loss=None if math.isinf(best) else best,
+        skipped_batches=skipped,
+        notes=composition.notes,
+    )
+
+
+def resume_config(out: Path, catalog: Catalog) -> RunConfig:
+    """The resolved config of an existing run folder."""
+    path = RunPaths(out).config
+    if not path.exists():
+        raise ProtstepsError(f"cannot resume {out}: {path} does not exist")
+    return RunConfig.from_dict(load_raw(path), catalog)
+
+
+def dump_config_text(config: RunConfig) -> str:
+    return _toml.dumps(config.to_dict())
+
+
+def describe_sources(batch: Batch) -> Sequence[str]:
+    return [f"{s}:{c}" for s, c in zip(batch.sources, batch.chain_ids, strict=True)]

@@ -1,0 +1,61 @@
+r"""The mutual-information bound between the sequence and structure views.
+
+For a batch of B proteins with sequence embeddings :math:`s_i` (mean of the teacher's
+residue embeddings) and structure embeddings :math:`g_i` (the encoder's protein embedding),
+a critic :math:`T(s, g) = \langle f_s(s), f_g(g) \rangle` scores every pair. The
+Jensen-Shannon (Deep InfoMax) bound is maximised by minimising
+
+.. math::
+
+    L_{MI} = \frac{1}{B}\sum_i \operatorname{softplus}(-T(s_i, g_i))
+           + \frac{1}{B(B-1)}\sum_{i \ne j} \operatorname{softplus}(T(s_i, g_j)),
+
+with the other proteins of the batch as negatives. It needs B >= 2: with one protein there
+are no negatives (the authors' code, at batch size 1, took the mean of an empty set: NaN).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+class ResidualProjection(nn.Module):
+    """x -> W2 ReLU(W1 x) + W0 x: a small residual MLP."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+        self.skip = nn.Linear(in_dim, out_dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mlp(x) + self.skip(x)
+
+
+class Critic(nn.Module):
+    """T(s, g) = <f_s(s), f_g(g)> for every pair of a batch.
+
+    s: [B, sequence_dim], g: [B, structure_dim] -> scores [B, B], scores[i, j] = T(s_i, g_j).
+    """
+
+    def __init__(self, sequence_dim: int, structure_dim: int, hidden_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.f_s = ResidualProjection(sequence_dim, hidden_dim, out_dim)
+        self.f_g = ResidualProjection(structure_dim, hidden_dim, out_dim)
+
+    def forward(self, s: Tensor, g: Tensor) -> Tensor:
+        return self.f_s(s) @ self.f_g(g).transpose(0, 1)
+
+
+def jensen_shannon_loss(scores: Tensor) -> Tensor:
+    """L_MI of the module docstring from critic scores [B, B] (B >= 2)."""
+    b = scores.shape[0]
+    if b < 2 or scores.shape != (b, b):
+        raise ValueError(
+            f"the MI bound needs a square score matrix of at least 2 proteins, got {tuple(scores.shape)}"
+        )
+    positive = torch.diagonal(scores)
+    off_diagonal = ~torch.eye(b, dtype=torch.bool, device=scores.device)
+    negative = scores[off_diagonal]
+    return F.softplus(-positive).mean() + F.softplus(negative).mean()
