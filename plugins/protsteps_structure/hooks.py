@@ -7,4 +7,13 @@ from protsteps import Component, hookimpl
 
 @hookimpl
 def protsteps_register_featurizers() -> list[Component]:
-    return []
+    from .residue_graph import ResidueGraph, ResidueGraphConfig
+
+    return [
+        Component(
+            name="residue_graph",
+            factory=ResidueGraph,
+            config=ResidueGraphConfig,
+            description="Residues at CA with phi/psi/omega; radius (7 Å), kNN and sequential edges; optional RBF/SH edge features.",
+        )
+    ]

@@ -75,7 +75,9 @@ _LETTERS: dict[str, str] = {
     **STANDARD,
 }
 
-_WATERS = frozenset({"HOH", "WAT", "DOD", "H2O", "D2O", "TIP", "TIP3", "TIP4", "TP3", "T3P", "T4P", "SOL", "SPC"})
+_WATERS = frozenset(
+    {"HOH", "WAT", "DOD", "H2O", "D2O", "TIP", "TIP3", "TIP4", "TP3", "T3P", "T4P", "SOL", "SPC"}
+)
 _NUCLEOTIDES = frozenset(
     {name.strip() for name in nucleic_letters_3to1_extended}
     | {"A", "C", "G", "U", "T", "I", "N", "DA", "DC", "DG", "DT", "DU", "DI", "DN"}

@@ -1,0 +1,511 @@
+"""Structure files -> residue graphs, one call or many, with a content-addressed cache.
+
+>>> import protsteps
+>>> graphs = protsteps.featurize("1abc.pdb")                   # doctest: +SKIP
+>>> graphs = protsteps.featurize("1abc.pdb:A", knn=16)         # doctest: +SKIP
+
+:func:`featurize_many` runs a featurizer over many files (in worker processes if asked),
+stores each chain's graph in a cache keyed by the file's bytes, the featurizer's name,
+version and config, the chain selection and the cache format, and returns a
+:class:`FeaturizeReport` of what worked and why the rest did not. A file that cannot be
+used never stops the run; it becomes a ``failed`` row with a reason.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import to_dict
+from .errors import ProtstepsError, StructureError
+from .files import atomic_write_bytes, atomic_write_text
+from .graph import ProteinGraph
+from .registry import Catalog, default_catalog
+from .structure import Reader, is_structure_path, read_chains_from_bytes, split_selection
+
+__all__ = [
+    "CACHE_FORMAT",
+    "FeaturizeReport",
+    "GraphCache",
+    "FeaturizerSpec",
+    "default_cache_dir",
+    "expand_inputs",
+    "featurize",
+    "featurize_many",
+]
+
+#: bump when the cached layout or the reading rules change, so old entries are not reused
+CACHE_FORMAT = 1
+
+
+def featurize(
+    path: str | os.PathLike[str],
+    featurizer: str = "residue_graph",
+    *,
+    reader: Reader = "columnar",
+    **config: Any,
+) -> list[ProteinGraph]:
+    """One :class:`~protsteps.ProteinGraph` per protein chain of a structure file.
+
+    Parameters
+    ----------
+    path:
+        ``.pdb``/``.ent``/``.cif``/``.mmcif``, optionally ``.gz``; ``path:A`` selects a chain.
+    featurizer:
+        A registered featurizer (``protsteps plugins`` lists them).
+    reader:
+        ``columnar`` (fast, default) or ``biopython`` (the reference reader).
+    **config:
+        The featurizer's settings (``radius=8.0``, ``knn=16``, ...).
+
+    Raises
+    ------
+    StructureError
+        No chain of the file could be featurized; the message says why for each.
+    """
+    spec = FeaturizerSpec.create(featurizer, config)
+    file, selection = split_selection(path)
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise StructureError(f"{file}: cannot read the file ({exc.strerror or exc})") from None
+    graphs, errors = _featurize_bytes(spec.build(), file, data, selection, reader)
+    if not graphs:
+        raise StructureError("; ".join(errors))
+    return graphs
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/protsteps/graphs``, else ``~/.cache/protsteps/graphs``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "protsteps" / "graphs"
+
+
+# ---------------------------------------------------------------------------- featurizer
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturizerSpec:
+    """A featurizer by name and validated config, with what identifies its output."""
+
+    name: str
+    config: Any
+    plugin: str
+    version: str
+
+    @classmethod
+    def create(
+        cls, name: str, config: Mapping[str, Any] | Any = None, catalog: Catalog | None = None
+    ) -> FeaturizerSpec:
+        """Validate ``config`` (a mapping of settings, or the config dataclass) for ``name``."""
+        catalog = catalog or default_catalog()
+        entry = catalog.get("featurizer", name)
+        if config is None or isinstance(config, Mapping):
+            config = catalog.make_config("featurizer", name, dict(config or {}))
+        elif not isinstance(config, entry.config):
+            raise ProtstepsError(
+                f"featurizer '{name}' expects a {entry.config.__name__} config, got {type(config).__name__}"
+            )
+        return cls(name=name, config=config, plugin=entry.plugin, version=entry.version)
+
+    def config_dict(self) -> dict[str, Any]:
+        return to_dict(self.config)
+
+    def build(self, catalog: Catalog | None = None) -> Any:
+        return (catalog or default_catalog()).build("featurizer", self.name, config=self.config)
+
+    def identity(self) -> str:
+        """Canonical JSON of everything about the featurizer that its output depends on."""
+        return json.dumps(
+            {"name": self.name, "plugin": self.plugin, "version": self.version, "config": self.config_dict()},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+
+def _featurize_bytes(
+    featurizer: Any, file: Path, data: bytes, selection: Sequence[str] | None, reader: Reader
+) -> tuple[list[ProteinGraph], list[str]]:
+    """Graphs of the usable chains and one reason per chain (or file) that was not usable."""
+    chains = read_chains_from_bytes(file, data, selection, reader)
+    graphs, errors = [], []
+    for chain in chains:
+        try:
+            graphs.append(featurizer(chain))
+        except StructureError as exc:
+            errors.append(str(exc))
+    return graphs, errors
+
+
+# ---------------------------------------------------------------------------- cache
+
+
+class GraphCache:
+    """Featurized chains on disk, addressed by content.
+
+    Layout under ``root``: ``ab/<key>.pt`` holds one chain's graph (``ProteinGraph.to_dict``,
+    loadable with ``torch.load(weights_only=True)``); ``ab/<file key>.json`` records what a
+    file gave: its chains' keys and residue counts, and the reasons for chains or files that
+    failed. The index is written after the graphs, both atomically, so a present index means
+    a complete entry.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root else default_cache_dir()
+
+    def _path(self, key: str, suffix: str) -> Path:
+        return self.root / key[:2] / f"{key}{suffix}"
+
+    def graph_path(self, key: str) -> Path:
+        return self._path(key, ".pt")
+
+    def load_graph(self, key: str) -> ProteinGraph:
+        try:
+            data = torch.load(self.graph_path(key), map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise ProtstepsError(
+                f"cache entry {key} is missing from {self.root}; run protsteps featurize again"
+            ) from None
+        return ProteinGraph.from_dict(data)
+
+    def store_graph(self, key: str, graph: ProteinGraph) -> None:
+        buffer = io.BytesIO()
+        torch.save(graph.to_dict(), buffer)
+        atomic_write_bytes(self.graph_path(key), buffer.getvalue())
+
+    def load_index(self, key: str) -> dict[str, Any] | None:
+        path = self._path(key, ".json")
+        try:
+            index = json.loads(path.read_text("utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+        if index.get("format") != CACHE_FORMAT:
+            return None
+        if not all(self.graph_path(c["key"]).is_file() for c in index.get("chains", [])):
+            return None
+        return index
+
+    def store_index(self, key: str, index: dict[str, Any]) -> None:
+        atomic_write_text(self._path(key, ".json"), json.dumps(index, sort_keys=True))
+
+
+def file_key(content_hash: str, spec_identity: str, selection: Sequence[str] | None, reader: str) -> str:
+    material = json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "content": content_hash,
+            "featurizer": json.loads(spec_identity),
+            "chains": list(selection) if selection is not None else None,
+            "reader": reader,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def chain_key(file_key_: str, chain_id: str) -> str:
+    return hashlib.sha256(f"{file_key_}:{chain_id}".encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------- many files
+
+
+@dataclasses.dataclass
+class FileResult:
+    """What one input gave: ok rows ``{source, chain, residues, key}``, error messages, and
+    whether it came from the cache."""
+
+    source: str
+    ok: list[dict[str, Any]]
+    errors: list[str]
+    cached: bool = False
+
+
+@dataclasses.dataclass
+class FeaturizeReport:
+    """The outcome of :func:`featurize_many`, in input order.
+
+    ``ok``: one row per featurized chain, ``{"source", "chain", "residues", "key"}``;
+    ``failed``: one row per file (or chain) that could not be used, ``{"source", "error"}``.
+    """
+
+    featurizer: str
+    config: dict[str, Any]
+    cache_dir: Path
+    ok: list[dict[str, Any]]
+    failed: list[dict[str, str]]
+    files: int = 0
+    cache_hits: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``report.json`` document."""
+        return {
+            "featurizer": {"name": self.featurizer, "config": self.config},
+            "ok": self.ok,
+            "failed": self.failed,
+        }
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        atomic_write_text(path, json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[dict[str, str]]]:
+    """Structure specs from files, folders (searched recursively) and text files listing
+    paths (one per line, relative to the list's folder, ``#`` comments), each once, in
+    order. Returns the specs and ``failed`` rows for inputs that are none of these."""
+    specs: list[str] = []
+    failed: list[dict[str, str]] = []
+    seen: set[str] = set()
+
+    def add(spec: str) -> None:
+        if spec not in seen:
+            seen.add(spec)
+            specs.append(spec)
+
+    def visit(item: str, depth: int) -> None:
+        path, selection = split_selection(item)
+        if path.is_dir() and selection is None:
+            found = sorted(p for p in path.rglob("*") if p.is_file() and is_structure_path(p))
+            if not found:
+                failed.append(
+                    {"source": item, "error": f"{item}: folder holds no .pdb/.ent/.cif/.mmcif(.gz) file"}
+                )
+            for p in found:
+                add(str(p))
+        elif not path.exists():
+            failed.append({"source": item, "error": f"{path}: no such file or folder"})
+        elif selection is not None or is_structure_path(path) or _looks_like_structure(path):
+            add(item)
+        elif depth == 0 and _is_path_list(path):
+            base = path.parent
+            for line in path.read_text("utf-8").splitlines():
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                target = line if os.path.isabs(line) else str(base / line)
+                visit(target, depth + 1)
+        else:
+            failed.append(
+                {
+                    "source": item,
+                    "error": f"{path}: not a structure file (.pdb/.ent/.cif/.mmcif, optionally .gz) "
+                    "nor a text file listing paths",
+                }
+            )
+
+    for item in inputs:
+        visit(os.fspath(item), 0)
+    return specs, failed
+
+
+def _looks_like_structure(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return head[:2] == b"\x1f\x8b" or head.lstrip().startswith(
+        (b"data_", b"HEADER", b"ATOM  ", b"HETATM", b"CRYST1")
+    )
+
+
+def _is_path_list(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(65536)
+    except OSError:
+        return False
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+# Worker state: set once per process by _init_worker (or in-process for one worker).
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(spec: FeaturizerSpec, cache_root: str, reader: Reader, threads: int) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    _STATE.update(
+        spec=spec,
+        identity=spec.identity(),
+        featurizer=spec.build(),
+        cache=GraphCache(cache_root),
+        reader=reader,
+    )
+
+
+def _process(spec_text: str) -> FileResult:
+    """Featurize one input through the cache; never raises for a bad file."""
+    try:
+        return _process_unguarded(spec_text)
+    except StructureError as exc:
+        return FileResult(spec_text, [], [str(exc)])
+    except MemoryError:
+        return FileResult(spec_text, [], [f"{spec_text}: out of memory while featurizing"])
+    except Exception as exc:
+        return FileResult(
+            spec_text, [], [f"{spec_text}: unexpected error while featurizing: {type(exc).__name__}: {exc}"]
+        )
+
+
+def _process_unguarded(spec_text: str) -> FileResult:
+    from .structure._io import read_bytes
+
+    cache: GraphCache = _STATE["cache"]
+    file, selection = split_selection(spec_text)
+    data = read_bytes(file)
+    key = file_key(hashlib.sha256(data).hexdigest(), _STATE["identity"], selection, _STATE["reader"])
+    index = cache.load_index(key)
+    if index is not None:
+        return _from_index(spec_text, index)
+    try:
+        graphs, errors = _featurize_bytes(_STATE["featurizer"], file, data, selection, _STATE["reader"])
+    except StructureError as exc:
+        graphs, errors = [], [str(exc)]
+    chains = []
+    for graph in graphs:
+        ck = chain_key(key, graph.chain_id)
+        cache.store_graph(ck, graph)
+        chains.append({"chain": graph.chain_id, "residues": graph.num_nodes, "key": ck})
+    # Failures are cached too: they follow from the bytes and the config alone.
+    cache.store_index(key, {"format": CACHE_FORMAT, "source": str(file), "chains": chains, "errors": errors})
+    return FileResult(spec_text, [{"source": spec_text, **c} for c in chains], errors)
+
+
+def _from_index(spec_text: str, index: dict[str, Any]) -> FileResult:
+    old, new = index.get("source", ""), str(split_selection(spec_text)[0])
+    errors = [e.replace(old, new) if old else e for e in index.get("errors", [])]
+    rows = [{"source": spec_text, **c} for c in index.get("chains", [])]
+    return FileResult(spec_text, rows, errors, cached=True)
+
+
+def featurize_many(
+    inputs: Iterable[str | os.PathLike[str]],
+    featurizer: str = "residue_graph",
+    config: Mapping[str, Any] | Any = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    workers: int = 1,
+    reader: Reader = "columnar",
+    on_result: Callable[[FileResult], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> FeaturizeReport:
+    """Featurize every structure of ``inputs`` through the cache.
+
+    Parameters
+    ----------
+    inputs:
+        Files (``path:CHAIN`` selects chains), folders (searched recursively for
+        ``.pdb/.ent/.cif/.mmcif(.gz)``) and text files listing such paths.
+    featurizer, config:
+        A registered featurizer and its settings (mapping or config dataclass).
+    cache_dir:
+        Where graphs are stored (default :func:`default_cache_dir`).
+    workers:
+        Processes that featurize in parallel; 1 works in this process.
+    on_total, on_result:
+        Progress callbacks: the number of structure files once known, then each file's
+        :class:`FileResult` as it completes.
+
+    Returns
+    -------
+    A :class:`FeaturizeReport`; bad inputs are ``failed`` rows, never exceptions.
+    """
+    spec = FeaturizerSpec.create(featurizer, config)
+    cache = GraphCache(cache_dir)
+    specs, failed_inputs = expand_inputs(inputs)
+    if on_total is not None:
+        on_total(len(specs) + len(failed_inputs))
+    for row in failed_inputs:
+        if on_result is not None:
+            on_result(FileResult(row["source"], [], [row["error"]]))
+    results: dict[str, FileResult] = {}
+
+    def record(result: FileResult) -> None:
+        results[result.source] = result
+        if on_result is not None:
+            on_result(result)
+
+    if workers <= 1 or len(specs) <= 1:
+        _init_worker(spec, str(cache.root), reader, threads=0)
+        for item in specs:
+            record(_process(item))
+    else:
+        _run_pool(specs, spec, cache, reader, workers, record)
+
+    ok: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = list(failed_inputs)
+    for item in specs:
+        result = results[item]
+        ok.extend(result.ok)
+        failed.extend({"source": item, "error": error} for error in result.errors)
+    return FeaturizeReport(
+        featurizer=spec.name,
+        config=spec.config_dict(),
+        cache_dir=cache.root,
+        ok=ok,
+        failed=failed,
+        files=len(specs) + len(failed_inputs),
+        cache_hits=sum(1 for r in results.values() if r.cached),
+    )
+
+
+def _run_pool(
+    specs: list[str],
+    spec: FeaturizerSpec,
+    cache: GraphCache,
+    reader: Reader,
+    workers: int,
+    record: Callable[[FileResult], None],
+) -> None:
+    """Featurize in worker processes. A worker that dies (killed for memory, say) breaks the
+    pool: the files it may have held are retried one per pool, and a file that breaks a
+    pool alone is reported as failed."""
+    pending = list(specs)
+    alone = False
+    while pending:
+        context = multiprocessing.get_context("spawn")
+        broken: list[str] = []
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=1 if alone else workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(spec, str(cache.root), reader, 1),
+        ) as pool:
+            batch = pending[:1] if alone else pending
+            rest = pending[1:] if alone else []
+            futures = {pool.submit(_process, item): item for item in batch}
+            for future in concurrent.futures.as_completed(futures):
+                item = futures[future]
+                try:
+                    record(future.result())
+                except concurrent.futures.process.BrokenProcessPool:
+                    broken.append(item)
+        if alone and broken:
+            record(
+                FileResult(
+                    broken[0],
+                    [],
+                    [f"{broken[0]}: the worker process died while featurizing it (out of memory?)"],
+                )
+            )
+            broken = []
+        pending = [item for item in specs if item in set(broken) | set(rest)]
+        alone = bool(broken) or (alone and bool(pending))

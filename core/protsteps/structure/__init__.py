@@ -1,0 +1,41 @@
+"""Structure files in, protein chains out.
+
+>>> from protsteps.structure import read_chains
+>>> chains = read_chains("1abc.cif.gz")             # doctest: +SKIP
+>>> chains[0].sequence, chains[0].backbone.shape    # doctest: +SKIP
+('MKV...', (153, 4, 3))
+
+Reading rules (both readers): the first model; per atom the highest-occupancy alternate
+location; residues in file order (insertion codes included); modified amino acids mapped to
+their parent (``MSE -> M``), unknown ones to ``X``; waters, ligands, ions and nucleic acids
+left out; residues without a CA atom skipped, residues missing N or C kept (their angles
+are masked). See ``docs/structures.md``.
+"""
+
+from __future__ import annotations
+
+from ._chain import BACKBONE_ATOMS, Chain, ResidueRecords, assemble_chains
+from ._geometry import MAX_PEPTIDE_BOND, backbone_dihedrals, dihedral, peptide_bonds
+from ._io import SUFFIXES, is_structure_path, split_selection
+from ._read import READERS, Reader, read_chains, read_chains_from_bytes
+from ._residues import STANDARD, parent_letter
+
+__all__ = [
+    "BACKBONE_ATOMS",
+    "MAX_PEPTIDE_BOND",
+    "READERS",
+    "STANDARD",
+    "SUFFIXES",
+    "Chain",
+    "Reader",
+    "ResidueRecords",
+    "assemble_chains",
+    "backbone_dihedrals",
+    "dihedral",
+    "is_structure_path",
+    "parent_letter",
+    "peptide_bonds",
+    "read_chains",
+    "read_chains_from_bytes",
+    "split_selection",
+]

@@ -1,0 +1,113 @@
+"""Backbone geometry: peptide bonds and the phi, psi, omega dihedrals, vectorized.
+
+Conventions (IUPAC-IUB 1970, the ones Bio.PDB and PyMOL use), for residue ``i``:
+
+- phi_i   = dihedral(C_{i-1}, N_i, CA_i, C_i)
+- psi_i   = dihedral(N_i, CA_i, C_i, N_{i+1})
+- omega_i = dihedral(CA_{i-1}, C_{i-1}, N_i, CA_i)   (the peptide bond before residue i)
+
+An angle is defined only when its four atoms were observed and, where it spans two
+residues, the two are bonded: the C_{i-1}-N_i distance is at most ``max_peptide_bond``.
+A chain break (missing residues that leave the chain in two pieces, or a residue whose N or C
+was not observed) therefore masks phi and omega after it and psi before it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["MAX_PEPTIDE_BOND", "peptide_bonds", "dihedral", "backbone_dihedrals"]
+
+#: longest C-N distance (Å) still read as a peptide bond. The ideal bond is 1.33 Å; low
+#: resolution models stretch it past 1.5 Å, while the shortest real gap (one missing
+#: residue) leaves more than 2.5 Å.
+MAX_PEPTIDE_BOND = 2.0
+
+_N, _CA, _C = 0, 1, 2
+
+
+def peptide_bonds(backbone: np.ndarray, mask: np.ndarray, max_bond: float = MAX_PEPTIDE_BOND) -> np.ndarray:
+    """Which consecutive residues are joined by a peptide bond.
+
+    Parameters
+    ----------
+    backbone: [L, 4, 3] float, N, CA, C, O coordinates.
+    mask: [L, 4] bool, which of those atoms were observed.
+    max_bond: longest C_i-N_{i+1} distance counted as a bond (Å).
+
+    Returns
+    -------
+    bonded: [L - 1] bool, ``bonded[i]`` says residue i is bonded to residue i + 1
+    (both atoms observed and the distance at most ``max_bond``).
+    """
+    backbone = np.asarray(backbone, dtype=np.float64)
+    if len(backbone) < 2:
+        return np.zeros(0, dtype=bool)
+    gap = np.linalg.norm(backbone[1:, _N] - backbone[:-1, _C], axis=-1)
+    observed = mask[1:, _N] & mask[:-1, _C]
+    with np.errstate(invalid="ignore"):
+        return observed & (gap <= max_bond)
+
+
+def dihedral(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, p3: np.ndarray) -> np.ndarray:
+    """Dihedral angles (radians, in (-pi, pi]) of point quadruples.
+
+    With b0 = p1 - p0, b1 = p2 - p1, b2 = p3 - p2:
+    ``atan2(|b1| b0 . (b1 x b2), (b0 x b1) . (b1 x b2))``, positive when, looking along b1,
+    the far bond is turned clockwise from the near one.
+
+    p0, p1, p2, p3: [..., 3] float. Returns [...] float64.
+    """
+    b0 = np.asarray(p1, np.float64) - p0
+    b1 = np.asarray(p2, np.float64) - p1
+    b2 = np.asarray(p3, np.float64) - p2
+    n1 = np.cross(b0, b1)
+    n2 = np.cross(b1, b2)
+    y = np.linalg.norm(b1, axis=-1) * np.einsum("...k,...k->...", b0, n2)
+    x = np.einsum("...k,...k->...", n1, n2)
+    return np.arctan2(y, x)
+
+
+def backbone_dihedrals(
+    backbone: np.ndarray, mask: np.ndarray, max_bond: float = MAX_PEPTIDE_BOND
+) -> tuple[np.ndarray, np.ndarray]:
+    """phi, psi and omega of every residue, with the mask of those that are defined.
+
+    Parameters
+    ----------
+    backbone: [L, 4, 3] float, N, CA, C, O coordinates.
+    mask: [L, 4] bool, which of those atoms were observed.
+    max_bond: see :func:`peptide_bonds`.
+
+    Returns
+    -------
+    angles: [L, 3] float64, (phi, psi, omega) in radians, 0 where undefined.
+    defined: [L, 3] bool.
+    """
+    backbone = np.asarray(backbone, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    length = len(backbone)
+    angles = np.zeros((length, 3), dtype=np.float64)
+    defined = np.zeros((length, 3), dtype=bool)
+    if length < 2:
+        return angles, defined
+    bonded = peptide_bonds(backbone, mask, max_bond)
+    prev, this = backbone[:-1], backbone[1:]
+    # Angles spanning the bond between residue i and i + 1; phi and omega belong to i + 1.
+    phi = dihedral(prev[:, _C], this[:, _N], this[:, _CA], this[:, _C])
+    psi = dihedral(prev[:, _N], prev[:, _CA], prev[:, _C], this[:, _N])
+    omega = dihedral(prev[:, _CA], prev[:, _C], this[:, _N], this[:, _CA])
+    phi_ok = bonded & mask[1:, _CA] & mask[1:, _C]
+    psi_ok = bonded & mask[:-1, _N] & mask[:-1, _CA]
+    omega_ok = bonded & mask[:-1, _CA] & mask[1:, _CA]
+    with np.errstate(invalid="ignore"):
+        phi_ok &= np.isfinite(phi)
+        psi_ok &= np.isfinite(psi)
+        omega_ok &= np.isfinite(omega)
+    angles[1:, 0] = np.where(phi_ok, phi, 0.0)
+    angles[:-1, 1] = np.where(psi_ok, psi, 0.0)
+    angles[1:, 2] = np.where(omega_ok, omega, 0.0)
+    defined[1:, 0] = phi_ok
+    defined[:-1, 1] = psi_ok
+    defined[1:, 2] = omega_ok
+    return angles, defined

@@ -1,0 +1,114 @@
+"""Reading a structure file into protein chains."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ..errors import StructureError
+from ._biopython import read_records_biopython
+from ._chain import Chain, ResidueRecords, assemble_chains
+from ._columnar import read_records_columnar
+from ._io import check_text, decompress, read_bytes, split_selection, structure_format
+from ._residues import is_known_amino_acid, is_nucleotide, is_water
+
+__all__ = ["Reader", "READERS", "read_chains", "read_chains_from_bytes"]
+
+#: ``columnar`` (default) reads whole columns with numpy; ``biopython`` builds Bio.PDB's
+#: object tree. Both give the same chains; the second is the reference.
+Reader = Literal["columnar", "biopython"]
+READERS: tuple[Reader, ...] = ("columnar", "biopython")
+
+
+def read_chains(
+    path: str | os.PathLike[str],
+    chains: Sequence[str] | None = None,
+    reader: Reader = "columnar",
+) -> list[Chain]:
+    """The protein chains of a structure file.
+
+    Parameters
+    ----------
+    path:
+        A ``.pdb``, ``.ent``, ``.cif`` or ``.mmcif`` file, optionally gzipped; ``path:A``
+        (or ``path:A,B``) selects chains.
+    chains:
+        Chain identifiers to keep (``None``: all). Combined with a selection in ``path``.
+    reader:
+        See :data:`Reader`.
+
+    Returns
+    -------
+    One :class:`Chain` per protein chain of the first model, in file order.
+
+    Raises
+    ------
+    StructureError
+        The file is missing, empty, binary, truncated, not a structure, holds no protein
+        chain, or lacks a requested chain. The message names the file and the reason.
+    """
+    file, selected = split_selection(path)
+    if chains is not None:
+        selected = tuple(chains) if selected is None else tuple(c for c in selected if c in chains)
+    return read_chains_from_bytes(file, read_bytes(file), selected, reader)
+
+
+def read_chains_from_bytes(
+    path: Path, data: bytes, chains: Sequence[str] | None = None, reader: Reader = "columnar"
+) -> list[Chain]:
+    """:func:`read_chains` on a file's bytes already in memory (``path`` names it in
+    messages and in ``Chain.source``)."""
+    text = decompress(path, data)
+    check_text(path, text)
+    fmt = structure_format(path, text)
+    if reader == "biopython":
+        records = read_records_biopython(path, text, fmt)
+    elif reader == "columnar":
+        try:
+            records = read_records_columnar(path, text, fmt)
+        except StructureError:
+            raise
+        except Exception:
+            # The reference reader is slower but copes with anything Bio.PDB copes with.
+            records = read_records_biopython(path, text, fmt)
+    else:
+        raise ValueError(f"unknown reader {reader!r}; readers: {', '.join(READERS)}")
+    found = assemble_chains(str(path), records)
+    if not found:
+        raise StructureError(f"{path}: {_why_no_protein(records)}")
+    if chains is not None:
+        wanted = set(chains)
+        present = {c.chain_id or "_" for c in found}
+        missing = sorted(wanted - present - ({""} if "_" in present else set()))
+        if missing:
+            raise StructureError(
+                f"{path}: no protein chain {', '.join(missing)} (protein chains: {', '.join(sorted(present))})"
+            )
+        found = [c for c in found if (c.chain_id or "_") in wanted or c.chain_id in wanted]
+    return found
+
+
+def _why_no_protein(records: ResidueRecords) -> str:
+    # Only residues with an atom named like a backbone atom (the columnar reader sees no
+    # other), so that both readers give the same reason.
+    mask = np.asarray(records.backbone_mask, dtype=bool).reshape(-1, 4)
+    names = [name for i, name in enumerate(records.residue_names) if mask[i].any()]
+    if not names:
+        return "not a protein: no amino-acid backbone atoms (N, CA, C, O) in the first model"
+    kinds: Counter[str] = Counter()
+    for name in names:
+        if is_water(name):
+            kinds["water"] += 1
+        elif is_nucleotide(name):
+            kinds["nucleotide"] += 1
+        elif is_known_amino_acid(name):
+            kinds["amino acid without CA"] += 1
+        else:
+            kinds["other (ligand, ion, unknown)"] += 1
+    found = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common())
+    return f"not a protein: no amino-acid residue with a CA atom (residues with backbone atom names: {found})"

@@ -1,0 +1,187 @@
+"""The ``residue_graph`` featurizer: one node per residue, edges by distance and sequence.
+
+Nodes are the chain's residues with a CA atom, positioned at CA (as in STEPS). Edges join
+residues by any combination of three rules, deduplicated:
+
+- ``radius``: CA-CA distance below ``radius`` (7 Å, the paper's graph),
+- ``knn``: each residue's ``knn`` nearest residues,
+- ``sequential``: residues at most ``sequential`` positions apart in chain order.
+
+Edge features (``edge_attr``) are optional: ``rbf`` radial basis functions of the distance
+(``e3nn.math.soft_one_hot_linspace``) followed by the real spherical harmonics of the edge
+direction up to degree ``sh_lmax`` (``e3nn.o3.spherical_harmonics``, component
+normalisation). Encoders that compute their own distance encodings need neither, and the
+cache stays small without them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import numpy as np
+import torch
+from protsteps import BuildContext, Featurizer, ProteinGraph, option
+from protsteps.errors import StructureError
+from protsteps.graph import residue_types
+from protsteps.structure import MAX_PEPTIDE_BOND, Chain, backbone_dihedrals
+
+from .neighbours import knn_edges, merge_edges, radius_edges, sequential_edges
+
+__all__ = ["ResidueGraphConfig", "ResidueGraph"]
+
+RadialBasis = Literal["gaussian", "cosine", "smooth_finite", "fourier", "bessel"]
+
+
+@dataclasses.dataclass
+class ResidueGraphConfig:
+    """Settings of the ``residue_graph`` featurizer."""
+
+    radius: float = option(7.0, "Join residues whose CA atoms are closer than this (Å); 0: no radius edges.")
+    knn: int = option(0, "Also join each residue to its k nearest residues by CA distance; 0: off.")
+    sequential: int = option(
+        0, "Also join residues at most this many positions apart in chain order; 0: off."
+    )
+    min_residues: int = option(1, "Chains with fewer residues are not featurized (reported as failed).")
+    max_residues: int = option(0, "Chains with more residues are not featurized (reported); 0: no limit.")
+    rbf: int = option(0, "Radial basis functions of the CA-CA distance put in edge_attr; 0: none.")
+    rbf_cutoff: float = option(0.0, "Distance (Å) where the radial basis ends; 0: the radius.")
+    rbf_basis: RadialBasis = option("gaussian", "Radial basis of e3nn.math.soft_one_hot_linspace.")
+    sh_lmax: int = option(
+        -1, "Append spherical harmonics of the edge direction up to this degree to edge_attr; -1: none."
+    )
+    max_peptide_bond: float = option(
+        MAX_PEPTIDE_BOND,
+        "Longest C-N distance (Å) read as a peptide bond; angles across longer gaps are masked.",
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("radius", "rbf_cutoff"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("knn", "sequential", "min_residues", "max_residues", "rbf"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.sh_lmax < -1:
+            raise ValueError(f"sh_lmax must be >= -1 (-1: none), got {self.sh_lmax}")
+        if self.max_residues and self.max_residues < self.min_residues:
+            raise ValueError(
+                f"max_residues ({self.max_residues}) is below min_residues ({self.min_residues})"
+            )
+        if self.rbf and self.rbf_cutoff == 0 and self.radius == 0:
+            raise ValueError("rbf needs rbf_cutoff when there are no radius edges (radius = 0)")
+        if self.max_peptide_bond <= 0:
+            raise ValueError(f"max_peptide_bond must be > 0, got {self.max_peptide_bond}")
+
+    @property
+    def has_edges(self) -> bool:
+        return self.radius > 0 or self.knn > 0 or self.sequential > 0
+
+    @property
+    def edge_attr_dim(self) -> int:
+        """Width of ``edge_attr``: ``rbf + (sh_lmax + 1)^2``."""
+        return self.rbf + (self.sh_lmax + 1) ** 2
+
+
+class ResidueGraph(Featurizer):
+    """A parsed chain -> a residue graph (see the module docstring).
+
+    ``provides`` lists what the configured graph holds: without any edge rule there are no
+    edges; without ``rbf`` and ``sh_lmax`` there is no ``edge_attr``.
+    """
+
+    def __init__(self, config: ResidueGraphConfig, context: BuildContext | None = None) -> None:
+        self.config = config
+        provides = {"residue_type", "pos", "backbone", "dihedrals"}
+        if config.has_edges:
+            provides |= {"edge_index", "edge_distance", "edge_vector"}
+            if config.edge_attr_dim:
+                provides.add("edge_attr")
+        self.provides = frozenset(provides)
+
+    def __repr__(self) -> str:
+        return f"ResidueGraph({self.config})"
+
+    def __call__(self, chain: Chain) -> ProteinGraph:
+        config = self.config
+        length = len(chain)
+        where = f"{chain.source}: chain {chain.chain_id or '_'}"
+        if length < config.min_residues:
+            raise StructureError(
+                f"{where} has {length} residues, fewer than min_residues = {config.min_residues}"
+            )
+        if config.max_residues and length > config.max_residues:
+            raise StructureError(
+                f"{where} has {length} residues, more than max_residues = {config.max_residues}"
+            )
+        observed = chain.backbone[chain.backbone_mask]
+        if not np.isfinite(observed).all():
+            bad = np.flatnonzero(~np.isfinite(chain.backbone).all(-1).all(-1) & chain.backbone_mask.any(-1))
+            first = int(bad[0]) if len(bad) else 0
+            raise StructureError(
+                f"{where}: non-finite (NaN or infinite) coordinates, first at residue "
+                f"{chain.residue_names[first]} {chain.residue_numbers[first]}{chain.insertion_codes[first]}"
+            )
+
+        pos64 = chain.backbone[:, 1].astype(np.float64)
+        angles, defined = backbone_dihedrals(chain.backbone, chain.backbone_mask, config.max_peptide_bond)
+        edge_index = self._edges(pos64)
+        source, target = edge_index
+        delta = pos64[target] - pos64[source]
+        distance = np.sqrt(np.einsum("ij,ij->i", delta, delta))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            vector = np.where(distance[:, None] > 0, delta / distance[:, None], 0.0)
+        distance_t = torch.from_numpy(distance.astype(np.float32))
+        vector_t = torch.from_numpy(vector.astype(np.float32))
+        return ProteinGraph(
+            source=chain.source,
+            chain_id=chain.chain_id,
+            sequence=chain.sequence,
+            residue_type=residue_types(chain.sequence),
+            residue_number=torch.from_numpy(chain.residue_numbers.astype(np.int64)),
+            pos=torch.from_numpy(chain.backbone[:, 1].astype(np.float32)),
+            backbone=torch.from_numpy(chain.backbone.astype(np.float32)),
+            backbone_mask=torch.from_numpy(chain.backbone_mask.copy()),
+            dihedrals=torch.from_numpy(angles.astype(np.float32)),
+            dihedral_mask=torch.from_numpy(defined),
+            edge_index=torch.from_numpy(edge_index),
+            edge_distance=distance_t,
+            edge_vector=vector_t,
+            edge_attr=self._edge_attr(distance_t, vector_t),
+            node_attr=torch.zeros(length, 0),
+        )
+
+    def _edges(self, pos: np.ndarray) -> np.ndarray:
+        config = self.config
+        sets = []
+        if config.radius > 0:
+            sets.append(radius_edges(pos, config.radius))
+        if config.knn > 0:
+            sets.append(knn_edges(pos, config.knn))
+        if config.sequential > 0:
+            sets.append(sequential_edges(len(pos), config.sequential))
+        if not sets:
+            return np.zeros((2, 0), dtype=np.int64)
+        return merge_edges(len(pos), *sets)
+
+    def _edge_attr(self, distance: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        parts = []
+        if config.rbf:
+            from e3nn.math import soft_one_hot_linspace
+
+            end = config.rbf_cutoff or config.radius
+            parts.append(
+                soft_one_hot_linspace(distance, 0.0, end, config.rbf, basis=config.rbf_basis, cutoff=True)
+            )
+        if config.sh_lmax >= 0:
+            from e3nn import o3
+
+            # A zero vector (two CA atoms at one place) has no direction: its harmonics are 0.
+            sh = o3.spherical_harmonics(
+                list(range(config.sh_lmax + 1)), vector, normalize=False, normalization="component"
+            )
+            parts.append(torch.where((vector.norm(dim=-1) > 0)[:, None], sh, torch.zeros_like(sh)))
+        if not parts:
+            return torch.zeros(len(distance), 0)
+        return torch.cat(parts, dim=-1).to(torch.float32)
