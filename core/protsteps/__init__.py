@@ -28,6 +28,7 @@ from .components import (
     Teacher,
 )
 from .config import option
+from .featurize import featurize
 from .graph import ALPHABET, Batch, ProteinGraph, collate
 from .hookspecs import hookimpl
 from .registry import Catalog, Entry, default_catalog
@@ -52,6 +53,7 @@ __all__ = [
     "build",
     "collate",
     "components",
+    "featurize",
     "get_component",
     "hookimpl",
     "option",
