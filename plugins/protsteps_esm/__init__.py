@@ -1,1 +1,46 @@
-"""Built-in protsteps plugin: The ESM-2 teacher (fair-esm) with a trainable tail and a frozen-trunk cache."""
+"""Built-in protsteps plugin: the ESM-2 teacher (fair-esm) with a trainable tail and a
+frozen-trunk cache.
+
+>>> import protsteps
+>>> teacher = protsteps.build("teacher", "esm", weights="esm2_t6_8M_UR50D.pt")  # doctest: +SKIP
+>>> teacher(["MKTAYIAK", "GSHM"]).shape                                          # doctest: +SKIP
+torch.Size([12, 320])
+
+:mod:`protsteps_esm.testing` writes small random ESM-2 checkpoints in fair-esm's on-disk
+format for tests and benchmarks.
+"""
+
+from ._cache import TrunkCache, TrunkKey
+from ._config import ESM2_MODELS, MAX_WINDOW, ESM2Architecture, ESMConfig
+from ._factory import build_esm_teacher
+from ._loading import (
+    ALLOWED_GLOBALS,
+    CheckpointError,
+    LoadedESM2,
+    hub_checkpoint_path,
+    load_esm2,
+    read_checkpoint,
+    trunk_fingerprint,
+)
+from ._teacher import ESMTeacher, TeacherTail, normalize_sequence, windows
+
+__all__ = [
+    "ALLOWED_GLOBALS",
+    "ESM2_MODELS",
+    "MAX_WINDOW",
+    "CheckpointError",
+    "ESM2Architecture",
+    "ESMConfig",
+    "ESMTeacher",
+    "LoadedESM2",
+    "TeacherTail",
+    "TrunkCache",
+    "TrunkKey",
+    "build_esm_teacher",
+    "hub_checkpoint_path",
+    "load_esm2",
+    "normalize_sequence",
+    "read_checkpoint",
+    "trunk_fingerprint",
+    "windows",
+]

@@ -7,4 +7,14 @@ from protsteps import Component, hookimpl
 
 @hookimpl
 def protsteps_register_teachers() -> list[Component]:
-    return []
+    from ._config import ESMConfig
+    from ._factory import build_esm_teacher
+
+    return [
+        Component(
+            name="esm",
+            factory=build_esm_teacher,
+            config=ESMConfig,
+            description="ESM-2 protein language model (fair-esm) with a trainable tail and a frozen-trunk cache",
+        )
+    ]
