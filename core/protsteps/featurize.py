@@ -475,37 +475,57 @@ def _run_pool(
     workers: int,
     record: Callable[[FileResult], None],
 ) -> None:
-    """Featurize in worker processes. A worker that dies (killed for memory, say) breaks the
-    pool: the files it may have held are retried one per pool, and a file that breaks a
-    pool alone is reported as failed."""
-    pending = list(specs)
-    alone = False
-    while pending:
-        context = multiprocessing.get_context("spawn")
-        broken: list[str] = []
-        with concurrent.futures.ProcessPoolExecutor(
-            max_workers=1 if alone else workers,
-            mp_context=context,
-            initializer=_init_worker,
-            initargs=(spec, str(cache.root), reader, 1),
-        ) as pool:
-            batch = pending[:1] if alone else pending
-            rest = pending[1:] if alone else []
-            futures = {pool.submit(_process, item): item for item in batch}
-            for future in concurrent.futures.as_completed(futures):
-                item = futures[future]
+    run_in_processes(specs, _process, _init_worker, (spec, str(cache.root), reader, 1), workers, record)
+
+
+def run_in_processes(
+    items: Sequence[str],
+    work: Callable[[str], FileResult],
+    initializer: Callable[..., None],
+    initargs: tuple[Any, ...],
+    workers: int,
+    record: Callable[[FileResult], None],
+) -> None:
+    """``record(work(item))`` for every item, in ``workers`` spawned processes.
+
+    At most ``2 * workers`` items are in flight at once, so when a worker dies (killed for
+    memory, say) and breaks the pool, the suspects are those few: each is retried alone in a
+    fresh process, the one that kills its process again is reported as failed, and the rest
+    go on in a new pool.
+    """
+    context = multiprocessing.get_context("spawn")
+
+    def pool(size: int) -> concurrent.futures.ProcessPoolExecutor:
+        return concurrent.futures.ProcessPoolExecutor(
+            max_workers=size, mp_context=context, initializer=initializer, initargs=initargs
+        )
+
+    position = 0
+    while position < len(items):
+        suspects: list[str] = []
+        with pool(workers) as executor:
+            in_flight: dict[concurrent.futures.Future[FileResult], str] = {}
+            while (position < len(items) or in_flight) and not suspects:
+                while position < len(items) and len(in_flight) < 2 * workers:
+                    in_flight[executor.submit(work, items[position])] = items[position]
+                    position += 1
+                done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    item = in_flight.pop(future)
+                    try:
+                        record(future.result())
+                    except concurrent.futures.process.BrokenProcessPool:
+                        suspects.append(item)
+            suspects.extend(in_flight.values())
+        for item in suspects:
+            with pool(1) as alone:
                 try:
-                    record(future.result())
+                    record(alone.submit(work, item).result())
                 except concurrent.futures.process.BrokenProcessPool:
-                    broken.append(item)
-        if alone and broken:
-            record(
-                FileResult(
-                    broken[0],
-                    [],
-                    [f"{broken[0]}: the worker process died while featurizing it (out of memory?)"],
-                )
-            )
-            broken = []
-        pending = [item for item in specs if item in set(broken) | set(rest)]
-        alone = bool(broken) or (alone and bool(pending))
+                    record(
+                        FileResult(
+                            item,
+                            [],
+                            [f"{item}: the worker process died while featurizing it (out of memory?)"],
+                        )
+                    )

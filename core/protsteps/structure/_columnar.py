@@ -313,6 +313,8 @@ def _cif_records(path: Path, columns: dict[str, list[bytes]]) -> ResidueRecords:
             f"{path}: the _atom_site loop lacks {', '.join('_atom_site.' + m for m in missing)}"
         )
     count = len(columns["label_atom_id"])
+    if any(len(values) != count for values in columns.values()):
+        raise StructureError(f"{path}: truncated or malformed _atom_site loop (its columns differ in length)")
     if count == 0:
         raise StructureError(f"{path}: no atoms in _atom_site")
     rows = np.arange(count)

@@ -66,6 +66,8 @@ def read_chains_from_bytes(
     text = decompress(path, data)
     check_text(path, text)
     fmt = structure_format(path, text)
+    if fmt == "pdb":
+        _check_last_coordinate_line(path, text)
     if reader == "biopython":
         records = read_records_biopython(path, text, fmt)
     elif reader == "columnar":
@@ -91,6 +93,21 @@ def read_chains_from_bytes(
             )
         found = [c for c in found if (c.chain_id or "_") in wanted or c.chain_id in wanted]
     return found
+
+
+def _check_last_coordinate_line(path: Path, text: bytes) -> None:
+    """A download cut short ends inside an ATOM line; both readers refuse such a file rather
+    than return the part of the protein that happened to arrive."""
+    last = max(text.rfind(b"\nATOM  "), text.rfind(b"\nHETATM"))
+    if last < 0:
+        if text.startswith((b"ATOM  ", b"HETATM")):
+            last = -1
+        else:
+            return
+    end = text.find(b"\n", last + 1)
+    line = text[last + 1 : end if end >= 0 else len(text)].rstrip(b"\r ")
+    if len(line) < 54:
+        raise StructureError(f"{path}: truncated file: the last ATOM/HETATM line ends before its coordinates")
 
 
 def _why_no_protein(records: ResidueRecords) -> str:
