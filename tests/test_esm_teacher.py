@@ -225,3 +225,19 @@ def test_describe_names_model_weights_and_tail(tiny: Path) -> None:
         f"ESM-2 tiny (3 layers, dim 32) from {tiny} (file); representation: layer 3; "
         "trainable tail: layer 3 + final layer norm; trunk cache: 64 MiB in memory"
     )
+
+
+def test_rows_line_up_with_a_featurized_batch(tiny: Path, structures_dir: Path) -> None:
+    """The contract the encoders rely on: row ptr[b] + i is residue i of protein b."""
+    graphs = [
+        *protsteps.featurize(structures_dir / "biopython" / "1A8O.cif"),
+        *protsteps.featurize(structures_dir / "masif" / "1t6b_X.pdb.gz"),
+        *protsteps.featurize(structures_dir / "mdanalysis" / "5PTI.cif.gz"),
+    ]
+    batch = protsteps.collate(graphs)
+    teacher = protsteps.build("teacher", "esm", weights=str(tiny))
+    features = teacher(batch.sequences)
+    assert features.shape == (batch.num_nodes, teacher.embed_dim)
+    for b, sequence in enumerate(batch.sequences):
+        rows = features[int(batch.ptr[b]) : int(batch.ptr[b + 1])]
+        torch.testing.assert_close(rows, teacher([sequence]), rtol=0, atol=1e-5)
