@@ -24,3 +24,31 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def structures_dir(shared_data: Path) -> Path:
     return shared_data / "structures"
+
+
+@pytest.fixture(scope="session")
+def tiny_esm_weights(tmp_path_factory) -> Path:
+    """A small random ESM-2 checkpoint in fair-esm's on-disk format (2 layers, dim 32)."""
+    from protsteps_esm.testing import write_esm2_checkpoint
+
+    path = tmp_path_factory.mktemp("esm") / "esm2_tiny.pt"
+    write_esm2_checkpoint(path, num_layers=2, embed_dim=32, attention_heads=4, seed=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_structures(structures_dir: Path) -> list[Path]:
+    """Six real single-chain structures of 59-108 residues (fast to featurize and train on)."""
+    names = [
+        "1BRS_A.pdb.gz",
+        "1BRS_D.pdb.gz",
+        "1I07_A.pdb.gz",
+        "1LQM_F.pdb.gz",
+        "1NPO_A.pdb.gz",
+        "1O9Y_A.pdb.gz",
+    ]
+    paths = [structures_dir / "masif" / n for n in names]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        pytest.skip(f"shared structures missing: {missing}")
+    return paths

@@ -315,7 +315,7 @@ def pretrain(
     ``max_steps`` stops after that many optimiser steps in total (for tests that simulate an
     interruption); ``data_source`` replaces the featurize cache (tests).
     """
-    from .dataset import prepare_training_data
+    from .training_data import prepare_training_data
 
     dist = Distributed.from_environment()
     device = pick_device(config.train.device, dist)

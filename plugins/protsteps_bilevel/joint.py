@@ -103,7 +103,7 @@ class JointScheme(Scheme):
             raise NonFiniteLossError(f"non-finite loss {float(loss)} on batch of {describe_batch(batch)}")
         lr = self._student.lr
         grad_norm = self._student.apply(loss)
-        return {"loss": float(loss), "lr": lr, "grad_norm": grad_norm, **logs_to_floats(logs)}
+        return {"loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm, **logs_to_floats(logs)}
 
     def state_dict(self) -> dict[str, Any]:
         if self._student is None:

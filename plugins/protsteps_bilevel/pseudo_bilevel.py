@@ -203,7 +203,7 @@ class PseudoBilevelScheme(Scheme):
             raise NonFiniteLossError(f"non-finite loss {float(loss)} on batch of {describe_batch(batch)}")
         lr = self.student.lr
         grad_norm = self.student.apply(loss)
-        result = {"loss": float(loss), "lr": lr, "grad_norm": grad_norm, **logs_to_floats(logs)}
+        result = {"loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm, **logs_to_floats(logs)}
         if s is not None and g is not None:
             result["critic_loss"] = self._train_critic(s, g)
         return result
@@ -219,7 +219,7 @@ class PseudoBilevelScheme(Scheme):
             mean_across_processes(grads, setup.distributed)
             self.critic_optimizer.step()
             self.critic_scheduler.step()
-            value = float(critic_loss)
+            value = float(critic_loss.detach())
         return value
 
     def hypergradient(

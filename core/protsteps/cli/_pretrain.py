@@ -1,0 +1,130 @@
+"""``protsteps pretrain``: the main job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import ProtstepsError
+from ..registry import default_catalog
+from ..runconfig import load_run_config
+from ._app import app, console
+
+
+@app.command()
+def pretrain(
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Structure files, folders (searched recursively) or text files listing paths. "
+            "None: [data] inputs of the config, else the bundled example structures.",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder to create.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Run file (TOML).")] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue the run in this folder from checkpoints/last.pt."),
+    ] = None,
+    featurizer: Annotated[str | None, typer.Option(help="Featurizer name.")] = None,
+    encoder: Annotated[str | None, typer.Option(help="Encoder name (gin, equivariant, ...).")] = None,
+    task: Annotated[
+        list[str] | None,
+        typer.Option("--task", help="Pretext task; repeat for several (default: distance, dihedral)."),
+    ] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(help="Teacher: auto (ESM-2 8M when its weights are available), none, or a name."),
+    ] = None,
+    scheme: Annotated[
+        str | None,
+        typer.Option(help="Scheme: auto (pseudo_bilevel with a teacher, joint without), or a name."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override one setting: section.key=value (tasks.NAME.key=value). Repeatable."
+        ),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the training structures.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Proteins per batch.")] = None,
+    max_residues: Annotated[
+        int | None, typer.Option(help="Residue budget per batch (replaces --batch-size when > 0).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Featurize cache folder.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Pretrain an encoder on structures (STEPS); writes a run folder that can be resumed."""
+    from ..training import pretrain as run_pretrain
+    from ..training import resume_config
+
+    catalog = default_catalog()
+    if resume is not None:
+        changed = [
+            name
+            for name, value in {
+                "INPUTS": inputs,
+                "--config": config,
+                "--featurizer": featurizer,
+                "--encoder": encoder,
+                "--task": task,
+                "--teacher": teacher,
+                "--scheme": scheme,
+                "--set": set_,
+                "--batch-size": batch_size,
+                "--max-residues": max_residues,
+                "--seed": seed,
+                "--cache-dir": cache_dir,
+            }.items()
+            if value
+        ]
+        if changed:
+            raise ProtstepsError(
+                f"--resume continues a run exactly as it was configured; remove {', '.join(changed)}"
+            )
+        if out is not None and out.resolve() != resume.resolve():
+            raise ProtstepsError(
+                "--resume continues the run in its own folder; drop --out or give the same folder"
+            )
+        run_config = resume_config(resume, catalog)
+        if epochs is not None:
+            run_config.train.epochs = epochs
+        if device is not None:
+            run_config.train.device = device
+        out = resume
+    else:
+        if out is None:
+            raise ProtstepsError("--out RUNDIR is required (or --resume RUNDIR)")
+        run_config = load_run_config(
+            config,
+            catalog,
+            components={"featurizer": featurizer, "encoder": encoder, "teacher": teacher, "scheme": scheme},
+            tasks=task,
+            train={
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "max_residues": max_residues,
+                "seed": seed,
+                "device": device,
+            },
+            data={
+                "inputs": list(inputs) if inputs else None,
+                "cache_dir": str(cache_dir) if cache_dir else None,
+            },
+            sets=set_ or [],
+        )
+    result = run_pretrain(run_config, out, catalog, resume=resume is not None, show_progress=not quiet)
+    best = (
+        f"{result.best_valid_loss:.4f}" if result.best_valid_loss is not None else "n/a (no validation set)"
+    )
+    console.print(
+        f"done: {result.steps} steps, {result.epochs_completed} epochs, best validation loss {best}"
+        + (f", {result.skipped_batches} batches skipped" if result.skipped_batches else ""),
+        highlight=False,
+    )
+    console.print(f"run folder: {out}  (encoder: {out / 'encoder.pt'})", highlight=False)
