@@ -108,10 +108,10 @@ def test_a_step_leaves_the_teachers_weights_unchanged_and_trains_the_critic(
 
 
 def test_scheme_state_round_trips(small_structures, tiny_esm_weights):
-    composition, model, batch = build(small_structures, tiny_esm_weights, "pseudo_bilevel")
+    composition, _model, batch = build(small_structures, tiny_esm_weights, "pseudo_bilevel")
     composition.scheme.step(batch, torch.Generator().manual_seed(0))
     state = composition.scheme.state_dict()
-    again, model2, _ = build(small_structures, tiny_esm_weights, "pseudo_bilevel")
+    again, _model2, _ = build(small_structures, tiny_esm_weights, "pseudo_bilevel")
     again.scheme.load_state_dict(state)
     for a, b in zip(again.scheme.critic.parameters(), composition.scheme.critic.parameters(), strict=True):
         assert torch.equal(a, b)
@@ -156,7 +156,7 @@ def test_critic_scores_every_pair():
 
 
 def test_a_batch_of_one_protein_skips_the_mi_term(small_structures, tiny_esm_weights):
-    composition, model, _ = build(small_structures, tiny_esm_weights, "pseudo_bilevel")
+    composition, _model, _ = build(small_structures, tiny_esm_weights, "pseudo_bilevel")
     single = protsteps.collate(protsteps.featurize(small_structures[0]))
     values = composition.scheme.step(single, torch.Generator().manual_seed(0))
     assert values["mi_skipped"] == 1.0 and "mi" not in values
