@@ -170,3 +170,21 @@ def test_no_cache_recomputes(tiny: Path, sequences: list[str]) -> None:
     assert cached.precompute(sequences + sequences[:1]) == len(sequences)
     assert cached.precompute(sequences) == 0
     torch.testing.assert_close(cached(sequences), teacher(sequences), rtol=0, atol=1e-5)
+
+
+def test_inference_mode_then_training(tiny: Path, sequences: list[str]) -> None:
+    """Embedding under torch.inference_mode (evaluation) must not poison later training
+    steps: neither the cached states nor fair-esm's rotary tables may be inference tensors."""
+    teacher = protsteps.build("teacher", "esm", weights=str(tiny))
+    with torch.inference_mode():
+        evaluated = teacher(sequences[:2])
+    assert teacher.cache is not None
+    for sequence in sequences[:2]:
+        key = TrunkKey(teacher.model_name, teacher.trunk_fingerprint, teacher.trunk_layers, sequence)
+        stored = teacher.cache.get(key)
+        assert stored is not None and not stored.is_inference()
+    trained = teacher(sequences[:2])
+    trained.square().mean().backward()
+    assert all(p.grad is not None for p in teacher.tail_parameters().values())
+    torch.testing.assert_close(trained.detach(), evaluated, rtol=0, atol=0)
+    assert teacher.cache.hits == 4 and teacher.cache.misses == 2

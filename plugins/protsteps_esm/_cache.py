@@ -107,8 +107,10 @@ class TrunkCache:
 
     def put(self, key: TrunkKey, states: Tensor) -> None:
         """Store ``states`` (``[T, embed_dim]``) in memory and, with a folder, on disk."""
-        # a copy: a slice of a padded batch would otherwise keep (and save) the whole batch
-        states = states.detach().to("cpu", copy=True).contiguous()
+        # a copy: a slice of a padded batch would otherwise keep (and save) the whole batch;
+        # made outside inference mode so that later training steps may read it
+        with torch.inference_mode(False):
+            states = states.detach().to("cpu", copy=True).contiguous()
         self._remember(key, states)
         if self.directory is not None:
             path = self.directory / key.relative_path()

@@ -173,6 +173,7 @@ class ESMTeacher(Teacher):
             model.emb_layer_norm_after if last_is_representation else None,
         )
         self.tail.requires_grad_(True)
+        self.train()
 
     # -- module plumbing ------------------------------------------------------------------
 
@@ -247,6 +248,8 @@ class ESMTeacher(Teacher):
         if isinstance(sequences, str):
             raise TypeError("sequences must be a list of strings, not one string")
         replacement = self._check_tail(tail)
+        if not torch.is_inference_mode_enabled():
+            self._forget_inference_tables()
         normalized = [normalize_sequence(s) for s in sequences]
         plans = [
             [(a, b, seq[a:b]) for a, b in windows(len(seq), self.window, self.stride)] for seq in normalized
@@ -279,6 +282,15 @@ class ESMTeacher(Teacher):
         misses = self.cache.misses
         self._trunk_states(segments)
         return self.cache.misses - misses
+
+    def _forget_inference_tables(self) -> None:
+        """fair-esm's rotary embedding keeps cos/sin tables between calls; made under
+        ``torch.inference_mode`` they would break a later call that records gradients."""
+        for layer in self._esm.layers:
+            rotary = layer.self_attn.rot_emb
+            table = getattr(rotary, "_cos_cached", None)
+            if isinstance(table, Tensor) and table.is_inference():
+                rotary._seq_len_cached = None
 
     def _check_tail(self, tail: Mapping[str, Tensor] | None) -> dict[str, Tensor] | None:
         if tail is None:
