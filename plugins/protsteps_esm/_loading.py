@@ -309,5 +309,5 @@ def trunk_fingerprint(model: ESM2, num_trunk_layers: int) -> str:
     for label, tensor in tensors:
         data = tensor.detach().to("cpu").contiguous()
         digest.update(f"{label} {data.dtype} {tuple(data.shape)}".encode())
-        digest.update(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().data)
     return digest.hexdigest()

@@ -354,7 +354,9 @@ class ESMTeacher(Teacher):
                 observed = is_mask.sum(-1).to(x.dtype) / (~padding_mask).sum(-1)
                 x = x * (1 - mask_ratio_train) / (1 - observed)[:, None, None]
             x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
-            x = x.transpose(0, 1)
+            # time-major and contiguous, the layout the tail gets from the cache: fair-esm
+            # keeps a transposed view, which makes every later op slower on CPU
+            x = x.transpose(0, 1).contiguous()
             mask = padding_mask if padding_mask.any() else None
             for layer in model.layers[: self.trunk_layers]:
                 x, _ = layer(x, self_attn_padding_mask=mask)
