@@ -19,8 +19,14 @@ import torch
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save"]
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> None:
-    """Call ``write(fh)`` on a temporary binary file, then move it to ``path``."""
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any], *, fsync: bool = True
+) -> None:
+    """Call ``write(fh)`` on a temporary binary file, then move it to ``path``.
+
+    ``fsync=False`` keeps the all-or-nothing rename but skips forcing the data to disk, for
+    files that can be rebuilt (caches), where the flush would dominate the cost.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -28,7 +34,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -38,12 +45,12 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    atomic_write(path, lambda fh: fh.write(data))
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:
+    atomic_write(path, lambda fh: fh.write(data), fsync=fsync)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
