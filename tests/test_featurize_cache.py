@@ -111,7 +111,8 @@ def test_cache_entries_load_with_weights_only(tmp_path, structures_dir):
     report = featurize_many([path], cache_dir=tmp_path, config={"knn": 4, "rbf": 4})
     direct = protsteps.featurize(path, knn=4, rbf=4)
     for row, graph in zip(report.ok, direct, strict=True):
-        data = torch.load(GraphCache(tmp_path).graph_path(row["key"]), weights_only=True)
+        entry = torch.load(GraphCache(tmp_path).entry_path(row["key"]), weights_only=True)
+        (data,) = [c["graph"] for c in entry["chains"] if c["chain"] == row["chain"]]
         cached = ProteinGraph.from_dict(data)
         assert cached.chain_id == row["chain"] == graph.chain_id
         for name in ("pos", "edge_index", "dihedrals", "dihedral_mask", "edge_attr", "backbone"):
@@ -132,10 +133,14 @@ def test_content_addressed_across_names_and_recovers_from_a_damaged_index(tmp_pa
     # chain selection is part of the key
     selected = featurize_many([f"{one}:B"], cache_dir=cache)
     assert selected.cache_hits == 0 and [r["chain"] for r in selected.ok] == ["B"]
-    # a graph file deleted behind the cache's back is rebuilt, not reported as a hit
-    GraphCache(cache).graph_path(first.ok[0]["key"]).unlink()
+    # an entry deleted or damaged behind the cache's back is rebuilt, not reported as a hit
+    GraphCache(cache).entry_path(first.ok[0]["key"]).unlink()
     again = featurize_many([one], cache_dir=cache)
     assert again.cache_hits == 0 and len(again.ok) == 2
+    GraphCache(cache).entry_path(first.ok[0]["key"]).write_bytes(b"half a zip")
+    again = featurize_many([one], cache_dir=cache)
+    assert again.cache_hits == 0 and len(again.ok) == 2
+    assert featurize_many([one], cache_dir=cache).cache_hits == 1
     # failures are cached with the file's bytes, and reported under the new name
     bad1, bad2 = tmp_path / "bad1.pdb", tmp_path / "bad2.pdb"
     bad1.write_bytes(b"")

@@ -153,50 +153,58 @@ def _featurize_bytes(
 class GraphCache:
     """Featurized chains on disk, addressed by content.
 
-    Layout under ``root``: ``ab/<key>.pt`` holds one chain's graph (``ProteinGraph.to_dict``,
-    loadable with ``torch.load(weights_only=True)``); ``ab/<file key>.json`` records what a
-    file gave: its chains' keys and residue counts, and the reasons for chains or files that
-    failed. The index is written after the graphs, both atomically, so a present index means
-    a complete entry.
+    One file per featurized input, ``root/ab/<file key>.pt``: a dict ``{"format", "source",
+    "chains": [{"chain", "residues", "graph"}], "errors"}`` where each ``graph`` is
+    ``ProteinGraph.to_dict()``, loadable with ``torch.load(weights_only=True)``. A chain's
+    key is ``<file key>:<chain id>``. Inputs that failed get an entry too (no chains, the
+    reasons), since the failure follows from the bytes and the config alone.
+
+    Entries are written atomically (temporary file + rename) but not fsynced: an entry
+    lost or damaged by a power failure reads as a miss and is rebuilt.
     """
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root) if root else default_cache_dir()
 
-    def _path(self, key: str, suffix: str) -> Path:
-        return self.root / key[:2] / f"{key}{suffix}"
+    def entry_path(self, key: str) -> Path:
+        """The file of an entry, from a file key or a chain key."""
+        file_key_ = key.split(":", 1)[0]
+        return self.root / file_key_[:2] / f"{file_key_}.pt"
 
-    def graph_path(self, key: str) -> Path:
-        return self._path(key, ".pt")
+    def load_entry(self, key: str) -> dict[str, Any] | None:
+        """The entry of a file key, or ``None`` when there is none (or an unreadable one)."""
+        try:
+            entry = torch.load(self.entry_path(key), map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            return None
+        except Exception:  # a damaged entry is a miss; it will be rewritten
+            return None
+        if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT:
+            return None
+        return entry
+
+    def store_entry(
+        self, key: str, source: str, graphs: Sequence[ProteinGraph], errors: Sequence[str]
+    ) -> None:
+        entry = {
+            "format": CACHE_FORMAT,
+            "source": source,
+            "chains": [{"chain": g.chain_id, "residues": g.num_nodes, "graph": g.to_dict()} for g in graphs],
+            "errors": list(errors),
+        }
+        buffer = io.BytesIO()
+        torch.save(entry, buffer)
+        atomic_write_bytes(self.entry_path(key), buffer.getvalue(), fsync=False)
 
     def load_graph(self, key: str) -> ProteinGraph:
-        try:
-            data = torch.load(self.graph_path(key), map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise ProtstepsError(
-                f"cache entry {key} is missing from {self.root}; run protsteps featurize again"
-            ) from None
-        return ProteinGraph.from_dict(data)
-
-    def store_graph(self, key: str, graph: ProteinGraph) -> None:
-        buffer = io.BytesIO()
-        torch.save(graph.to_dict(), buffer)
-        atomic_write_bytes(self.graph_path(key), buffer.getvalue())
-
-    def load_index(self, key: str) -> dict[str, Any] | None:
-        path = self._path(key, ".json")
-        try:
-            index = json.loads(path.read_text("utf-8"))
-        except (FileNotFoundError, ValueError):
-            return None
-        if index.get("format") != CACHE_FORMAT:
-            return None
-        if not all(self.graph_path(c["key"]).is_file() for c in index.get("chains", [])):
-            return None
-        return index
-
-    def store_index(self, key: str, index: dict[str, Any]) -> None:
-        atomic_write_text(self._path(key, ".json"), json.dumps(index, sort_keys=True))
+        """The graph of a chain key (``<file key>:<chain id>``)."""
+        file_key_, _, chain_id = key.partition(":")
+        entry = self.load_entry(file_key_)
+        if entry is not None:
+            for chain in entry["chains"]:
+                if chain["chain"] == chain_id:
+                    return ProteinGraph.from_dict(chain["graph"])
+        raise ProtstepsError(f"cache entry {key} is missing from {self.root}; run protsteps featurize again")
 
 
 def file_key(content_hash: str, spec_identity: str, selection: Sequence[str] | None, reader: str) -> str:
@@ -215,7 +223,7 @@ def file_key(content_hash: str, spec_identity: str, selection: Sequence[str] | N
 
 
 def chain_key(file_key_: str, chain_id: str) -> str:
-    return hashlib.sha256(f"{file_key_}:{chain_id}".encode()).hexdigest()
+    return f"{file_key_}:{chain_id}"
 
 
 # ---------------------------------------------------------------------------- many files
@@ -372,27 +380,34 @@ def _process_unguarded(spec_text: str) -> FileResult:
     file, selection = split_selection(spec_text)
     data = read_bytes(file)
     key = file_key(hashlib.sha256(data).hexdigest(), _STATE["identity"], selection, _STATE["reader"])
-    index = cache.load_index(key)
-    if index is not None:
-        return _from_index(spec_text, index)
+    entry = cache.load_entry(key)
+    if entry is not None:
+        return _from_entry(spec_text, key, entry)
     try:
         graphs, errors = _featurize_bytes(_STATE["featurizer"], file, data, selection, _STATE["reader"])
     except StructureError as exc:
         graphs, errors = [], [str(exc)]
-    chains = []
-    for graph in graphs:
-        ck = chain_key(key, graph.chain_id)
-        cache.store_graph(ck, graph)
-        chains.append({"chain": graph.chain_id, "residues": graph.num_nodes, "key": ck})
-    # Failures are cached too: they follow from the bytes and the config alone.
-    cache.store_index(key, {"format": CACHE_FORMAT, "source": str(file), "chains": chains, "errors": errors})
-    return FileResult(spec_text, [{"source": spec_text, **c} for c in chains], errors)
+    cache.store_entry(key, str(file), graphs, errors)
+    rows = [
+        {"source": spec_text, "chain": g.chain_id, "residues": g.num_nodes, "key": chain_key(key, g.chain_id)}
+        for g in graphs
+    ]
+    return FileResult(spec_text, rows, errors)
 
 
-def _from_index(spec_text: str, index: dict[str, Any]) -> FileResult:
-    old, new = index.get("source", ""), str(split_selection(spec_text)[0])
-    errors = [e.replace(old, new) if old else e for e in index.get("errors", [])]
-    rows = [{"source": spec_text, **c} for c in index.get("chains", [])]
+def _from_entry(spec_text: str, key: str, entry: dict[str, Any]) -> FileResult:
+    # The entry may have been made from another copy of the same bytes: name this one.
+    old, new = entry.get("source", ""), str(split_selection(spec_text)[0])
+    errors = [e.replace(old, new) if old else e for e in entry.get("errors", [])]
+    rows = [
+        {
+            "source": spec_text,
+            "chain": c["chain"],
+            "residues": c["residues"],
+            "key": chain_key(key, c["chain"]),
+        }
+        for c in entry.get("chains", [])
+    ]
     return FileResult(spec_text, rows, errors, cached=True)
 
 

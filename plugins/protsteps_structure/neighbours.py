@@ -1,18 +1,39 @@
 """Neighbour search over CA coordinates without a Python loop over residues or pairs.
 
-Distances are computed for a block of target residues against all residues at a time, so
-memory is O(block x N) rather than O(N^2): with the default budget a 5,000-residue chain
-needs a few tens of MB. Edges are directed ``(source j, target i)`` pairs, ``i != j``.
+Two ways, both exact (they return the pairs a pair-by-pair check would):
+
+- blocks: distances of a block of target residues to all residues at a time, memory
+  O(block x N) instead of O(N^2); used for short chains and for kNN;
+- cells: residues binned into cubes of the radius' side, pairs looked for only in the 27
+  cubes around each residue, O(N) time and memory for protein-like densities; used for
+  radius edges of long chains, unless the candidate pairs would exceed the memory budget
+  (a degenerate structure with every atom in one place), where blocks take over.
+
+Edges are directed ``(source j, target i)`` pairs, ``i != j``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PAIR_BUDGET", "block_rows", "radius_edges", "knn_edges", "sequential_edges", "merge_edges"]
+__all__ = [
+    "PAIR_BUDGET",
+    "CELL_CANDIDATE_BUDGET",
+    "block_rows",
+    "radius_edges",
+    "knn_edges",
+    "sequential_edges",
+    "merge_edges",
+]
 
-#: residue pairs whose distances are held in memory at once (a block of rows x N)
-PAIR_BUDGET = 1 << 20
+#: residue pairs whose distances are held in memory at once (a block of rows x N); small
+#: enough to stay in cache, which is faster than one large block
+PAIR_BUDGET = 1 << 16
+#: most candidate pairs the cell search may hold (int64 indices and float64 differences:
+#: about 50 bytes each, so 400 MB at most)
+CELL_CANDIDATE_BUDGET = 8_000_000
+#: chains at least this long use the cell search for radius edges
+CELL_SEARCH_FROM = 1000
 
 
 def block_rows(num_nodes: int, pair_budget: int = PAIR_BUDGET) -> int:
@@ -20,10 +41,19 @@ def block_rows(num_nodes: int, pair_budget: int = PAIR_BUDGET) -> int:
     return max(1, pair_budget // max(1, num_nodes))
 
 
-def _square_distances(pos: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """[stop - start, N] float64, squared distances from ``pos[start:stop]`` to every residue."""
-    diff = pos[start:stop, None, :] - pos[None, :, :]
-    return np.einsum("ijk,ijk->ij", diff, diff)
+def _square_distances(pos: np.ndarray, norms: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """[stop - start, N] float64, squared distances from ``pos[start:stop]`` to every residue
+    as |a|^2 + |b|^2 - 2 a.b (one matrix product; rounding error below
+    :func:`_rounding_bound`). The diagonal is set to infinity."""
+    square = norms[start:stop, None] + norms[None, :] - 2.0 * (pos[start:stop] @ pos.T)
+    square[np.arange(stop - start), np.arange(start, stop)] = np.inf
+    return square
+
+
+def _rounding_bound(norms: np.ndarray) -> float:
+    """An upper bound on the rounding error of :func:`_square_distances` (a generous
+    multiple of machine epsilon times the largest squared norm)."""
+    return 64.0 * np.finfo(np.float64).eps * (float(norms.max()) if len(norms) else 0.0) + 1e-12
 
 
 def radius_edges(
@@ -31,20 +61,66 @@ def radius_edges(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs closer than ``radius`` (strictly), both directions.
 
-    pos: [N, 3] float64. Returns (source [E] int64, target [E] int64).
+    pos: [N, 3] float64. Returns (source [E] int64, target [E] int64), ordered by target
+    then source.
     """
+    if len(pos) >= CELL_SEARCH_FROM:
+        found = _radius_edges_cells(pos, radius)
+        if found is not None:
+            return found
+    return _radius_edges_blocks(pos, radius, pair_budget)
+
+
+def _radius_edges_blocks(pos: np.ndarray, radius: float, pair_budget: int) -> tuple[np.ndarray, np.ndarray]:
     num = len(pos)
     rows = block_rows(num, pair_budget)
     limit = radius * radius
+    norms = np.einsum("ij,ij->i", pos, pos)
+    slack = _rounding_bound(norms)
     sources, targets = [], []
     for start in range(0, num, rows):
         stop = min(num, start + rows)
-        square = _square_distances(pos, start, stop)
-        square[np.arange(stop - start), np.arange(start, stop)] = np.inf
-        target, source = np.nonzero(square < limit)
-        sources.append(source)
-        targets.append(target + start)
+        square = _square_distances(pos, norms, start, stop)
+        target, source = np.nonzero(square < limit + slack)
+        target += start
+        # Pairs near the boundary are decided on the exact difference, so the result is the
+        # one a pair-by-pair computation gives.
+        diff = pos[target] - pos[source]
+        keep = np.einsum("ij,ij->i", diff, diff) < limit
+        sources.append(source[keep])
+        targets.append(target[keep])
     return _concat(sources), _concat(targets)
+
+
+_OFFSETS = np.array(
+    [(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)], dtype=np.int64
+)
+
+
+def _radius_edges_cells(pos: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Radius edges through a cell list; ``None`` when the candidates exceed
+    :data:`CELL_CANDIDATE_BUDGET`."""
+    num = len(pos)
+    # One empty layer of cells around the occupied ones, so neighbour keys never wrap.
+    cells = np.floor((pos - pos.min(axis=0)) / radius).astype(np.int64) + 1
+    dims = cells.max(axis=0) + 2
+    key = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
+    order = np.argsort(key, kind="stable")
+    sorted_keys = key[order]
+    shifts = (_OFFSETS[:, 0] * dims[1] + _OFFSETS[:, 1]) * dims[2] + _OFFSETS[:, 2]
+    around = key[:, None] + shifts[None, :]  # [N, 27]
+    low = np.searchsorted(sorted_keys, around, side="left").ravel()
+    counts = np.searchsorted(sorted_keys, around, side="right").ravel() - low
+    total = int(counts.sum())
+    if total > CELL_CANDIDATE_BUDGET:
+        return None
+    target = np.repeat(np.repeat(np.arange(num, dtype=np.int64), len(shifts)), counts)
+    first = np.repeat(low - (np.cumsum(counts) - counts), counts)
+    source = order[first + np.arange(total, dtype=np.int64)]
+    diff = pos[target] - pos[source]
+    keep = (np.einsum("ij,ij->i", diff, diff) < radius * radius) & (target != source)
+    pair = np.sort(target[keep] * np.int64(num) + source[keep])
+    return pair % num, pair // num
 
 
 def knn_edges(pos: np.ndarray, k: int, pair_budget: int = PAIR_BUDGET) -> tuple[np.ndarray, np.ndarray]:
@@ -58,11 +134,11 @@ def knn_edges(pos: np.ndarray, k: int, pair_budget: int = PAIR_BUDGET) -> tuple[
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     rows = block_rows(num, pair_budget)
+    norms = np.einsum("ij,ij->i", pos, pos)
     sources, targets = [], []
     for start in range(0, num, rows):
         stop = min(num, start + rows)
-        square = _square_distances(pos, start, stop)
-        square[np.arange(stop - start), np.arange(start, stop)] = np.inf
+        square = _square_distances(pos, norms, start, stop)
         nearest = np.argpartition(square, k - 1, axis=1)[:, :k]
         sources.append(nearest.reshape(-1))
         targets.append(np.repeat(np.arange(start, stop), k))

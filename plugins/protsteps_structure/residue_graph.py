@@ -162,6 +162,9 @@ class ResidueGraph(Featurizer):
             sets.append(sequential_edges(len(pos), config.sequential))
         if not sets:
             return np.zeros((2, 0), dtype=np.int64)
+        if len(sets) == 1 and config.radius > 0:
+            # radius edges come out unique and ordered by (target, source) already
+            return np.stack(sets[0])
         return merge_edges(len(pos), *sets)
 
     def _edge_attr(self, distance: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:

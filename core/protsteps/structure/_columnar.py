@@ -22,16 +22,15 @@ __all__ = ["read_records_columnar", "CifTokenError"]
 
 _SLOT = {name: slot for slot, name in enumerate(BACKBONE_ATOMS)}
 _SLOT_BYTES = {name.encode(): slot for name, slot in _SLOT.items()}
-_COORD_RECORDS = (b"ATOM  ", b"HETATM")
 _WATER_NAMES = (b"HOH", b"WAT")
 
-# Columns 17-54 of a PDB ATOM/HETATM line (0-based offsets), viewed in place.
+# The first 60 columns of a PDB ATOM/HETATM line (0-based offsets), viewed in place.
 _PDB_LINE = np.dtype(
     {
         "names": ["record", "altloc", "resname", "chain", "resseq", "icode", "x", "y", "z", "occupancy"],
         "formats": ["S6", "S1", "S3", "S1", "S4", "S1", "S8", "S8", "S8", "S6"],
         "offsets": [0, 16, 17, 21, 22, 26, 30, 38, 46, 54],
-        "itemsize": 80,
+        "itemsize": 60,
     }
 )
 
@@ -54,39 +53,74 @@ def read_records_columnar(path: Path, text: bytes, fmt: Format) -> ResidueRecord
 # ---------------------------------------------------------------------------- PDB
 
 
-def _first_model_span(text: bytes) -> tuple[int, int]:
-    """Byte offsets of the first model's coordinate lines, following Bio.PDB: reading starts
-    at the first ATOM/HETATM line and stops at ENDMDL or MODEL after it, or at END/CONECT."""
-    first_atom = min(
-        (p for p in (text.find(b"\nATOM  "), text.find(b"\nHETATM")) if p >= 0),
-        default=-1,
-    )
-    if first_atom < 0:
-        return 0, 0
-    start = min(p for p in (text.find(b"\nMODEL "), first_atom) if p >= 0)
-    stops = [text.find(marker, start) for marker in (b"\nEND   ", b"\nCONECT")]
-    stops += [text.find(marker, first_atom) for marker in (b"\nENDMDL", b"\nMODEL ")]
-    end = min((p for p in stops if p >= 0), default=len(text))
-    return first_atom, end
+def _record_codes(*records: bytes) -> np.ndarray:
+    return np.array(records, dtype="S6")
+
+
+_ATOM_RECORDS = _record_codes(b"ATOM  ", b"HETATM")
+_MODEL_RECORDS = _record_codes(b"MODEL ", b"ENDMDL")
+_END_RECORDS = _record_codes(b"END   ", b"CONECT")
+# A four-column atom name field that strips to a backbone atom name, and its slot.
+_NAME_FIELDS = {
+    field.encode(): slot
+    for name, slot in _SLOT.items()
+    for field in {name.rjust(k).ljust(4) for k in range(len(name), 5)}
+}
+_NAME_FIELD_ARRAY = np.array(list(_NAME_FIELDS), dtype="S4")
+_NAME_FIELD_SLOT = np.array(list(_NAME_FIELDS.values()), dtype=np.int8)
+_NAME_SORTER = np.argsort(_NAME_FIELD_ARRAY)
+_SPACE, _NUL = 32, 0
+
+
+def _columns(
+    buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray, first: int, width: int, fill: int
+) -> np.ndarray:
+    """[lines, width] uint8: columns first..first+width of each line, ``fill`` past its end."""
+    columns = np.arange(first, first + width)
+    index = starts[:, None] + columns[None, :]
+    block = buffer[np.minimum(index, len(buffer) - 1)]
+    block[columns[None, :] >= lengths[:, None]] = fill
+    return np.ascontiguousarray(block)
 
 
 def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
-    text = b"\n" + text
-    start, end = _first_model_span(text)
-    lines = text[start + 1 : end].split(b"\n")
-    # Only backbone atoms matter: a residue without CA is skipped and the residue rules only
-    # look at N, CA and C. The strip mirrors Bio.PDB's atom naming.
-    kept = [
-        line.rstrip(b"\r").ljust(80)[:80]
-        for line in lines
-        if line[:6] in _COORD_RECORDS and line[12:16].strip() in _SLOT_BYTES
-    ]
-    if not kept:
-        if start == end:
-            raise StructureError(f"{path}: no ATOM or HETATM records")
+    """Every line is located with one pass of numpy over the bytes; only the backbone atom
+    lines of the first model are cut out and decoded, as a fixed-column record array."""
+    buffer = np.frombuffer(text, dtype=np.uint8)
+    breaks = np.flatnonzero(buffer == 10)
+    starts = np.concatenate(([0], breaks + 1))
+    ends = np.concatenate((breaks, [len(buffer)]))
+    if len(buffer) and ends[-1] == starts[-1]:
+        starts, ends = starts[:-1], ends[:-1]
+    carriage = (ends > starts) & (buffer[np.maximum(ends - 1, 0)] == 13)
+    ends = ends - carriage
+    lengths = ends - starts
+    # Record names as Bio.PDB compares them: exactly six columns, so "END" alone is not END.
+    record = _columns(buffer, starts, lengths, 0, 6, _NUL).view("S6").ravel()
+    is_atom = (record == _ATOM_RECORDS[0]) | (record == _ATOM_RECORDS[1])
+    atom_lines = np.flatnonzero(is_atom)
+    if len(atom_lines) == 0:
+        raise StructureError(f"{path}: no ATOM or HETATM records")
+    # The first model, following Bio.PDB: reading starts at the first ATOM/HETATM (or a
+    # MODEL before it) and stops at END/CONECT, or at MODEL/ENDMDL after the first atom.
+    first_atom = int(atom_lines[0])
+    model_lines = np.flatnonzero((record == _MODEL_RECORDS[0]) | (record == _MODEL_RECORDS[1]))
+    start = min(first_atom, int(model_lines[0])) if len(model_lines) else first_atom
+    stops = np.flatnonzero((record == _END_RECORDS[0]) | (record == _END_RECORDS[1]))
+    stops = stops[stops >= start]
+    later_models = model_lines[model_lines > first_atom]
+    end = min([len(record), *stops[:1].tolist(), *later_models[:1].tolist()])
+    atom_lines = atom_lines[atom_lines < end]
+    names = _columns(buffer, starts[atom_lines], lengths[atom_lines], 12, 4, _SPACE).view("S4").ravel()
+    found = np.searchsorted(_NAME_FIELD_ARRAY, names, sorter=_NAME_SORTER)
+    found = np.minimum(found, len(_NAME_FIELD_ARRAY) - 1)
+    match = _NAME_FIELD_ARRAY[_NAME_SORTER[found]] == names
+    lines = atom_lines[match]
+    if len(lines) == 0:
         return _empty_records()
-    names = [line[12:16].strip() for line in kept]
-    table = np.frombuffer(b"".join(kept), dtype=_PDB_LINE)
+    slots = _NAME_FIELD_SLOT[_NAME_SORTER[found[match]]]
+    block = _columns(buffer, starts[lines], lengths[lines], 0, _PDB_LINE.itemsize, _SPACE)
+    table = block.view(_PDB_LINE).ravel()
     try:
         xyz = np.stack([table[c].astype(np.float64) for c in ("x", "y", "z")], axis=1).astype(np.float32)
     except ValueError:
@@ -100,7 +134,6 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
     resname = np.char.strip(table["resname"])
     water = hetatm & np.isin(resname, _WATER_NAMES)
     kind = np.where(water, 2, hetatm.astype(np.int8)).astype(np.int8)
-    slots = np.fromiter((_SLOT_BYTES[n] for n in names), dtype=np.int8, count=len(names))
     return _group(
         chain=table["chain"],
         kind=kind,
@@ -160,21 +193,7 @@ def _group(
     the highest-occupancy record wins, the earlier one on a tie.
     """
     count = len(slot)
-    key = np.empty(
-        count,
-        dtype=[
-            ("chain", chain.dtype),
-            ("kind", "i1"),
-            ("hetname", resname.dtype),
-            ("resseq", "i8"),
-            ("icode", icode.dtype),
-        ],
-    )
-    key["chain"] = chain
-    key["kind"] = kind
-    key["hetname"] = np.where(kind == 1, resname, resname[:0].dtype.type(b""))
-    key["resseq"] = resseq
-    key["icode"] = icode
+    key = _residue_keys(chain, kind, resname, resseq, icode)
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     # np.unique sorts by key; renumber residues by where they first appear in the file.
@@ -184,14 +203,15 @@ def _group(
     residue = rank[inverse]
     first_atom = first[order]
 
-    # Bio.PDB lets an altloc record displace a blank-altloc one of equal occupancy; every
-    # other tie keeps the earlier record.
-    atom_index = np.arange(count)
-    tie_order = np.where(altloc_blank, 1, 0)
-    best = np.lexsort((atom_index, tie_order, -occupancy, slot, residue))
-    chosen = best[
-        np.r_[True, (residue[best][1:] != residue[best][:-1]) | (slot[best][1:] != slot[best][:-1])]
-    ]
+    atom_slot = residue * 4 + slot
+    if len(np.unique(atom_slot)) == count:
+        chosen = np.arange(count)  # no alternate locations, no duplicates: nothing to choose
+    else:
+        # Bio.PDB lets an altloc record displace a blank-altloc one of equal occupancy;
+        # every other tie keeps the earlier record.
+        tie_order = np.where(altloc_blank, 1, 0)
+        best = np.lexsort((np.arange(count), tie_order, -occupancy, atom_slot))
+        chosen = best[np.r_[True, atom_slot[best][1:] != atom_slot[best][:-1]]]
 
     residues = len(first)
     backbone = np.zeros((residues, 4, 3), dtype=np.float32)
@@ -212,6 +232,30 @@ def _group(
         backbone=backbone,
         backbone_mask=mask,
     )
+
+
+def _codes(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Small integer codes of a string column (and how many distinct values it has)."""
+    unique, codes = np.unique(values, return_inverse=True)
+    return codes.reshape(-1).astype(np.int64), len(unique)
+
+
+def _residue_keys(
+    chain: np.ndarray, kind: np.ndarray, resname: np.ndarray, resseq: np.ndarray, icode: np.ndarray
+) -> np.ndarray:
+    """One integer per atom naming its residue: chain, hetero flag (ATOM, HETATM, water),
+    HETATM residue name, number and insertion code, packed by mixed radix."""
+    chain_code, chains = _codes(chain)
+    het_code, hets = _codes(np.where(kind == 1, resname, resname.dtype.type(b"")))
+    icode_code, icodes = _codes(icode)
+    number = resseq - resseq.min() if len(resseq) else resseq
+    numbers = int(number.max()) + 1 if len(number) else 1
+    key = chain_code
+    for code, size in ((kind.astype(np.int64), 3), (het_code, hets), (number, numbers), (icode_code, icodes)):
+        key = key * size + code
+    if float(chains) * 3 * hets * numbers * icodes >= 2**62:
+        raise StructureError("residue identifiers span too wide a range to index")
+    return key
 
 
 # ---------------------------------------------------------------------------- mmCIF

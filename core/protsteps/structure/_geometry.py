@@ -61,11 +61,18 @@ def dihedral(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, p3: np.ndarray) -> 
     b0 = np.asarray(p1, np.float64) - p0
     b1 = np.asarray(p2, np.float64) - p1
     b2 = np.asarray(p3, np.float64) - p2
-    n1 = np.cross(b0, b1)
-    n2 = np.cross(b1, b2)
-    y = np.linalg.norm(b1, axis=-1) * np.einsum("...k,...k->...", b0, n2)
-    x = np.einsum("...k,...k->...", n1, n2)
+    n1 = _cross(b0, b1)
+    n2 = _cross(b1, b2)
+    y = np.sqrt((b1 * b1).sum(-1)) * (b0 * n2).sum(-1)
+    x = (n1 * n2).sum(-1)
     return np.arctan2(y, x)
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    # np.cross spends most of its time moving axes on small arrays
+    ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
+    bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
+    return np.stack((ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx), axis=-1)
 
 
 def backbone_dihedrals(
@@ -94,9 +101,13 @@ def backbone_dihedrals(
     bonded = peptide_bonds(backbone, mask, max_bond)
     prev, this = backbone[:-1], backbone[1:]
     # Angles spanning the bond between residue i and i + 1; phi and omega belong to i + 1.
-    phi = dihedral(prev[:, _C], this[:, _N], this[:, _CA], this[:, _C])
-    psi = dihedral(prev[:, _N], prev[:, _CA], prev[:, _C], this[:, _N])
-    omega = dihedral(prev[:, _CA], prev[:, _C], this[:, _N], this[:, _CA])
+    # One call for the three angles: [3, L - 1] quadruples of points.
+    quads = [
+        (prev[:, _C], this[:, _N], this[:, _CA], this[:, _C]),  # phi
+        (prev[:, _N], prev[:, _CA], prev[:, _C], this[:, _N]),  # psi
+        (prev[:, _CA], prev[:, _C], this[:, _N], this[:, _CA]),  # omega
+    ]
+    phi, psi, omega = dihedral(*(np.stack([q[k] for q in quads]) for k in range(4)))
     phi_ok = bonded & mask[1:, _CA] & mask[1:, _C]
     psi_ok = bonded & mask[:-1, _N] & mask[:-1, _CA]
     omega_ok = bonded & mask[:-1, _CA] & mask[1:, _CA]
