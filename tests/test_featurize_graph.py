@@ -214,3 +214,54 @@ def test_featurize_errors_name_the_file_and_reason(tmp_path, structures_dir):
         protsteps.featurize(structures_dir / "masif" / "1A2K_AB.pdb.gz", min_residues=1000)
     with pytest.raises(ConfigError, match="unknown key 'radios'"):
         protsteps.featurize(structures_dir / "masif" / "1A2K_AB.pdb.gz", radios=3.0)
+
+
+def compact_chain(n: int, seed: int = 0) -> np.ndarray:
+    """CA-like points at protein density (about one per 120 Å^3) in a sphere, [n, 3]."""
+    rng = np.random.default_rng(seed)
+    radius = (3 * 120.0 * n / (4 * np.pi)) ** (1 / 3)
+    direction = rng.normal(size=(n, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    return direction * radius * rng.uniform(size=(n, 1)) ** (1 / 3)
+
+
+def test_cell_search_matches_the_full_distance_matrix():
+    from protsteps_structure.neighbours import CELL_SEARCH_FROM
+
+    n = CELL_SEARCH_FROM + 500
+    pos = compact_chain(n)
+    source, target = radius_edges(pos, 7.0)
+    diff = pos[:, None, :] - pos[None, :, :]
+    within = np.einsum("ijk,ijk->ij", diff, diff) < 49.0
+    np.fill_diagonal(within, False)
+    expected_target, expected_source = np.nonzero(within)
+    assert np.array_equal(target, expected_target) and np.array_equal(source, expected_source)
+
+
+def test_degenerate_structure_stays_within_memory():
+    # every CA at one of two points: a search without bounds would hold n^2 pairs at once
+    n = 3000
+    pos = np.zeros((n, 3))
+    pos[n // 2 :] = [100.0, 0.0, 0.0]
+    tracemalloc.start()
+    try:
+        source, _ = radius_edges(pos, 7.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(source) == 2 * (n // 2) * (n // 2 - 1)
+    assert peak < 400 * 2**20, f"peak {peak / 2**20:.0f} MB"
+
+
+def test_cell_search_hands_over_to_blocks_beyond_its_budget(monkeypatch):
+    import protsteps_structure.neighbours as neighbours
+
+    pos = compact_chain(neighbours.CELL_SEARCH_FROM + 10, seed=1)
+    expected = radius_edges(pos, 7.0)
+    calls = []
+    blocks = neighbours._radius_edges_blocks
+    monkeypatch.setattr(neighbours, "CELL_CANDIDATE_BUDGET", 1000)
+    monkeypatch.setattr(neighbours, "_radius_edges_blocks", lambda *a: calls.append(1) or blocks(*a))
+    got = radius_edges(pos, 7.0)
+    assert calls, "the block search took over"
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
