@@ -95,6 +95,12 @@ class TrainConfig:
     warmup_steps: int = option(0, "Steps of linear learning-rate warm-up.")
     grad_clip: float = option(1.0, "Clip the gradient norm to this value (0: no clipping).")
     seed: int = option(0, "Seed of parameters, data order and masking.")
+    deterministic: bool = option(
+        False,
+        "Deterministic algorithms only (torch.use_deterministic_algorithms): runs and resumes "
+        "repeat bit for bit. Without it, multi-threaded CPU gradient accumulation (index_put_) "
+        "varies in the last bits between runs. Slower on GPU.",
+    )
     device: str = option("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
     valid_fraction: float = option(
         0.1, "Fraction of structures held out to choose best.pt (0: keep the last)."

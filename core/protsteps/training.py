@@ -287,6 +287,16 @@ def _wrap_for(dist: Distributed, device: torch.device) -> Callable[[nn.Module], 
     return wrap
 
 
+def replica_divergence(model: nn.Module) -> float:
+    """The largest difference of any parameter between processes (0.0 when DDP kept the
+    replicas identical, as it must)."""
+    flat = torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])
+    high, low = flat.clone(), flat.clone()
+    torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
+    torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)
+    return float((high - low).max()) if flat.numel() else 0.0
+
+
 def prepare_run_folder(out: Path, resume: bool) -> RunPaths:
     paths = RunPaths(out)
     if resume:
@@ -318,7 +328,11 @@ def pretrain(
     from .training_data import prepare_training_data
 
     dist = Distributed.from_environment()
+    if config.train.deterministic:
+        # cuBLAS needs a fixed workspace for reproducible results; set before CUDA starts
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     device = pick_device(config.train.device, dist)
+    torch.use_deterministic_algorithms(config.train.deterministic, warn_only=device.type == "cuda")
     _init_distributed(dist, device)
     paths = prepare_run_folder(out, resume)
     checkpoint = load_checkpoint(paths.last) if resume else None
@@ -335,7 +349,7 @@ def pretrain(
         display.message(note)
 
     data = (data_source or prepare_training_data)(
-        resolved, composition.featurizer, dist=dist, display=display
+        resolved, composition.featurizer, dist=dist, display=display, run_dir=out if dist.is_main else None
     )
     steps_per_epoch = data.steps_per_epoch
     if steps_per_epoch == 0:
@@ -472,6 +486,17 @@ def pretrain(
     if dist.is_main and not paths.encoder.exists():
         export_encoder()
     if dist.enabled:
+        divergence = replica_divergence(model)
+        metrics.write(
+            {
+                "step": step,
+                "split": "replicas",
+                "world_size": dist.world_size,
+                "max_parameter_difference": divergence,
+            }
+        )
+        if divergence > 0:
+            display.message(f"warning: parameters differ across processes by up to {divergence:.3g}")
         dist.barrier()
     return PretrainResult(
         run_dir=out,

@@ -100,7 +100,9 @@ class JointScheme(Scheme):
             features = model.teacher_features(batch)
         loss, logs = self._step_module(batch, states, features)
         if not all_finite(loss.detach(), self._setup.distributed):
-            raise NonFiniteLossError(f"non-finite loss {float(loss)} on batch of {describe_batch(batch)}")
+            raise NonFiniteLossError(
+                f"non-finite loss {float(loss.detach())} on batch of {describe_batch(batch)}"
+            )
         lr = self._student.lr
         grad_norm = self._student.apply(loss)
         return {"loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm, **logs_to_floats(logs)}

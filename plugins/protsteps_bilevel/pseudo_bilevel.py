@@ -200,7 +200,9 @@ class PseudoBilevelScheme(Scheme):
         loss, logs, s, g = self.step_module(batch, states)
         finite = all_finite(loss.detach(), setup.distributed)
         if not finite:
-            raise NonFiniteLossError(f"non-finite loss {float(loss)} on batch of {describe_batch(batch)}")
+            raise NonFiniteLossError(
+                f"non-finite loss {float(loss.detach())} on batch of {describe_batch(batch)}"
+            )
         lr = self.student.lr
         grad_norm = self.student.apply(loss)
         result = {"loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm, **logs_to_floats(logs)}

@@ -7,8 +7,8 @@ from rich.console import Console
 
 from .._version import __version__
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 app = typer.Typer(
     name="protsteps",

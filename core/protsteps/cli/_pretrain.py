@@ -119,9 +119,7 @@ def pretrain(
             sets=set_ or [],
         )
     result = run_pretrain(run_config, out, catalog, resume=resume is not None, show_progress=not quiet)
-    best = (
-        f"{result.best_valid_loss:.4f}" if result.best_valid_loss is not None else "n/a (no validation set)"
-    )
+    best = f"{result.best_valid_loss:.4f}" if result.best_valid_loss is not None else "n/a"
     console.print(
         f"done: {result.steps} steps, {result.epochs_completed} epochs, best validation loss {best}"
         + (f", {result.skipped_batches} batches skipped" if result.skipped_batches else ""),
