@@ -277,12 +277,12 @@ def _init_distributed(dist: Distributed, device: torch.device) -> None:
         torch.distributed.init_process_group(backend=backend)
 
 
-def _wrap_for(dist: Distributed, device: torch.device) -> Callable[[nn.Module], nn.Module]:
+def _wrap_for(dist: Distributed, find_unused: bool) -> Callable[[nn.Module], nn.Module]:
     if not dist.enabled:
         return lambda module: module
 
     def wrap(module: nn.Module) -> nn.Module:
-        return nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+        return nn.parallel.DistributedDataParallel(module, find_unused_parameters=find_unused)
 
     return wrap
 
@@ -364,7 +364,8 @@ def pretrain(
             train=resolved.train,
             total_steps=total_steps,
             device=device,
-            wrap=_wrap_for(dist, device),
+            # a task with weight 0 leaves its head without gradients, which DDP must be told
+            wrap=_wrap_for(dist, find_unused=any(t.weight == 0 for t in resolved.tasks)),
             distributed=dist.enabled,
         )
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -119,6 +120,8 @@ def pretrain(
             sets=set_ or [],
         )
     result = run_pretrain(run_config, out, catalog, resume=resume is not None, show_progress=not quiet)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary is enough
+        return
     best = f"{result.best_valid_loss:.4f}" if result.best_valid_loss is not None else "n/a"
     console.print(
         f"done: {result.steps} steps, {result.epochs_completed} epochs, best validation loss {best}"
