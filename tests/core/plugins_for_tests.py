@@ -9,9 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-import torch
-
 import protsteps
+import torch
 from protsteps import Component, hookimpl, option
 
 

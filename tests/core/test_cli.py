@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from protsteps import registry
 from protsteps.cli import main
 from protsteps.registry import Catalog, PluginFailure

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-
 from protsteps.config import check_config_class, fields_of, from_dict, option, parse_value, to_dict
 from protsteps.errors import ConfigError
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from protsteps import ProteinGraph, collate
 from protsteps.graph import residue_types
 

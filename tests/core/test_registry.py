@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata
 
 import pytest
-
 from protsteps import BuildContext
 from protsteps.errors import (
     CompositionError,

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import tomllib
-
 import pytest
-
+import tomllib
 from protsteps.errors import ConfigError, UnknownComponentError
 from protsteps.registry import Catalog
 from protsteps.runconfig import RunConfig, load_run_config

@@ -6,7 +6,6 @@ import os
 
 import pytest
 import torch
-
 from protsteps import scatter as sc
 
 BACKENDS = ["native"]
