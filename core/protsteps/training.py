@@ -287,6 +287,22 @@ def _wrap_for(dist: Distributed, find_unused: bool) -> Callable[[nn.Module], nn.
     return wrap
 
 
+def run_summary(composition: Composition, device: torch.device, dist: Distributed) -> str:
+    """One line saying what will be trained, for the start of a run."""
+    config = composition.config
+    teacher = composition.model.teacher
+    teacher_text = "none"
+    if teacher is not None:
+        describe = getattr(teacher, "describe", None)
+        teacher_text = describe() if callable(describe) else config.teacher.name
+    tasks = ", ".join(f"{t.name} (weight {t.weight:g})" for t in config.tasks)
+    processes = f" x {dist.world_size} processes" if dist.enabled else ""
+    return (
+        f"featurizer {config.featurizer.name} | encoder {config.encoder.name} | tasks {tasks} | "
+        f"teacher {teacher_text} | scheme {config.scheme.name} | device {device}{processes}"
+    )
+
+
 def replica_divergence(model: nn.Module) -> float:
     """The largest difference of any parameter between processes (0.0 when DDP kept the
     replicas identical, as it must)."""
@@ -347,6 +363,7 @@ def pretrain(
     display = Display(show_progress and dist.is_main, 0, 0)
     for note in composition.notes:
         display.message(note)
+    display.message(run_summary(composition, device, dist))
 
     data = (data_source or prepare_training_data)(
         resolved, composition.featurizer, dist=dist, display=display, run_dir=out if dist.is_main else None
