@@ -52,7 +52,9 @@ def featurize(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     cache_dir: Annotated[
         Path | None,
-        typer.Option(help="Graph cache folder [default: $XDG_CACHE_HOME/protsteps/graphs or ~/.cache/...]."),
+        typer.Option(
+            help="Graph cache folder (default: $XDG_CACHE_HOME/protsteps/graphs, else ~/.cache/protsteps/graphs)."
+        ),
     ] = None,
     reader: Annotated[
         str, typer.Option(help=f"Structure reader: {' or '.join(READERS)} (the Bio.PDB reference).")
@@ -60,16 +62,14 @@ def featurize(
 ) -> None:
     """Featurize structures into the cache and write OUT/report.json.
 
-    Every input ends up in the report: each usable chain as an "ok" row, each file (or
-    chain) that could not be used as a "failed" row with the reason. Exits 0 when at least
-    one chain was featurized.
+    Every input ends up in the report: each usable chain as an "ok" row, each file (or chain) that could not be used as a "failed" row with the reason. Exits 0 when at least one chain was featurized, 1 otherwise.
     """
     if reader not in READERS:
         raise ConfigError(f"--reader: {reader!r} is not one of {', '.join(READERS)}")
     config = parse_settings(settings or [])
     cache = cache_dir or default_cache_dir()
     counts = {"ok": 0, "failed": 0}
-    started = time.perf_counter()
+    clock = {"started": time.perf_counter()}
     progress = Progress(
         TextColumn("[bold]featurize"),
         BarColumn(),
@@ -83,12 +83,14 @@ def featurize(
     task = progress.add_task("featurize", total=None, ok=0, failed=0, rate="")
 
     def on_total(total: int) -> None:
+        started = time.perf_counter()  # after plugin discovery: the rate is per structure
+        clock["started"] = started
         progress.update(task, total=total)
 
     def on_result(result: FileResult) -> None:
         counts["ok" if result.ok else "failed"] += 1
         done = counts["ok"] + counts["failed"]
-        rate = done / max(time.perf_counter() - started, 1e-9)
+        rate = done / max(time.perf_counter() - clock["started"], 1e-9)
         progress.update(task, advance=1, ok=counts["ok"], failed=counts["failed"], rate=f"{rate:.1f} files/s")
 
     with progress:

@@ -78,6 +78,8 @@ def _columns(
     """[lines, width] uint8: columns first..first+width of each line, ``fill`` past its end."""
     columns = np.arange(first, first + width)
     index = starts[:, None] + columns[None, :]
+    if len(lengths) and int(lengths.min()) >= first + width:
+        return buffer[index]  # every line is long enough: nothing to fill
     block = buffer[np.minimum(index, len(buffer) - 1)]
     block[columns[None, :] >= lengths[:, None]] = fill
     return np.ascontiguousarray(block)
@@ -122,7 +124,8 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
     block = _columns(buffer, starts[lines], lengths[lines], 0, _PDB_LINE.itemsize, _SPACE)
     table = block.view(_PDB_LINE).ravel()
     try:
-        xyz = np.stack([table[c].astype(np.float64) for c in ("x", "y", "z")], axis=1).astype(np.float32)
+        # x, y and z are three adjacent 8-column fields: parse them as one [n, 3] array.
+        xyz = np.ascontiguousarray(block[:, 30:54]).view("S8").astype(np.float64).astype(np.float32)
     except ValueError:
         raise StructureError(f"{path}: invalid or missing coordinates in an ATOM/HETATM line") from None
     try:
@@ -236,6 +239,9 @@ def _group(
 
 def _codes(values: np.ndarray) -> tuple[np.ndarray, int]:
     """Small integer codes of a string column (and how many distinct values it has)."""
+    if values.dtype.itemsize <= 8:
+        # Unique integers are much faster than unique strings: pad to 8 bytes and reinterpret.
+        values = np.ascontiguousarray(values.astype("S8")).view(np.uint64)
     unique, codes = np.unique(values, return_inverse=True)
     return codes.reshape(-1).astype(np.int64), len(unique)
 
