@@ -146,7 +146,7 @@ def main() -> None:
 
     files = pick_files(args.files)
     with Clock() as startup:
-        protsteps.components()  # plugin discovery: once per process, not per structure
+        protsteps.list_components()  # plugin discovery: once per process, not per structure
     rows: list[tuple[str, Clock, int]] = []
 
     with tempfile.TemporaryDirectory() as out:

@@ -52,7 +52,7 @@ __all__ = [
     "Teacher",
     "build",
     "collate",
-    "components",
+    "list_components",
     "featurize",
     "get_component",
     "hookimpl",
@@ -65,7 +65,7 @@ def get_component(kind: str, name: str) -> Entry:
     return default_catalog().get(kind, name)
 
 
-def components(kind: str | None = None) -> list[Entry]:
+def list_components(kind: str | None = None) -> list[Entry]:
     """Every installed component, or those of one kind."""
     return default_catalog().entries(kind)
 

@@ -47,7 +47,10 @@ def plugin_env(tmp_path_factory) -> Path:
 
 
 def _run(env_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([_python(env_dir), *args], capture_output=True, text=True, check=check, cwd=ROOT)
+    result = subprocess.run([_python(env_dir), *args], capture_output=True, text=True, cwd=ROOT)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}: {result.stderr[-3000:]}")
+    return result
 
 
 def test_installed_plugin_components_are_listed(plugin_env):
@@ -90,7 +93,8 @@ def test_installed_plugin_components_build_from_a_run_config(plugin_env, tmp_pat
         config = load_run_config({str(run_file)!r}, catalog)
         graphs = protsteps.featurize({str(structure)!r})
         batch = protsteps.collate(graphs)
-        context = protsteps.BuildContext(provides=frozenset(protsteps.components.GRAPH_ATTRIBUTES))
+        from protsteps.components import GRAPH_ATTRIBUTES
+        context = protsteps.BuildContext(provides=GRAPH_ATTRIBUTES)
         encoder = catalog.build("encoder", config.encoder.name, config=config.encoder.config, context=context)
         task_choice = config.tasks[0]
         task = catalog.build("task", task_choice.name, config=task_choice.config,
