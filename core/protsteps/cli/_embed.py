@@ -1,0 +1,82 @@
+"""``protsteps embed``: per-protein (and per-residue) embeddings to a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from ..errors import ProtstepsError
+from ._app import app, console, err_console
+
+
+@app.command()
+def embed(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Structure files (path:CHAIN selects chains), folders (searched recursively) "
+            "or text files listing paths.",
+            show_default=False,
+        ),
+    ],
+    from_: Annotated[
+        Path, typer.Option("--from", help="A pretrain (or finetune) run folder, or an encoder.pt file.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .npz, or .parquet (needs pyarrow).")],
+    per_residue: Annotated[
+        bool, typer.Option("--per-residue", help="Also write every residue's embedding.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Proteins per forward pass.")] = 16,
+    max_residues: Annotated[
+        int, typer.Option(min=0, help="Residue budget per forward pass (replaces --batch-size when > 0).")
+    ] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    cache_dir: Annotated[Path | None, typer.Option(help="Featurize cache folder.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Featurizing processes.")] = 1,
+) -> None:
+    """Embed protein chains with a pretrained encoder and write them with their source and chain ids.
+
+    Inputs that cannot be featurized are reported (and stored in the file) and the rest are embedded. Exits 1 when nothing could be embedded.
+    """
+    from ..downstream import embed as run_embed
+    from ..downstream._embed import _is_parquet, require_pyarrow
+
+    if _is_parquet(out):
+        require_pyarrow()  # before any work: fail in one line when it is missing
+    elif out.suffix.lower() != ".npz":
+        raise ProtstepsError(f"--out {out}: the file name must end in .npz or .parquet")
+    result = run_embed(
+        inputs,
+        from_,
+        per_residue=per_residue,
+        batch_size=batch_size,
+        max_residues=max_residues,
+        device=device,
+        cache_dir=cache_dir,
+        workers=workers,
+    )
+    for failure in result.failed[:5]:
+        err_console.print(f"[yellow]failed:[/] {escape(failure['error'])}", highlight=False, soft_wrap=True)
+    if len(result.failed) > 5:
+        err_console.print(
+            f"... and {len(result.failed) - 5} more (all listed in the output file)", highlight=False
+        )
+    if len(result) == 0:
+        raise ProtstepsError(
+            f"nothing could be embedded: {len(result.failed)} inputs failed"
+            + (f" (first: {result.failed[0]['error']})" if result.failed else "")
+        )
+    result.save(out)
+    console.print(
+        f"{len(result)} chains embedded (d = {result.embeddings.shape[1]}"
+        + (
+            f", {result.residue_embeddings.shape[0]} residues"
+            if result.residue_embeddings is not None
+            else ""
+        )
+        + f"), {len(result.failed)} inputs failed -> {escape(str(out))}",
+        highlight=False,
+    )

@@ -1,0 +1,58 @@
+"""Downstream use of a pretrained encoder: labelled data, fine-tuning, embeddings.
+
+>>> from protsteps.downstream import read_manifest, finetune, FinetuneConfig, embed
+>>> data = read_manifest("labels.tsv", label_column="ec_class")              # doctest: +SKIP
+>>> result = finetune(data, "runs/pre", "runs/ec-probe",
+...                   FinetuneConfig(mode="probe", epochs=20, seed=1))      # doctest: +SKIP
+>>> result.test["macro_f1"]                                                # doctest: +SKIP
+>>> embed(["structures/"], "runs/pre").save("embeddings.npz")              # doctest: +SKIP
+
+Label formats: a manifest (:func:`read_manifest`), IEConv's ProtFunct (:func:`protfunct`)
+and DeepLoc with AlphaFold DB files (:func:`deeploc`); all give a :class:`LabelledSet`.
+See ``docs/downstream.md``.
+"""
+
+from __future__ import annotations
+
+from ._adapters import StructureIndex, deeploc, protfunct
+from ._embed import Embeddings, embed, load_embeddings
+from ._finetune import FinetuneConfig, FinetuneResult, finetune
+from ._labels import (
+    SPLITS,
+    LabelledChain,
+    LabelledSet,
+    ManifestError,
+    Skipped,
+    read_manifest,
+    stratified_split,
+)
+from ._metrics import accuracy, average_precision, confusion_matrix, fmax, macro_f1
+from ._model import Backbone, ClassificationHead, load_backbone, scratch_backbone
+
+__all__ = [
+    "SPLITS",
+    "Backbone",
+    "ClassificationHead",
+    "Embeddings",
+    "FinetuneConfig",
+    "FinetuneResult",
+    "LabelledChain",
+    "LabelledSet",
+    "ManifestError",
+    "Skipped",
+    "StructureIndex",
+    "accuracy",
+    "average_precision",
+    "confusion_matrix",
+    "deeploc",
+    "embed",
+    "finetune",
+    "fmax",
+    "load_backbone",
+    "load_embeddings",
+    "macro_f1",
+    "protfunct",
+    "read_manifest",
+    "scratch_backbone",
+    "stratified_split",
+]

@@ -1,0 +1,295 @@
+"""Embeddings of a pretrained encoder for other tools: ``.npz`` or Parquet files.
+
+``.npz`` arrays (``numpy.load(path)`` reads them without pickle):
+
+=====================  ==============  ==============================================
+``embeddings``         [P, d] float32  one row per protein chain
+``source``             [P] str         the structure file
+``chain``              [P] str         the chain identifier
+``residues``           [P] int64       residues (graph nodes) per chain
+``sequence``           [P] str         one-letter sequence of those residues
+``residue_embeddings`` [R, d] float32  with ``per_residue``: every residue, chains
+                                       concatenated; chain i is
+                                       ``offsets[i]:offsets[i+1]``
+``residue_number``     [R] int64       with ``per_residue``: author residue numbers
+``offsets``            [P + 1] int64   with ``per_residue``
+``failed_source``      [F] str         inputs that could not be embedded ...
+``failed_error``       [F] str         ... and why
+``meta``               0-d str         JSON: protsteps version, encoder file, width
+=====================  ==============  ==============================================
+
+Parquet (when the file name ends in ``.parquet``; needs ``pyarrow``): one row per chain
+with the columns ``source``, ``chain``, ``residues``, ``sequence``, ``embedding``
+(fixed-size list of d float32) and with ``per_residue`` ``residue_embedding`` (list of
+fixed-size lists) and ``residue_number``; the ``meta`` JSON and the failed inputs are in
+the schema metadata under ``protsteps``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._version import __version__
+from ..data import GraphDataset, LengthBatchSampler
+from ..errors import ProtstepsError
+from ..featurize import FileResult, featurize_many
+from ..files import atomic_write_bytes
+from ..registry import Catalog
+from ..structure import split_selection
+from ..training import Distributed, pick_device
+from ._model import Backbone, encode, load_backbone
+
+__all__ = ["Embeddings", "embed", "load_embeddings", "require_pyarrow"]
+
+PARQUET_HINT = "pip install 'protsteps[parquet]' (or pip install pyarrow)"
+
+
+def require_pyarrow() -> Any:
+    """``pyarrow`` and ``pyarrow.parquet``, or a one-line error saying how to install them."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise ProtstepsError(f"writing or reading .parquet files needs pyarrow: {PARQUET_HINT}") from None
+    return pyarrow
+
+
+def _is_parquet(path: str | os.PathLike[str]) -> bool:
+    return str(path).lower().endswith(".parquet")
+
+
+@dataclasses.dataclass
+class Embeddings:
+    """Protein (and optionally residue) embeddings with their source and chain ids.
+
+    embeddings: [P, d] float32.
+    source, chain, sequence: P strings each.
+    residues: [P] int64, residues per chain.
+    residue_embeddings: [R, d] float32 or ``None``; chain i is ``offsets[i]:offsets[i+1]``.
+    residue_number: [R] int64 or ``None``.
+    offsets: [P + 1] int64 or ``None``.
+    failed: ``{"source", "error"}`` per input that could not be embedded.
+    meta: protsteps version, encoder file, embedding width.
+    """
+
+    embeddings: np.ndarray
+    source: list[str]
+    chain: list[str]
+    residues: np.ndarray
+    sequence: list[str]
+    residue_embeddings: np.ndarray | None = None
+    residue_number: np.ndarray | None = None
+    offsets: np.ndarray | None = None
+    failed: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    def residue_embeddings_of(self, index: int) -> np.ndarray:
+        """``[L_i, d]``: the residue embeddings of chain ``index``."""
+        if self.residue_embeddings is None or self.offsets is None:
+            raise ProtstepsError("these embeddings hold no per-residue arrays (embed with per_residue=True)")
+        return self.residue_embeddings[self.offsets[index] : self.offsets[index + 1]]
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write ``.npz``, or Parquet when ``path`` ends in ``.parquet`` (atomically)."""
+        if _is_parquet(path):
+            atomic_write_bytes(path, self._parquet_bytes())
+            return
+        arrays: dict[str, np.ndarray] = {
+            "embeddings": self.embeddings.astype(np.float32, copy=False),
+            "source": np.asarray(self.source, dtype=str),
+            "chain": np.asarray(self.chain, dtype=str),
+            "residues": self.residues.astype(np.int64, copy=False),
+            "sequence": np.asarray(self.sequence, dtype=str),
+            "failed_source": np.asarray([f["source"] for f in self.failed], dtype=str),
+            "failed_error": np.asarray([f["error"] for f in self.failed], dtype=str),
+            "meta": np.asarray(json.dumps(self.meta)),
+        }
+        if self.residue_embeddings is not None:
+            arrays["residue_embeddings"] = self.residue_embeddings.astype(np.float32, copy=False)
+            arrays["residue_number"] = np.asarray(self.residue_number, dtype=np.int64)
+            arrays["offsets"] = np.asarray(self.offsets, dtype=np.int64)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]
+        atomic_write_bytes(path, buffer.getvalue())
+
+    def _parquet_bytes(self) -> bytes:
+        pa = require_pyarrow()
+        import pyarrow.parquet as pq
+
+        width = int(self.embeddings.shape[1]) if self.embeddings.ndim == 2 else 0
+        flat = pa.array(self.embeddings.astype(np.float32).reshape(-1), type=pa.float32())
+        columns = {
+            "source": pa.array(self.source, type=pa.string()),
+            "chain": pa.array(self.chain, type=pa.string()),
+            "residues": pa.array(self.residues.astype(np.int64), type=pa.int64()),
+            "sequence": pa.array(self.sequence, type=pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(flat, width),
+        }
+        if self.residue_embeddings is not None and self.offsets is not None:
+            per_residue = pa.FixedSizeListArray.from_arrays(
+                pa.array(self.residue_embeddings.astype(np.float32).reshape(-1), type=pa.float32()), width
+            )
+            offsets = pa.array(np.asarray(self.offsets, dtype=np.int32), type=pa.int32())
+            columns["residue_embedding"] = pa.ListArray.from_arrays(offsets, per_residue)
+            columns["residue_number"] = pa.ListArray.from_arrays(
+                offsets, pa.array(np.asarray(self.residue_number, dtype=np.int64), type=pa.int64())
+            )
+        metadata = {"protsteps": json.dumps({**self.meta, "failed": self.failed})}
+        table = pa.table(columns).replace_schema_metadata(metadata)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        return bytes(sink.getvalue().to_pybytes())
+
+
+def load_embeddings(path: str | os.PathLike[str]) -> Embeddings:
+    """Read a file written by :meth:`Embeddings.save` (``.npz`` or ``.parquet``)."""
+    path = Path(path)
+    if not path.exists():
+        raise ProtstepsError(f"{path} does not exist")
+    if _is_parquet(path):
+        require_pyarrow()
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        extra = json.loads((table.schema.metadata or {}).get(b"protsteps", b"{}"))
+        failed = extra.pop("failed", [])
+        data = table.to_pydict()
+        width = int(extra.get("dim", 0))
+        embeddings = np.asarray(data["embedding"], dtype=np.float32).reshape(len(data["source"]), width)
+        residue_embeddings = residue_number = offsets = None
+        if "residue_embedding" in data:
+            lengths = [len(r) for r in data["residue_embedding"]]
+            offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+            residue_embeddings = np.asarray(
+                [v for r in data["residue_embedding"] for v in r], dtype=np.float32
+            ).reshape(-1, width)
+            residue_number = np.asarray([v for r in data["residue_number"] for v in r], dtype=np.int64)
+        return Embeddings(
+            embeddings,
+            list(data["source"]),
+            list(data["chain"]),
+            np.asarray(data["residues"], dtype=np.int64),
+            list(data["sequence"]),
+            residue_embeddings,
+            residue_number,
+            offsets,
+            failed,
+            extra,
+        )
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise ProtstepsError(f"{path} cannot be read as an embeddings .npz file: {exc}") from None
+    return Embeddings(
+        arrays["embeddings"],
+        arrays["source"].tolist(),
+        arrays["chain"].tolist(),
+        arrays["residues"],
+        arrays["sequence"].tolist(),
+        arrays.get("residue_embeddings"),
+        arrays.get("residue_number"),
+        arrays.get("offsets"),
+        [
+            {"source": s, "error": e}
+            for s, e in zip(arrays["failed_source"].tolist(), arrays["failed_error"].tolist(), strict=True)
+        ],
+        json.loads(str(arrays["meta"])),
+    )
+
+
+def embed(
+    inputs: Iterable[str | os.PathLike[str]],
+    pretrained: str | os.PathLike[str] | Backbone,
+    *,
+    per_residue: bool = False,
+    batch_size: int = 16,
+    max_residues: int = 0,
+    device: str = "auto",
+    cache_dir: str | os.PathLike[str] | None = None,
+    workers: int = 1,
+    catalog: Catalog | None = None,
+    on_total: Callable[[int], None] | None = None,
+    on_result: Callable[[FileResult], None] | None = None,
+) -> Embeddings:
+    """Embed every protein chain of ``inputs`` with the encoder of ``pretrained``.
+
+    Parameters
+    ----------
+    inputs:
+        As for ``protsteps featurize``: files (``path:CHAIN`` selects chains), folders
+        (searched recursively), text files listing paths.
+    pretrained:
+        A run folder (pretrain or finetune), an ``encoder.pt``, or a :class:`Backbone`.
+    per_residue:
+        Also keep every residue's embedding.
+    batch_size, max_residues:
+        Proteins per forward pass, or a residue budget per pass (when > 0).
+
+    Inputs that cannot be featurized are listed in ``failed``; the rest are embedded, in
+    input order. The encoder runs in eval mode; the teacher, if any, gives its features.
+    """
+    backbone = pretrained if isinstance(pretrained, Backbone) else load_backbone(Path(pretrained), catalog)
+    torch_device = pick_device(device, Distributed())
+    backbone.to(torch_device)
+    report = featurize_many(
+        inputs,
+        backbone.featurizer["name"],
+        backbone.featurizer.get("config", {}),
+        cache_dir=cache_dir,
+        workers=max(1, workers),
+        on_total=on_total,
+        on_result=on_result,
+    )
+    dataset = GraphDataset(report.ok, report.cache_dir)
+    sampler = LengthBatchSampler(
+        dataset.lengths,
+        max_residues=max_residues,
+        batch_size=batch_size if max_residues == 0 else 0,
+        shuffle=False,
+    )
+    graph, residues = encode(backbone, dataset, sampler.batches(), torch_device, per_residue=per_residue)
+    sequences: list[str] = []
+    numbers: list[np.ndarray] = []
+    for i in range(len(dataset)):
+        g = dataset[i]
+        sequences.append(g.sequence)
+        if per_residue:
+            numbers.append(g.residue_number.numpy())
+    lengths = dataset.lengths
+    out = Embeddings(
+        embeddings=graph.numpy().astype(np.float32),
+        source=[str(split_selection(str(e["source"]))[0]) for e in report.ok],
+        chain=[str(e["chain"]) for e in report.ok],
+        residues=lengths.astype(np.int64),
+        sequence=sequences,
+        failed=[dict(f) for f in report.failed],
+        meta={
+            "protsteps_version": __version__,
+            "encoder": backbone.origin,
+            "encoder_name": backbone.record["encoder"]["name"],
+            "teacher": backbone.record["teacher"]["name"],
+            "dim": int(backbone.encoder.out_dim),
+        },
+    )
+    if per_residue:
+        assert residues is not None
+        dim = int(backbone.encoder.out_dim)
+        out.residue_embeddings = (
+            torch.cat(residues).numpy().astype(np.float32) if residues else np.zeros((0, dim), np.float32)
+        )
+        out.residue_number = np.concatenate(numbers).astype(np.int64) if numbers else np.zeros(0, np.int64)
+        out.offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    return out

@@ -1,0 +1,118 @@
+"""protsteps embed: values equal the encoder's own, order and batching, file formats."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from protsteps import collate, featurize
+from protsteps.cli import main
+from protsteps.downstream import embed, load_embeddings, scratch_backbone
+from protsteps.export import load_encoder
+from protsteps.registry import default_catalog
+from protsteps.runconfig import load_run_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_embeddings_are_the_encoders_output_in_input_order(pretrain_run, small_structures, graph_cache):
+    inputs = [small_structures[2], small_structures[0], small_structures[1]]
+    result = embed(inputs, pretrain_run, per_residue=True, batch_size=2, cache_dir=graph_cache)
+    assert result.source == [str(p) for p in inputs] and result.chain == ["A", "A", "D"]
+    encoder, _ = load_encoder(pretrain_run)
+    encoder.eval()
+    for i, path in enumerate(inputs):
+        with torch.no_grad():
+            output = encoder(collate(featurize(path)))
+        np.testing.assert_allclose(result.embeddings[i], output.graph[0].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(result.residue_embeddings_of(i), output.node.numpy(), rtol=1e-5, atol=1e-6)
+        assert result.residues[i] == output.node.shape[0] == len(result.sequence[i])
+    # what a protein is batched with does not change its embedding
+    alone = embed(inputs, pretrain_run, batch_size=1, cache_dir=graph_cache)
+    np.testing.assert_allclose(alone.embeddings, result.embeddings, rtol=1e-5, atol=1e-6)
+    assert alone.residue_embeddings is None
+
+
+def test_a_teacher_backbone_embeds_with_the_teachers_features(
+    small_structures, graph_cache, tiny_esm_weights
+):
+    config = load_run_config(
+        None,
+        default_catalog(),
+        components={"teacher": "esm"},
+        sets=[f'teacher.weights="{tiny_esm_weights}"', "encoder.hidden_dim=16"],
+    )
+    backbone = scratch_backbone(config, default_catalog())
+    result = embed(small_structures[:2], backbone, cache_dir=graph_cache)
+    backbone.encoder.eval()
+    with torch.no_grad():
+        batch = collate(featurize(small_structures[1]))
+        expected = backbone.encoder(batch, backbone.teacher(batch.sequences)).graph[0]
+        without = backbone.encoder(batch, torch.zeros(batch.num_nodes, backbone.teacher.embed_dim)).graph[0]
+    np.testing.assert_allclose(result.embeddings[1], expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(result.embeddings[1], without.numpy(), atol=1e-4)
+    assert result.meta["teacher"] == "esm"
+
+
+def test_npz_and_parquet_round_trips(pretrain_run, small_structures, graph_cache, tmp_path):
+    pytest.importorskip("pyarrow")
+    result = embed(
+        [small_structures[0], tmp_path / "missing.pdb", small_structures[3]],
+        pretrain_run,
+        per_residue=True,
+        cache_dir=graph_cache,
+    )
+    assert [f["source"] for f in result.failed] == [str(tmp_path / "missing.pdb")]
+    for name in ("e.npz", "e.parquet"):
+        result.save(tmp_path / name)
+        back = load_embeddings(tmp_path / name)
+        np.testing.assert_array_equal(back.embeddings, result.embeddings)
+        np.testing.assert_array_equal(back.residue_embeddings, result.residue_embeddings)
+        np.testing.assert_array_equal(back.offsets, result.offsets)
+        np.testing.assert_array_equal(back.residue_number, result.residue_number)
+        assert (back.source, back.chain, back.sequence) == (result.source, result.chain, result.sequence)
+        assert back.failed == result.failed and back.meta == result.meta
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "e.parquet")
+    assert table.column_names == [
+        "source",
+        "chain",
+        "residues",
+        "sequence",
+        "embedding",
+        "residue_embedding",
+        "residue_number",
+    ]
+    assert table.num_rows == 2
+
+
+def test_parquet_without_pyarrow_is_a_one_line_error(
+    pretrain_run, small_structures, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now raises ImportError
+    out = tmp_path / "e.parquet"
+    assert main(["embed", str(small_structures[0]), "--from", str(pretrain_run), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "needs pyarrow: pip install 'protsteps[parquet]' (or pip install pyarrow)" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_embed_cli_errors(pretrain_run, small_structures, graph_cache, tmp_path, capsys):
+    base = ["embed", "--from", str(pretrain_run), "--cache-dir", str(graph_cache)]
+    assert main([*base, str(small_structures[0]), "--out", str(tmp_path / "e.txt")]) == 1
+    assert "the file name must end in .npz or .parquet" in capsys.readouterr().err
+    assert main([*base, str(tmp_path / "missing.pdb"), "--out", str(tmp_path / "e.npz")]) == 1
+    err = capsys.readouterr().err
+    assert "nothing could be embedded: 1 inputs failed (first:" in err and "missing.pdb" in err
+    assert not (tmp_path / "e.npz").exists()
+    assert main([*base, str(small_structures[0]), "--out", str(tmp_path / "e.npz")]) == 0
+    with np.load(tmp_path / "e.npz") as npz:
+        assert "residue_embeddings" not in npz.files and npz["embeddings"].shape == (1, 32)
+    assert (
+        main(["embed", str(small_structures[0]), "--from", str(tmp_path), "--out", str(tmp_path / "f.npz")])
+        == 1
+    )
+    assert "encoder.pt does not exist" in capsys.readouterr().err
