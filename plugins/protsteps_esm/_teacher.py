@@ -59,6 +59,10 @@ def windows(length: int, window: int, stride: int) -> list[tuple[int, int]]:
     return [(s, s + window) for s in starts]
 
 
+#: see ESMTeacher._batches
+MIN_FILL = 0.7
+
+
 class TeacherTail(nn.Module):
     """The trainable last layers of the teacher.
 
@@ -165,6 +169,9 @@ class ESMTeacher(Teacher):
         self.cache = cache
         self._fingerprint: str | None = None
         self._token_index = {c: alphabet.get_idx(c) for c in _RESIDUE_CODES}
+        # Without a cache, the trunk states of the last call: a pseudo bi-level step embeds
+        # the same sequences twice (with theta and theta'), and the trunk is the same both times.
+        self._last_trunk: tuple[Any, list[tuple[list[int], Tensor, Tensor | None]]] | None = None
 
         model.requires_grad_(False)
         last_is_representation = resolved == num_layers and trainable_layers > 0
@@ -319,14 +326,19 @@ class ESMTeacher(Teacher):
 
     def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Indices grouped so that each group, padded to its longest member (tokens incl.
-        BOS/EOS), holds at most ``max_tokens`` tokens; longest first to limit padding."""
+        BOS/EOS), holds at most ``max_tokens`` tokens, longest first; a sequence shorter than
+        ``MIN_FILL`` of its group's longest starts a new group, so that padding (computed and
+        thrown away) stays below about a third of a group."""
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         batches: list[list[int]] = []
         for i in order:
-            if batches and (len(batches[-1]) + 1) * (lengths[batches[-1][0]] + 2) <= self.max_tokens:
-                batches[-1].append(i)
-            else:
-                batches.append([i])
+            if batches:
+                longest = lengths[batches[-1][0]] + 2
+                fits = (len(batches[-1]) + 1) * longest <= self.max_tokens
+                if fits and lengths[i] + 2 >= MIN_FILL * longest:
+                    batches[-1].append(i)
+                    continue
+            batches.append([i])
         return batches
 
     def _tokens(self, segments: Sequence[str]) -> Tensor:
@@ -390,8 +402,17 @@ class ESMTeacher(Teacher):
         lengths = [len(s) for s in segments]
         out: list[Tensor | None] = [None] * len(segments)
         if self.cache is None:
-            for batch in self._batches(lengths):
-                x, mask = self._trunk(self._tokens([segments[i] for i in batch]))
+            weight = self._esm.embed_tokens.weight
+            key = (tuple(segments), weight.device, weight.dtype)
+            if self._last_trunk is not None and self._last_trunk[0] == key:
+                trunk = self._last_trunk[1]
+            else:
+                trunk = []
+                for batch in self._batches(lengths):
+                    x, mask = self._trunk(self._tokens([segments[i] for i in batch]))
+                    trunk.append((batch, x, mask))
+                self._last_trunk = (key, trunk)
+            for batch, x, mask in trunk:
                 y = self._run_tail(x, mask, replacement)
                 for b, i in enumerate(batch):
                     out[i] = y[1 : lengths[i] + 1, b]
