@@ -29,7 +29,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def protsteps_register_featurizers() -> list[Component]:
+def protsteps_register_featurizers() -> list[Component]:  # type: ignore[empty-body]
     """Featurizers: parsed chain -> :class:`protsteps.ProteinGraph`.
 
     Factories receive ``(config, context)`` and return a :class:`protsteps.Featurizer`.
@@ -37,7 +37,7 @@ def protsteps_register_featurizers() -> list[Component]:
 
 
 @hookspec
-def protsteps_register_encoders() -> list[Component]:
+def protsteps_register_encoders() -> list[Component]:  # type: ignore[empty-body]
     """Encoders: :class:`protsteps.Batch` (+ teacher features) -> embeddings.
 
     Factories receive ``(config, context)`` (``context.teacher_dim`` is the width of the
@@ -46,7 +46,7 @@ def protsteps_register_encoders() -> list[Component]:
 
 
 @hookspec
-def protsteps_register_tasks() -> list[Component]:
+def protsteps_register_tasks() -> list[Component]:  # type: ignore[empty-body]
     """Pretext tasks: a head and a loss on the encoder's output.
 
     Factories receive ``(config, context)`` (``context.encoder_dim`` is the embedding width)
@@ -55,7 +55,7 @@ def protsteps_register_tasks() -> list[Component]:
 
 
 @hookspec
-def protsteps_register_teachers() -> list[Component]:
+def protsteps_register_teachers() -> list[Component]:  # type: ignore[empty-body]
     """Teachers: sequences -> per-residue embeddings, with a trainable tail.
 
     Factories receive ``(config, context)`` and return a :class:`protsteps.Teacher`; a
@@ -65,7 +65,7 @@ def protsteps_register_teachers() -> list[Component]:
 
 
 @hookspec
-def protsteps_register_schemes() -> list[Component]:
+def protsteps_register_schemes() -> list[Component]:  # type: ignore[empty-body]
     """Optimisation schemes: one step over a batch.
 
     Factories receive ``(config, context)`` and return a :class:`protsteps.Scheme`.

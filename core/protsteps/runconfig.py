@@ -243,7 +243,7 @@ def _choice(catalog: Catalog, section: str, value: Any, label: str | None = None
         return ComponentChoice(name=name)
     kind = _KIND[section]
     entry = catalog.get(kind, name)
-    config = from_dict(entry.config, table, section=f"{label} ({name})")
+    config: Any = from_dict(entry.config, table, section=f"{label} ({name})")
     return ComponentChoice(name=name, config=config, weight=float(weight))
 
 
