@@ -65,12 +65,14 @@ def show(
         f"{escape(entry.description)}",
         highlight=False,
     )
-    table = Table(show_header=True)
-    for column in ("setting", "type", "default", "help"):
-        table.add_column(column, overflow="fold")
-    for f in fields_of(entry.config):
-        table.add_row(f.name, f.type, repr(f.default), f.help)
-    console.print(table)
+    fields = fields_of(entry.config)
+    if not fields:
+        console.print("\n(no settings)", highlight=False)
+    for f in fields:
+        default = "unset" if f.default is None else repr(f.default)
+        console.print(f"\n  [bold]{f.name}[/]: {escape(f.type)} = {escape(default)}", highlight=False)
+        console.print(f"      {escape(f.help)}", highlight=False)
+    console.print()
     console.print(
         f"Set in a run file under [{'[tasks]' if kind == 'task' else kind}] or with "
         f"--set {'tasks.' + name if kind == 'task' else kind}.SETTING=VALUE",
