@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from protsteps.downstream import ManifestError, StructureIndex, deeploc, protfunct
 
 PROTFUNCT_CHAINS = 37_428

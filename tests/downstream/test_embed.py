@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+
 from protsteps import collate, featurize
 from protsteps.cli import main
 from protsteps.downstream import embed, load_embeddings, scratch_backbone

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tomllib
 import torch
+
 from protsteps.cli import main
 
 pytestmark = pytest.mark.slow

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from protsteps.downstream import LabelledSet, ManifestError, read_manifest, stratified_split
 from protsteps.downstream._labels import normalize_split, rarest_label
 
@@ -182,3 +183,18 @@ def test_bad_fractions_are_refused():
 
 def test_multi_label_rows_are_stratified_by_their_rarest_label():
     assert rarest_label([("a", "b"), ("a",), ("a", "c"), ("c", "b")]) == ["b", "a", "c", "b"]
+
+
+def test_a_class_keeps_its_last_training_example_while_others_can_give_one():
+    # 11 units, 3 each for valid and test; floors give B and C one unit per part; E (2 units)
+    # is owed the most and gives one to test; for valid, E and the singleton A are owed more
+    # than B and C, but giving would leave them without training data, so B (or C) gives
+    strata = ["A"] + ["B"] * 4 + ["C"] * 4 + ["E"] * 2
+    for seed in range(10):
+        splits = stratified_split(strata, (0.5, 0.25, 0.25), seed=seed)
+        for stratum in "ABCE":
+            assert "train" in [s for s, c in zip(splits, strata, strict=True) if c == stratum], (
+                seed,
+                stratum,
+            )
+        assert collections.Counter(splits) == {"train": 5, "valid": 3, "test": 3}

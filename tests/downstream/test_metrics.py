@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from protsteps.downstream import accuracy, average_precision, confusion_matrix, fmax, macro_f1
 from protsteps.downstream._metrics import f1_per_class, support
 

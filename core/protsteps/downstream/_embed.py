@@ -46,7 +46,7 @@ from ..files import atomic_write_bytes
 from ..registry import Catalog
 from ..structure import split_selection
 from ..training import Distributed, pick_device
-from ._model import Backbone, encode, load_backbone
+from ._model import Backbone, batches_of, forward, load_backbone
 
 __all__ = ["Embeddings", "embed", "load_embeddings", "require_pyarrow"]
 
@@ -260,17 +260,33 @@ def embed(
         batch_size=batch_size if max_residues == 0 else 0,
         shuffle=False,
     )
-    graph, residues = encode(backbone, dataset, sampler.batches(), torch_device, per_residue=per_residue)
-    sequences: list[str] = []
-    numbers: list[np.ndarray] = []
-    for i in range(len(dataset)):
-        g = dataset[i]
-        sequences.append(g.sequence)
-        if per_residue:
-            numbers.append(g.residue_number.numpy())
+    dim = int(backbone.encoder.out_dim)
+    count = len(dataset)
+    graph = np.zeros((count, dim), dtype=np.float32)
+    sequences = [""] * count
+    residue_rows: list[np.ndarray] = [np.zeros((0, dim), np.float32)] * count
+    numbers: list[np.ndarray] = [np.zeros(0, np.int64)] * count
+    was_training = backbone.encoder.training
+    backbone.encoder.eval()
+    try:
+        with torch.no_grad():
+            # each graph is read from the cache once: sequences and residue numbers come
+            # from the batch that is embedded
+            for indices, batch in batches_of(dataset, sampler.batches()):
+                output = forward(backbone, batch.to(torch_device))
+                graph[indices] = output.graph.float().cpu().numpy()
+                ptr = batch.ptr.tolist()
+                node = output.node.float().cpu().numpy() if per_residue else None
+                for b, index in enumerate(indices):
+                    sequences[index] = batch.sequences[b]
+                    if node is not None:
+                        residue_rows[index] = node[ptr[b] : ptr[b + 1]]
+                        numbers[index] = batch.residue_number[ptr[b] : ptr[b + 1]].cpu().numpy()
+    finally:
+        backbone.encoder.train(was_training)
     lengths = dataset.lengths
     out = Embeddings(
-        embeddings=graph.numpy().astype(np.float32),
+        embeddings=graph,
         source=[str(split_selection(str(e["source"]))[0]) for e in report.ok],
         chain=[str(e["chain"]) for e in report.ok],
         residues=lengths.astype(np.int64),
@@ -281,15 +297,13 @@ def embed(
             "encoder": backbone.origin,
             "encoder_name": backbone.record["encoder"]["name"],
             "teacher": backbone.record["teacher"]["name"],
-            "dim": int(backbone.encoder.out_dim),
+            "dim": dim,
         },
     )
     if per_residue:
-        assert residues is not None
-        dim = int(backbone.encoder.out_dim)
-        out.residue_embeddings = (
-            torch.cat(residues).numpy().astype(np.float32) if residues else np.zeros((0, dim), np.float32)
+        out.residue_embeddings = np.concatenate([np.zeros((0, dim), np.float32), *residue_rows]).astype(
+            np.float32
         )
-        out.residue_number = np.concatenate(numbers).astype(np.int64) if numbers else np.zeros(0, np.int64)
+        out.residue_number = np.concatenate([np.zeros(0, np.int64), *numbers]).astype(np.int64)
         out.offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
     return out
