@@ -166,3 +166,42 @@ def test_finetune_cli_errors_are_one_line(pretrain_run, labels_dir, tmp_path, ca
     err = capsys.readouterr().err
     assert code == 1 and message in err and err.startswith("error:")
     assert len(err.strip().splitlines()) <= 2  # one line (rich may wrap a very long one)
+
+
+def test_deeploc_format_through_the_cli(pretrain_run, small_structures, graph_cache, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "afdb"
+    folder.mkdir()
+    rows = ["ACC,location"]
+    for i, path in enumerate(small_structures):
+        shutil.copyfile(path, folder / f"AF-P0000{i}-F1-model_v4.pdb.gz")
+        rows.append(f"P0000{i},{'Nucleus' if i % 2 else 'Cytoplasm'}")
+    rows.append("Q99999,Nucleus")  # no structure for this one
+    labels = tmp_path / "deeploc.csv"
+    labels.write_text("\n".join(rows) + "\n")
+    run = tmp_path / "loc"
+    args = [
+        "finetune",
+        str(labels),
+        "--format",
+        "deeploc",
+        "--structures",
+        str(folder),
+        "--from",
+        str(pretrain_run),
+    ]
+    assert (
+        main([*args, "--out", str(run), "--mode", "probe", "--epochs", "2", "--cache-dir", str(graph_cache)])
+        == 0
+    )
+    assert "1 of 7 labelled rows cannot be used (first: deeploc.csv:8: no AlphaFold file AF-Q99999" in (
+        capsys.readouterr().out
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["classes"] == ["Cytoplasm", "Nucleus"] and metrics["counts"]["proteins"] == 6
+    assert (metrics["counts"]["train"], metrics["counts"]["valid"], metrics["counts"]["test"]) == (4, 1, 1)
+    settings = tomllib.loads((run / "finetune.toml").read_text())
+    assert settings["data"]["format"] == "deeploc" and settings["data"]["id_column"] == "ACC"
+    assert main([*args, "--out", str(tmp_path / "x"), "--group-column", "g"]) == 1
+    assert "--format deeploc does not take --group-column" in capsys.readouterr().err
