@@ -22,7 +22,9 @@ epoch's batches, and only rank 0 writes files.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -125,6 +127,30 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 def _environment_rng_state() -> dict[str, Any]:
     return {"torch": torch.get_rng_state()}
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochPlan:
+    """Steps per epoch, and where each epoch starts in the run's global step count."""
+
+    steps: list[int]
+
+    @property
+    def starts(self) -> list[int]:
+        return [0, *itertools.accumulate(self.steps)]
+
+    @property
+    def total(self) -> int:
+        return sum(self.steps)
+
+    def locate(self, step: int) -> tuple[int, int]:
+        """(epoch, position within it) of global step ``step`` (< total)."""
+        epoch = bisect.bisect_right(self.starts, step) - 1
+        return epoch, step - self.starts[epoch]
+
+    def completed(self, step: int) -> int:
+        """Epochs finished once ``step`` steps have been taken."""
+        return bisect.bisect_right(self.starts, step) - 1
 
 
 @dataclasses.dataclass
@@ -368,12 +394,13 @@ def pretrain(
     data = (data_source or prepare_training_data)(
         resolved, composition.featurizer, dist=dist, display=display, run_dir=out if dist.is_main else None
     )
-    steps_per_epoch = data.steps_per_epoch
-    if steps_per_epoch == 0:
+    # the length-aware sampler packs a different number of batches each epoch: plan them all
+    plan = EpochPlan([data.steps_in_epoch(epoch) for epoch in range(resolved.train.epochs)])
+    if not plan.total or any(n == 0 for n in plan.steps):
         raise ProtstepsError(
             "no training batches: every structure failed or was filtered out (see the report)"
         )
-    total_steps = steps_per_epoch * resolved.train.epochs
+    total_steps = plan.total
     scheme = composition.scheme
     scheme.setup(
         SchemeSetup(
@@ -406,7 +433,7 @@ def pretrain(
     residues_since = 0
     time_since = time.perf_counter()
     stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
-    epochs_completed = step // steps_per_epoch
+    epochs_completed = plan.completed(step)
 
     def save(path: Path, epoch_done: int) -> None:
         if not dist.is_main:
@@ -435,8 +462,8 @@ def pretrain(
     try:
         with _interrupts_as_flag() as interrupted:
             while step < stop_at and not interrupted["stop"]:
-                epoch = step // steps_per_epoch
-                position = step % steps_per_epoch
+                epoch, position = plan.locate(step)
+                epoch_end = plan.starts[epoch + 1]
                 model.train()
                 for batch in data.train_batches(epoch, start=position):
                     seed = step_seed(resolved.train.seed, step, dist.rank)
@@ -457,7 +484,7 @@ def pretrain(
                     step += 1
                     residues_since += batch.num_nodes * dist.world_size
                     averages.add(values)
-                    if step % resolved.train.log_every == 0 or step == stop_at or step % steps_per_epoch == 0:
+                    if step % resolved.train.log_every == 0 or step in (stop_at, epoch_end):
                         elapsed = max(time.perf_counter() - time_since, 1e-9)
                         record = {
                             "step": step,
@@ -476,8 +503,13 @@ def pretrain(
                         save(paths.last, epoch)
                     if step >= stop_at or interrupted["stop"]:
                         break
-                if step % steps_per_epoch == 0:
-                    epochs_completed = step // steps_per_epoch
+                if step < epoch_end and not (step >= stop_at or interrupted["stop"]):
+                    raise RuntimeError(
+                        f"epoch {epoch} ended after step {step}, its plan said {epoch_end}: the batches "
+                        "of an epoch must not change while it runs"
+                    )
+                if step == epoch_end:
+                    epochs_completed = plan.completed(step)
                     valid_loss = data.validate(model, resolved, device) if dist.is_main else None
                     if valid_loss is not None:
                         metrics.write(

@@ -76,8 +76,9 @@ class TrainingData:
     workers: int
     report: FeaturizeReport | None = None
 
-    @property
-    def steps_per_epoch(self) -> int:
+    def steps_in_epoch(self, epoch: int) -> int:
+        """This process's batches in ``epoch`` (the same in every process)."""
+        self.sampler.set_epoch(epoch)
         return len(self.sampler)
 
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:

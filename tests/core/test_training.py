@@ -107,11 +107,19 @@ def final_state(run: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run / "checkpoints" / "last.pt")["model"]
 
 
-@pytest.mark.parametrize("teacher_name", ["none", "esm"])
+@pytest.mark.parametrize(
+    ("teacher_name", "budget"),
+    [("none", 0), ("esm", 0), ("none", 250)],
+    ids=["no-teacher", "esm-teacher", "residue-budget"],
+)
 def test_an_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_does(
-    small_structures, tiny_esm_weights, tmp_path, teacher_name
+    small_structures, tiny_esm_weights, tmp_path, teacher_name, budget
 ):
-    teacher = ["--teacher", teacher_name, "--epochs", "2", "--set", "train.deterministic=true"]
+    # with a residue budget, epochs hold different numbers of batches
+    epochs = "3" if budget else "2"
+    teacher = ["--teacher", teacher_name, "--epochs", epochs, "--set", "train.deterministic=true"]
+    if budget:
+        teacher += ["--max-residues", str(budget)]
     if teacher_name == "esm":
         teacher += ["--set", f'teacher.weights="{tiny_esm_weights}"']
     whole = tmp_path / "whole"
@@ -126,13 +134,16 @@ def test_an_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_does(
         None,
         catalog,
         components={"teacher": teacher_name},
-        train={"epochs": 2, "batch_size": 2},
+        train={"epochs": int(epochs), "batch_size": 2, "max_residues": budget},
         data={"inputs": [str(p) for p in small_structures], "cache_dir": str(tmp_path / "cache")},
         sets=sets,
     )
     pretrain(config, parts, catalog, show_progress=False, max_steps=4)
     assert load_checkpoint(parts / "checkpoints" / "last.pt")["step"] == 4
     assert main(["pretrain", "--resume", str(parts), "-q"]) == 0
+    whole_state = load_checkpoint(whole / "checkpoints" / "last.pt")
+    assert whole_state["epoch"] == int(epochs)
+    assert load_checkpoint(parts / "checkpoints" / "last.pt")["step"] == whole_state["step"]
 
     a, b = final_state(whole), final_state(parts)
     assert a.keys() == b.keys()
