@@ -29,7 +29,6 @@ import json
 import math
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -47,6 +46,7 @@ from .files import atomic_torch_save, atomic_write_text
 from .graph import Batch
 from .model import Composition, compose
 from .optim import NonFiniteLossError, SchemeSetup
+from .progress import ProgressDisplay
 from .registry import Catalog
 from .runconfig import RunConfig, load_raw
 
@@ -226,50 +226,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-class Display:
-    """Progress for a person: a rich live bar on a terminal, plain lines otherwise."""
-
-    def __init__(self, enabled: bool, total_steps: int, start_step: int) -> None:
-        self.enabled = enabled
-        self.total = total_steps
-        self.live = enabled and sys.stdout.isatty()
-        self._progress = None
-        self._task = None
-        if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._progress = Progress(
-                TextColumn("[bold]pretrain[/] epoch {task.fields[epoch]}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[losses]}"),
-            )
-            self._task = self._progress.add_task(
-                "steps", total=total_steps, completed=start_step, epoch=0, losses=""
-            )
-            self._progress.start()
-
-    def update(self, step: int, epoch: int, values: Mapping[str, float]) -> None:
-        if not self.enabled:
-            return
-        shown = "  ".join(f"{k} {v:.4g}" for k, v in values.items() if k.endswith("loss") or k == "mi")
-        if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, completed=step, epoch=epoch, losses=shown)
-        else:
-            print(f"step {step}/{self.total} epoch {epoch} {shown}", flush=True)
-
-    def message(self, text: str) -> None:
-        if not self.enabled:
-            return
-        if self._progress is not None:
-            self._progress.console.print(text, highlight=False, markup=False)
-        else:
-            print(text, flush=True)
-
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+def step_status(values: Mapping[str, float]) -> str:
+    """The losses of a log line, for the progress display."""
+    return "  ".join(f"{k} {v:.4g}" for k, v in values.items() if k.endswith("loss") or k == "mi")
 
 
 @contextmanager
@@ -386,7 +345,7 @@ def pretrain(
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(paths.config, resolved.dumps())
-    display = Display(show_progress and dist.is_main, 0, 0)
+    display = ProgressDisplay("pretrain", show_progress and dist.is_main)
     for note in composition.notes:
         display.message(note)
     display.message(run_summary(composition, device, dist))
@@ -427,8 +386,7 @@ def pretrain(
     metrics = MetricsLog(paths.metrics, dist.is_main)
     metrics.truncate_after(step)
 
-    display.close()
-    display = Display(show_progress and dist.is_main, total_steps, step)
+    display.start(total_steps, step)
     averages = Averages()
     residues_since = 0
     time_since = time.perf_counter()
@@ -495,7 +453,12 @@ def pretrain(
                             "skipped_batches": skipped,
                         }
                         metrics.write(record)
-                        display.update(step, epoch, averages.means())
+                        means = averages.means()
+                        display.update(
+                            step,
+                            f"epoch {epoch} loss {means.get('loss', math.nan):.4g}",
+                            f"step {step}/{total_steps} epoch {epoch} {step_status(means)}",
+                        )
                         averages.clear()
                         residues_since = 0
                         time_since = time.perf_counter()

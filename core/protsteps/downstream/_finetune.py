@@ -40,7 +40,6 @@ import dataclasses
 import io
 import json
 import math
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -58,6 +57,7 @@ from ..errors import ProtstepsError
 from ..featurize import featurize_many
 from ..files import atomic_torch_save, atomic_write_text
 from ..optim import make_optimizer
+from ..progress import ProgressDisplay
 from ..registry import Catalog, default_catalog
 from ..runconfig import RunConfig, load_run_config
 from ..training import Distributed, pick_device
@@ -142,53 +142,11 @@ class FinetuneResult:
 # ---------------------------------------------------------------------------- display
 
 
-class Display:
-    """Progress for a person: a rich bar over epochs on a terminal, plain lines otherwise."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._progress: Any = None
-        self._task: Any = None
-
-    def start(self, epochs: int) -> None:
-        if not self.enabled or not sys.stdout.isatty():
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._progress = Progress(
-            TextColumn("[bold]finetune[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[status]}"),
-        )
-        self._task = self._progress.add_task("epochs", total=epochs, status="")
-        self._progress.start()
-
-    def epoch(self, record: Mapping[str, Any], metric: str, best: int) -> None:
-        if not self.enabled:
-            return
-        text = (
-            f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}  valid loss "
-            f"{record['valid_loss']:.4f}  valid {metric} {record[f'valid_{metric}']:.4f}  (best epoch {best})"
-        )
-        if self._progress is not None:
-            self._progress.update(self._task, advance=1, status=text)
-        else:
-            print(text, flush=True)
-
-    def message(self, text: str) -> None:
-        if not self.enabled:
-            return
-        if self._progress is not None:
-            self._progress.console.print(text, highlight=False, markup=False)
-        else:
-            print(text, flush=True)
-
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+def epoch_line(record: Mapping[str, Any], metric: str, best: int) -> str:
+    return (
+        f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}  valid loss "
+        f"{record['valid_loss']:.4f}  valid {metric} {record[f'valid_{metric}']:.4f}  (best epoch {best})"
+    )
 
 
 # ---------------------------------------------------------------------------- data
@@ -389,7 +347,7 @@ def finetune(
     catalog = catalog or default_catalog()
     out = Path(out)
     prepare_out(out)
-    display = Display(show_progress)
+    display = ProgressDisplay("finetune", show_progress)
     device = pick_device(config.device, Distributed())
     torch.manual_seed(config.seed)
     if isinstance(pretrained, Backbone):
@@ -534,9 +492,8 @@ def finetune(
             history.append(record)
             with open(out / "history.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
-            display.epoch(
-                {k: (math.nan if v is None else v) for k, v in record.items()}, metric, best["epoch"]
-            )
+            shown = {k: (math.nan if v is None else v) for k, v in record.items()}
+            display.update(epoch, epoch_line(shown, metric, best["epoch"]))
     finally:
         display.close()
     train_seconds = time.perf_counter() - clock
