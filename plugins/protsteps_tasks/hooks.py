@@ -4,7 +4,23 @@ from __future__ import annotations
 
 from protsteps import Component, hookimpl
 
+from ._dihedral import DihedralConfig, DihedralTask
+from ._distance import DistanceConfig, DistanceTask
+
 
 @hookimpl
 def protsteps_register_tasks() -> list[Component]:
-    return []
+    return [
+        Component(
+            name="distance",
+            factory=DistanceTask,
+            config=DistanceConfig,
+            description="Classify sampled residue pairs into CA-CA distance bins (30 x 5 Å); memory O(pairs).",
+        ),
+        Component(
+            name="dihedral",
+            factory=DihedralTask,
+            config=DihedralConfig,
+            description="Hide the angles of 15% of residues and predict phi/psi back (periodic loss).",
+        ),
+    ]

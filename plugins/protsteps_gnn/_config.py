@@ -1,0 +1,38 @@
+"""Settings every built-in encoder shares: how node inputs are made."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from protsteps import option
+
+from .features import AngleSet, NodeInput, ResidueFeatures
+
+
+@dataclasses.dataclass
+class NodeInputConfig:
+    """How residues become input vectors (see :mod:`protsteps_gnn.features`)."""
+
+    residue_features: ResidueFeatures = option(
+        "one_hot",
+        "Without a teacher: encode the residue type as a one-hot vector (paper) or a learned embedding.",
+    )
+    residue_embedding_dim: int = option(32, "Width of the learned residue-type embedding.")
+    angle_basis: int = option(16, "Gaussians per dihedral over [-pi, pi) in the angle encoding (>= 2).")
+    angles: AngleSet = option("phi_psi", "Dihedrals in the angle encoding (the paper used phi and psi).")
+
+    def __post_init__(self) -> None:
+        if self.angle_basis < 2:
+            raise ValueError(f"angle_basis must be >= 2, got {self.angle_basis}")
+        if self.residue_embedding_dim < 1:
+            raise ValueError(f"residue_embedding_dim must be >= 1, got {self.residue_embedding_dim}")
+
+
+def node_input(config: NodeInputConfig, teacher_dim: int | None) -> NodeInput:
+    return NodeInput(
+        teacher_dim=teacher_dim,
+        residue_features=config.residue_features,
+        residue_embedding_dim=config.residue_embedding_dim,
+        angle_basis=config.angle_basis,
+        angles=config.angles,
+    )

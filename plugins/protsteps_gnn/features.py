@@ -1,0 +1,200 @@
+r"""Node input features shared by the built-in encoders, public so that third-party
+encoders build exactly the same inputs.
+
+A residue's input is the concatenation
+
+.. math::
+
+    x_i = [\, t_i \;;\; \mathrm{enc}(\phi_i) \;;\; \mathrm{enc}(\psi_i) \;(;\; \mathrm{enc}(\omega_i))\,]
+
+where :math:`t_i` is the teacher's embedding of residue :math:`i` (or, without a teacher, a
+one-hot or learned embedding of its residue type) and, for an angle :math:`\alpha` in
+radians that is defined and visible to the encoder (``dihedral_input_mask``),
+
+.. math::
+
+    \mathrm{enc}(\alpha) = [\sin\alpha,\; \cos\alpha,\; b_1(\alpha), \dots, b_K(\alpha)],
+    \qquad
+    b_k(\alpha) = \frac{1}{1.12}\sum_{n \in \{-1, 0, 1\}}
+        \exp\!\Big(-\Big(\frac{\alpha + 2\pi n - c_k}{\Delta}\Big)^2\Big),
+
+with :math:`K` centres :math:`c_k = -\pi + k\Delta`, :math:`\Delta = 2\pi / K`, spread over
+:math:`[-\pi, \pi)` (the Gaussian basis of e3nn's ``soft_one_hot_linspace``). Summing the
+three periodic images makes the basis continuous across :math:`\pm\pi`, where
+:math:`\phi = 179°` and :math:`\phi = -179°` are neighbours. Where the angle is undefined
+(chain ends, gaps) or hidden (masked by the dihedral task) the whole block is 0: a vector a
+real angle can never produce, since :math:`\sin^2 + \cos^2 = 1`.
+
+The released STEPS code fed angles in degrees/180 to 128 Gaussians centred over
+:math:`[-\pi, \pi]`; values in :math:`[-1, 1]` only reach the middle third of those centres
+and no angle wraps around. That is the defect this encoding fixes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from e3nn.math import soft_one_hot_linspace
+from torch import Tensor, nn
+
+from protsteps.graph import ALPHABET, Batch
+
+__all__ = [
+    "ANGLE_INDEX",
+    "AngleSet",
+    "ResidueFeatures",
+    "angle_encoding",
+    "angle_encoding_width",
+    "NodeInput",
+]
+
+#: column of each backbone dihedral in ``dihedrals`` / ``dihedral_mask``
+ANGLE_INDEX = {"phi": 0, "psi": 1, "omega": 2}
+
+AngleSet = Literal["phi_psi", "phi_psi_omega"]
+ResidueFeatures = Literal["one_hot", "embedding"]
+
+_ANGLE_COLUMNS: dict[str, tuple[int, ...]] = {"phi_psi": (0, 1), "phi_psi_omega": (0, 1, 2)}
+
+
+def angle_encoding_width(num_basis: int, angles: AngleSet = "phi_psi") -> int:
+    """Width of :func:`angle_encoding`'s output: ``len(angles) * (2 + num_basis)``."""
+    return len(_ANGLE_COLUMNS[angles]) * (2 + num_basis)
+
+
+def angle_encoding(
+    dihedrals: Tensor,
+    mask: Tensor,
+    num_basis: int = 16,
+    angles: AngleSet = "phi_psi",
+) -> Tensor:
+    """Encode backbone dihedrals as sin/cos plus a periodic Gaussian basis.
+
+    Parameters
+    ----------
+    dihedrals:
+        ``[N, 3] float``, phi, psi, omega in radians (any range; they are wrapped).
+    mask:
+        ``[N, 3] bool``, which angles the encoder may see (``batch.dihedral_input_mask``);
+        the encoding of every other angle is 0.
+    num_basis:
+        Gaussians per angle (K >= 2), centred every 2π/K over [-π, π).
+    angles:
+        ``"phi_psi"`` (as in the paper) or ``"phi_psi_omega"``.
+
+    Returns
+    -------
+    ``[N, A * (2 + K)] float``, for each angle in order ``[sin, cos, b_1..b_K]``.
+
+    Examples
+    --------
+    >>> x = torch.tensor([[math.pi - 1e-4, 0.0, 0.0], [-math.pi + 1e-4, 0.0, 0.0]])
+    >>> enc = angle_encoding(x, torch.ones(2, 3, dtype=torch.bool), num_basis=8)
+    >>> bool(torch.allclose(enc[0, 2:10], enc[1, 2:10], atol=1e-3))  # continuous across ±π
+    True
+    """
+    if num_basis < 2:
+        raise ValueError(f"angle encoding needs num_basis >= 2, got {num_basis}")
+    if dihedrals.dim() != 2 or dihedrals.shape[1] != 3 or mask.shape != dihedrals.shape:
+        raise ValueError(
+            f"dihedrals and mask must both be [N, 3], got {tuple(dihedrals.shape)} and {tuple(mask.shape)}"
+        )
+    columns = list(_ANGLE_COLUMNS[angles])
+    alpha = dihedrals[:, columns]
+    alpha = torch.remainder(alpha + math.pi, 2 * math.pi) - math.pi
+    step = 2 * math.pi / num_basis
+    basis = sum(
+        soft_one_hot_linspace(
+            alpha + shift,
+            start=-math.pi,
+            end=math.pi - step,
+            number=num_basis,
+            basis="gaussian",
+            cutoff=False,
+        )
+        for shift in (-2 * math.pi, 0.0, 2 * math.pi)
+    )
+    blocks = torch.cat([torch.sin(alpha)[..., None], torch.cos(alpha)[..., None], basis], dim=-1)
+    blocks = blocks * mask[:, columns, None].to(blocks.dtype)
+    return blocks.reshape(dihedrals.shape[0], -1)
+
+
+class NodeInput(nn.Module):
+    """Builds encoder inputs ``[teacher or residue type ; angle encoding]``.
+
+    Parameters
+    ----------
+    teacher_dim:
+        Width of the teacher's per-residue features, or ``None`` without a teacher (then the
+        residue type is encoded instead).
+    residue_features:
+        Without a teacher: ``"one_hot"`` (21 columns, as in the paper) or ``"embedding"``
+        (a learned ``nn.Embedding`` of width ``residue_embedding_dim``).
+    residue_embedding_dim:
+        Width of the learned residue-type embedding.
+    angle_basis:
+        Gaussians per angle in :func:`angle_encoding`.
+    angles:
+        Which dihedrals to encode.
+
+    Attributes
+    ----------
+    out_dim: width of the returned features.
+    """
+
+    def __init__(
+        self,
+        teacher_dim: int | None,
+        residue_features: ResidueFeatures = "one_hot",
+        residue_embedding_dim: int = 32,
+        angle_basis: int = 16,
+        angles: AngleSet = "phi_psi",
+    ) -> None:
+        super().__init__()
+        if teacher_dim is not None and teacher_dim <= 0:
+            raise ValueError(f"teacher_dim must be positive, got {teacher_dim}")
+        self.teacher_dim = teacher_dim
+        self.residue_features = residue_features
+        self.angle_basis = angle_basis
+        self.angles: AngleSet = angles
+        self.residue_embedding: nn.Embedding | None = None
+        if teacher_dim is not None:
+            residue_width = teacher_dim
+        elif residue_features == "embedding":
+            self.residue_embedding = nn.Embedding(len(ALPHABET), residue_embedding_dim)
+            residue_width = residue_embedding_dim
+        else:
+            residue_width = len(ALPHABET)
+        self.out_dim = residue_width + angle_encoding_width(angle_basis, angles)
+
+    def residue_part(self, batch: Batch, teacher_features: Tensor | None) -> Tensor:
+        """``[N, teacher_dim or residue width] float``: the non-angle part of the input."""
+        if self.teacher_dim is not None:
+            if teacher_features is None:
+                raise ValueError(
+                    f"this encoder was built for a teacher of width {self.teacher_dim} "
+                    "but was called without teacher features"
+                )
+            if tuple(teacher_features.shape) != (batch.num_nodes, self.teacher_dim):
+                raise ValueError(
+                    f"teacher features have shape {tuple(teacher_features.shape)}, expected "
+                    f"[{batch.num_nodes}, {self.teacher_dim}] (one row per residue of the batch)"
+                )
+            return teacher_features
+        if teacher_features is not None:
+            raise ValueError(
+                "this encoder was built without a teacher (context.teacher_dim is None) "
+                "but was called with teacher features; build it with the teacher's width"
+            )
+        if self.residue_embedding is not None:
+            return self.residue_embedding(batch.residue_type)
+        dtype = batch.pos.dtype if batch.pos.is_floating_point() else torch.get_default_dtype()
+        return nn.functional.one_hot(batch.residue_type, len(ALPHABET)).to(dtype)
+
+    def forward(self, batch: Batch, teacher_features: Tensor | None = None) -> Tensor:
+        """``[N, out_dim] float`` input features of the batch's residues."""
+        residue = self.residue_part(batch, teacher_features)
+        angle = angle_encoding(batch.dihedrals, batch.dihedral_input_mask, self.angle_basis, self.angles)
+        return torch.cat([residue, angle.to(residue.dtype)], dim=-1)

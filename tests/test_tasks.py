@@ -1,0 +1,291 @@
+"""The tasks plugin: pair sampling and distance bins, residue masking and the dihedral losses."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import protsteps
+from protsteps import BuildContext, Catalog, EncoderOutput, collate
+from protsteps.errors import CompositionError
+from protsteps.graph import Batch
+from protsteps_tasks import (
+    DihedralTask,
+    DistanceTask,
+    angular_error,
+    distance_bins,
+    mask_residues,
+    sample_residue_pairs,
+)
+from protsteps_tasks import hooks as task_hooks
+
+
+@pytest.fixture(scope="module")
+def batch(structures_dir: Path) -> Batch:
+    graphs = protsteps.featurize(structures_dir / "db55_unbound/1AY7_r_u.pdb.gz")
+    graphs += protsteps.featurize(structures_dir / "biopython/1A8O.pdb.gz")
+    graphs += protsteps.featurize(structures_dir / "db55_unbound/1XU1_l_u.pdb.gz")
+    return collate(graphs)
+
+
+def build(name: str, encoder_dim: int = 16, **values: object) -> nn.Module:
+    torch.manual_seed(0)
+    catalog = Catalog.from_plugins({"tasks": task_hooks})
+    return catalog.build("task", name, context=BuildContext(encoder_dim=encoder_dim), **values)
+
+
+def _toy_batch(lengths: list[int]) -> Batch:
+    """Proteins as straight chains along x, 1 Å apart, so that d_ij = |i - j|."""
+    from protsteps import ProteinGraph
+    from protsteps.graph import residue_types
+
+    graphs = []
+    for length in lengths:
+        pos = torch.zeros(length, 3)
+        pos[:, 0] = torch.arange(length, dtype=torch.float32)
+        graphs.append(
+            ProteinGraph(
+                source="toy",
+                chain_id="A",
+                sequence="A" * length,
+                residue_type=residue_types("A" * length),
+                residue_number=torch.arange(length),
+                pos=pos,
+                backbone=torch.zeros(length, 4, 3),
+                backbone_mask=torch.zeros(length, 4, dtype=torch.bool),
+                dihedrals=torch.zeros(length, 3),
+                dihedral_mask=torch.ones(length, 3, dtype=torch.bool),
+                edge_index=torch.zeros(2, 0, dtype=torch.long),
+                edge_distance=torch.zeros(0),
+                edge_vector=torch.zeros(0, 3),
+                edge_attr=torch.zeros(0, 0),
+                node_attr=torch.zeros(length, 0),
+            )
+        )
+    return collate(graphs)
+
+
+# ------------------------------------------------------------------ distance
+
+
+def test_pairs_stay_inside_their_protein_and_respect_the_separation(batch: Batch) -> None:
+    pairs = sample_residue_pairs(batch, 300, min_separation=3, generator=torch.Generator().manual_seed(0))
+    assert pairs.first.shape == pairs.second.shape == (300 * batch.num_graphs,)
+    assert torch.equal(batch.batch[pairs.first], batch.batch[pairs.second])
+    assert torch.equal(torch.bincount(batch.batch[pairs.first]), torch.full((batch.num_graphs,), 300))
+    assert int((pairs.first - pairs.second).abs().min()) >= 3
+
+
+def test_pairs_are_uniform_over_ordered_pairs() -> None:
+    toy = _toy_batch([6])
+    generator = torch.Generator().manual_seed(0)
+    for min_separation, count in ((0, 36), (2, 20)):
+        pairs = sample_residue_pairs(toy, 72_000, min_separation, generator)
+        frequency = torch.bincount(pairs.first * 6 + pairs.second, minlength=36).double() / 72_000
+        allowed = (torch.arange(6)[:, None] - torch.arange(6)[None, :]).abs().flatten() >= min_separation
+        assert int(allowed.sum()) == count
+        assert torch.all(frequency[~allowed] == 0)
+        assert torch.allclose(
+            frequency[allowed], torch.full((count,), 1 / count, dtype=torch.float64), atol=0.004
+        )
+
+
+def test_pairs_are_reproducible_and_short_proteins_get_none() -> None:
+    toy = _toy_batch([3, 10])
+    a = sample_residue_pairs(toy, 50, 5, torch.Generator().manual_seed(7))
+    b = sample_residue_pairs(toy, 50, 5, torch.Generator().manual_seed(7))
+    assert torch.equal(a.first, b.first) and torch.equal(a.second, b.second)
+    assert bool((toy.batch[a.first] == 1).all())  # the 3-residue protein has no pair 5 apart
+    none = sample_residue_pairs(toy, 50, 20, torch.Generator().manual_seed(7))
+    assert none.first.numel() == 0
+
+
+def test_distance_bins() -> None:
+    d = torch.tensor([0.0, 4.99, 5.0, 17.3, 149.9, 150.0, 1000.0])
+    assert distance_bins(d).tolist() == [0, 0, 1, 3, 29, 29, 29]
+    assert distance_bins(d, num_bins=4, bin_width=10.0).tolist() == [0, 0, 0, 1, 3, 3, 3]
+
+
+def test_distance_task_loss_is_cross_entropy_of_the_sampled_pairs(batch: Batch) -> None:
+    task = build("distance", encoder_dim=16, num_pairs=64, pair_feature="squared_difference")
+    assert isinstance(task, DistanceTask)
+    node = torch.randn(batch.num_nodes, 16)
+    same, pairs = task.corrupt(batch, torch.Generator().manual_seed(0))
+    assert same is batch
+    out = task(batch, EncoderOutput(node=node, graph=node[:3]), pairs)
+    e = (node[pairs.first] - node[pairs.second]) ** 2
+    assert task.pair_features(node, pairs).shape == (64 * batch.num_graphs, 16)
+    distance = (batch.pos[pairs.first] - batch.pos[pairs.second]).norm(dim=-1)
+    target = torch.clamp((distance / 5).floor(), max=29).long()
+    logits = task.head(e)
+    assert torch.allclose(out.loss, nn.functional.cross_entropy(logits, target))
+    accuracy = (logits.argmax(dim=1) == target).float().mean()
+    assert torch.allclose(out.metrics["accuracy"], accuracy)
+    assert out.metrics["pairs"] == 64 * batch.num_graphs
+    # the paper's head: d -> d/10 -> ReLU -> 30
+    assert [m.__class__.__name__ for m in task.head] == ["Linear", "ReLU", "Linear"]
+    assert task.head[0].out_features == 1 and task.head[2].out_features == 30
+
+
+def test_distance_concat_feature_and_head_width(batch: Batch) -> None:
+    task = build("distance", encoder_dim=20, pair_feature="concat", head_hidden=7, num_bins=12)
+    node = torch.randn(batch.num_nodes, 20)
+    _, pairs = task.corrupt(batch, torch.Generator().manual_seed(0))
+    features = task.pair_features(node, pairs)
+    assert torch.equal(features, torch.cat([node[pairs.first], node[pairs.second]], dim=1))
+    assert task.head[0].in_features == 40 and task.head[0].out_features == 7
+    assert task(batch, EncoderOutput(node, node[:3]), pairs).loss.isfinite()
+
+
+def test_default_pair_feature_is_order_free(batch: Batch) -> None:
+    task = build("distance", encoder_dim=20)
+    node = torch.randn(batch.num_nodes, 20)
+    _, pairs = task.corrupt(batch, torch.Generator().manual_seed(0))
+    first, second = node[pairs.first], node[pairs.second]
+    features = task.pair_features(node, pairs)
+    assert torch.allclose(features, torch.cat([first + second, (first - second) ** 2], dim=1))
+    swapped = type(pairs)(pairs.second, pairs.first)
+    assert torch.allclose(task.pair_features(node, swapped), features)
+    assert task.head[0].in_features == 40 and task.head[0].out_features == 2  # d / 10
+
+
+def test_distance_task_learns_a_toy_distance() -> None:
+    # Embeddings that encode the position on a line: the head must recover the bins.
+    toy = _toy_batch([60, 40])
+    task = build("distance", encoder_dim=1, num_pairs=128, head_hidden=32, bin_width=10.0, num_bins=6)
+    node = toy.pos[:, :1] / 10
+    optimizer = torch.optim.Adam(task.parameters(), lr=0.02)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        _, pairs = task.corrupt(toy, generator)
+        out = task(toy, EncoderOutput(node, node[:2]), pairs)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    assert out.metrics["accuracy"] > 0.9
+
+
+def test_distance_task_without_pairs_gives_a_zero_loss_attached_to_the_graph() -> None:
+    toy = _toy_batch([3])
+    task = build("distance", encoder_dim=4, min_separation=5)
+    node = torch.randn(3, 4, requires_grad=True)
+    _, pairs = task.corrupt(toy, torch.Generator().manual_seed(0))
+    out = task(toy, EncoderOutput(node, node[:1]), pairs)
+    out.loss.backward()
+    assert float(out.loss.detach()) == 0.0 and out.metrics["pairs"] == 0
+    assert torch.equal(node.grad, torch.zeros_like(node))
+
+
+# ------------------------------------------------------------------ dihedral
+
+
+def test_masking_counts_and_eligibility(batch: Batch) -> None:
+    masked = mask_residues(batch, 0.15, 2, torch.Generator().manual_seed(0))
+    counts = torch.bincount(batch.batch[masked], minlength=batch.num_graphs)
+    expected = torch.clamp((batch.lengths * 0.15).floor().long(), min=2)
+    assert torch.equal(counts, expected)
+    assert bool(batch.dihedral_mask[masked][:, :2].any(dim=1).all())
+    assert torch.equal(masked, masked.unique())
+
+
+def test_masking_is_capped_by_residues_with_angles() -> None:
+    toy = _toy_batch([10])
+    mask = toy.dihedral_mask.clone()
+    mask[3:] = False  # only residues 0, 1, 2 have angles
+    toy = toy.replace(dihedral_mask=mask)
+    masked = mask_residues(toy, 0.9, 2, torch.Generator().manual_seed(0))
+    assert masked.tolist() == [0, 1, 2]
+
+
+def test_corrupt_clears_the_input_mask_on_a_copy(batch: Batch) -> None:
+    task = build("dihedral")
+    before = batch.dihedral_input_mask.clone()
+    corrupted, masked = task.corrupt(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(batch.dihedral_input_mask, before)  # the caller's tensor is untouched
+    assert not corrupted.dihedral_input_mask[masked].any()
+    keep = torch.ones(batch.num_nodes, dtype=torch.bool)
+    keep[masked] = False
+    assert torch.equal(corrupted.dihedral_input_mask[keep], before[keep])
+    _, masked_again = task.corrupt(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(masked, masked_again)
+
+
+class _Fixed(nn.Module):
+    """A head that returns a fixed output whatever its input."""
+
+    def __init__(self, value: torch.Tensor) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, node: torch.Tensor) -> torch.Tensor:
+        return self.value + 0 * node[:, :1]
+
+
+def _one_residue(phi: float, psi: float, psi_defined: bool = True) -> Batch:
+    toy = _toy_batch([1])
+    mask = torch.tensor([[True, psi_defined, False]])
+    return toy.replace(dihedrals=torch.tensor([[phi, psi, 0.0]]), dihedral_mask=mask)
+
+
+def test_periodic_loss_treats_179_and_minus_179_degrees_as_close() -> None:
+    task = build("dihedral", encoder_dim=4)
+    assert isinstance(task, DihedralTask)
+    predicted = math.radians(179.0)
+    toy = _one_residue(math.radians(-179.0), 0.5)
+    task.head = _Fixed(
+        torch.tensor([[math.sin(predicted), math.cos(predicted), math.sin(0.5), math.cos(0.5)]])
+    )
+    out = task(toy, EncoderOutput(torch.zeros(1, 4), torch.zeros(1, 4)), torch.tensor([0]))
+    assert math.isclose(float(out.loss), (1 - math.cos(math.radians(2.0))) / 2, abs_tol=1e-6)
+    assert math.isclose(float(out.metrics["mae_deg"]), 1.0, abs_tol=1e-3)  # (2° + 0°) / 2, degrees
+    paper = build("dihedral", encoder_dim=4, objective="paper")
+    paper.head = _Fixed(torch.tensor([[179.0 / 180, 0.5 / math.pi]]))
+    out = paper(toy, EncoderOutput(torch.zeros(1, 4), torch.zeros(1, 4)), torch.tensor([0]))
+    assert math.isclose(float(out.loss), (358.0 / 180) ** 2 / 2, rel_tol=1e-4)
+    assert math.isclose(float(out.metrics["mae_deg"]), 1.0, abs_tol=1e-3)
+
+
+def test_dihedral_loss_ignores_undefined_angles() -> None:
+    task = build("dihedral", encoder_dim=4)
+    toy = _one_residue(0.3, 2.0, psi_defined=False)
+    # perfect on phi, opposite on psi: psi is undefined, so the loss is 0
+    task.head = _Fixed(torch.tensor([[math.sin(0.3), math.cos(0.3), -math.sin(2.0), -math.cos(2.0)]]))
+    out = task(toy, EncoderOutput(torch.zeros(1, 4), torch.zeros(1, 4)), torch.tensor([0]))
+    assert float(out.loss) < 1e-6 and out.metrics["angles"] == 1
+    defined = _one_residue(0.3, 2.0, psi_defined=True)
+    out = task(defined, EncoderOutput(torch.zeros(1, 4), torch.zeros(1, 4)), torch.tensor([0]))
+    assert math.isclose(float(out.loss), 1.0, abs_tol=1e-5)  # (0 + 2) / 2
+    assert math.isclose(float(out.metrics["mae_deg"]), 90.0, abs_tol=1e-3)
+
+
+def test_dihedral_predict_and_angular_error() -> None:
+    task = build("dihedral", encoder_dim=4)
+    task.head = _Fixed(torch.tensor([[0.0, -2.0, 3.0, 0.0]]))
+    assert torch.allclose(task.predict(torch.zeros(1, 4)), torch.tensor([[math.pi, math.pi / 2]]))
+    error = angular_error(torch.tensor([3.0, -3.0, 0.5]), torch.tensor([-3.0, 3.0, -0.5]))
+    assert torch.allclose(error, torch.tensor([2 * math.pi - 6.0, 2 * math.pi - 6.0, 1.0]))
+
+
+def test_both_tasks_compose_and_backpropagate(batch: Batch) -> None:
+    encoder = protsteps.build("encoder", "gin", hidden_dim=16)
+    context = BuildContext(encoder_dim=encoder.out_dim)
+    distance = protsteps.build("task", "distance", context=context)
+    dihedral = protsteps.build("task", "dihedral", context=context)
+    generator = torch.Generator().manual_seed(0)
+    seen, pairs = distance.corrupt(batch, generator)
+    seen, masked = dihedral.corrupt(seen, generator)
+    output = encoder(seen)
+    loss = distance(seen, output, pairs).loss + dihedral(seen, output, masked).loss
+    loss.backward()
+    assert all(p.grad is not None for p in encoder.parameters())
+
+
+def test_tasks_need_the_encoder_width() -> None:
+    catalog = Catalog.from_plugins({"tasks": task_hooks})
+    for name in ("distance", "dihedral"):
+        with pytest.raises(CompositionError, match=f"task '{name}' needs the encoder's embedding width"):
+            catalog.build("task", name, context=BuildContext())
