@@ -75,8 +75,15 @@ def look_ahead_step(teacher: ESMTeacher, sequences: list[str]) -> None:
     teacher(sequences, tail=updated).square().mean().backward()
 
 
-STEPS = {"train": teacher_step, "look-ahead": look_ahead_step}
+def features_step(teacher: ESMTeacher, sequences: list[str]) -> None:
+    """The teacher's share of a joint-scheme step: features for the encoder, no gradients."""
+    with torch.no_grad():
+        teacher(sequences)
+
+
+STEPS = {"train": teacher_step, "look-ahead": look_ahead_step, "features": features_step}
 DESCRIPTIONS = {
+    "features": "forward without gradients (the joint scheme's teacher work)",
     "train": "forward + backward into the tail",
     "look-ahead": "forward, differentiable inner step on the tail, forward with theta', backward through both",
 }
@@ -114,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         "--step",
         choices=sorted(STEPS),
         default="train",
-        help="train: forward + backward into the tail; look-ahead: the pseudo bi-level inner step too",
+        help="train: forward + backward into the tail; look-ahead: the pseudo bi-level inner step too; "
+        "features: forward without gradients, as the joint scheme uses the teacher",
     )
     args = parser.parse_args(argv)
 
