@@ -26,8 +26,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import protsteps
 import torch
+
+import protsteps
 from protsteps.errors import StructureError
 from protsteps_esm import ESMTeacher
 from protsteps_esm.testing import write_esm2_checkpoint

@@ -6,9 +6,10 @@ import itertools
 import json
 
 import numpy as np
-import protsteps
 import pytest
 import torch
+
+import protsteps
 from protsteps.data import GraphDataset, LengthBatchSampler
 from protsteps.errors import ProtstepsError
 from protsteps.featurize import featurize_many

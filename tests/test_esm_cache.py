@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import protsteps
 import pytest
 import torch
+
+import protsteps
 from protsteps_esm import ESMTeacher, TrunkCache, TrunkKey, normalize_sequence
 from protsteps_esm.testing import structure_sequences, write_esm2_checkpoint
 

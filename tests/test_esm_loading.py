@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 import esm
-import protsteps
-import protsteps_esm
 import pytest
 import torch
+
+import protsteps
+import protsteps_esm
 from protsteps.errors import ComponentUnavailableError
 from protsteps_esm import CheckpointError, load_esm2, read_checkpoint
 from protsteps_esm import _loading as loading

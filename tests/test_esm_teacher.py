@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import protsteps
 import pytest
 import torch
+
+import protsteps
 from protsteps.errors import ConfigError
 from protsteps_esm import ESMTeacher, normalize_sequence, windows
 from protsteps_esm.testing import structure_sequences, write_esm2_checkpoint

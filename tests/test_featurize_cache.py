@@ -7,9 +7,10 @@ import json
 import shutil
 from pathlib import Path
 
-import protsteps
 import pytest
 import torch
+
+import protsteps
 from protsteps.cli import main
 from protsteps.featurize import GraphCache, default_cache_dir, featurize_many
 from protsteps.graph import ProteinGraph
@@ -230,7 +231,6 @@ def test_cli_writes_report_and_exit_codes(inputs, tmp_path, capsys):
 
 def test_a_worker_that_dies_fails_its_file_only():
     from protsteps.featurize import run_in_processes
-
     from tests.featurize_workers import die_on_poison, no_setup
 
     items = ["a", "b", "poison", "c", "d", "e"]

@@ -6,9 +6,10 @@ import dataclasses
 import tracemalloc
 
 import numpy as np
-import protsteps
 import pytest
 import torch
+
+import protsteps
 from protsteps.errors import ConfigError, StructureError
 from protsteps.structure import Chain, read_chains
 from protsteps_structure.neighbours import PAIR_BUDGET, block_rows, knn_edges, radius_edges

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from protsteps.errors import StructureError
 from protsteps.structure import read_chains
-
 from tests.conftest import STRUCTURES
 
 FILES = (

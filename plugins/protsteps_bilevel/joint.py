@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch import Tensor, nn
+
 from protsteps import Batch, BuildContext, Scheme
 from protsteps.optim import (
     NonFiniteLossError,
@@ -23,7 +25,6 @@ from protsteps.optim import (
     make_optimizer,
     make_scheduler,
 )
-from torch import Tensor, nn
 
 
 @dataclasses.dataclass

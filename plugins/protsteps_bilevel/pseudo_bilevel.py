@@ -35,6 +35,8 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
+from torch import Tensor, nn
+
 from protsteps import Batch, BuildContext, Scheme, option
 from protsteps.errors import CompositionError
 from protsteps.optim import (
@@ -46,7 +48,6 @@ from protsteps.optim import (
     mean_across_processes,
 )
 from protsteps.scatter import scatter_mean
-from torch import Tensor, nn
 
 from .joint import StudentOptimisation, describe_batch, logs_to_floats
 from .mi import Critic, jensen_shannon_loss

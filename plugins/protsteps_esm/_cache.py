@@ -19,8 +19,9 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
-from protsteps.files import atomic_torch_save
 from torch import Tensor
+
+from protsteps.files import atomic_torch_save
 
 __all__ = ["TrunkKey", "TrunkCache"]
 

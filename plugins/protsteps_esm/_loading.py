@@ -38,6 +38,7 @@ from typing import Any, Literal
 import esm
 import torch
 from esm.model.esm2 import ESM2
+
 from protsteps.errors import ComponentUnavailableError, ProtstepsError
 
 __all__ = [

@@ -23,10 +23,11 @@ from typing import Any
 import esm
 import torch
 from esm.model.esm2 import ESM2
-from protsteps import Teacher
-from protsteps.errors import ConfigError
 from torch import Tensor, nn
 from torch.func import functional_call
+
+from protsteps import Teacher
+from protsteps.errors import ConfigError
 
 from ._cache import TrunkCache, TrunkKey
 from ._config import MAX_WINDOW

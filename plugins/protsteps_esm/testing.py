@@ -30,6 +30,7 @@ from typing import Any
 import esm
 import torch
 from esm.model.esm2 import ESM2
+
 from protsteps.files import atomic_torch_save
 
 __all__ = ["esm2_checkpoint", "structure_sequences", "write_esm2_checkpoint"]

@@ -21,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+
 from protsteps import BuildContext, Featurizer, ProteinGraph, option
 from protsteps.errors import StructureError
 from protsteps.graph import residue_types

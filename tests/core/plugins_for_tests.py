@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-import protsteps
 import torch
+
+import protsteps
 from protsteps import Component, hookimpl, option
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from protsteps import registry
 from protsteps.cli import main
 from protsteps.registry import Catalog, PluginFailure
@@ -40,7 +41,9 @@ def test_plugins_json_lists_every_component_with_its_schema(catalog, capsys):
     }
     linear = next(r for r in records if r["name"] == "linear")
     assert set(linear) >= {"kind", "name", "plugin", "version", "description", "config"}
-    assert {"name": "scale", "type": "float", "default": 1.0, "help": "Scale of the output."} in linear["config"]
+    assert {"name": "scale", "type": "float", "default": 1.0, "help": "Scale of the output."} in linear[
+        "config"
+    ]
     # the broken plugin is reported on stderr, not in the JSON
     assert "plugin 'broken' failed to load: ImportError" in captured.err
 
@@ -72,7 +75,12 @@ def test_usage_errors_exit_2(capsys):
 
 def test_console_script_runs_as_a_module():
     result = subprocess.run(
-        [sys.executable, "-m", "protsteps", "plugins", "show", "nonsense", "x"], capture_output=True, text=True
+        [sys.executable, "-m", "protsteps", "plugins", "show", "nonsense", "x"],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: unknown kind 'nonsense'; kinds are: featurizer, encoder, task, teacher, scheme"
+    assert (
+        result.stderr.strip()
+        == "error: unknown kind 'nonsense'; kinds are: featurizer, encoder, task, teacher, scheme"
+    )

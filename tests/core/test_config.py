@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+
 from protsteps.config import check_config_class, fields_of, from_dict, option, parse_value, to_dict
 from protsteps.errors import ConfigError
 
@@ -22,7 +23,9 @@ class Settings:
 
 
 def test_values_are_checked_and_converted():
-    s = from_dict(Settings, {"radius": 8, "mode": "mean", "weights": "w.pt", "sizes": [1, 2, 3]}, section="[x]")
+    s = from_dict(
+        Settings, {"radius": 8, "mode": "mean", "weights": "w.pt", "sizes": [1, 2, 3]}, section="[x]"
+    )
     assert s.radius == 8.0 and isinstance(s.radius, float)
     assert s.weights == Path("w.pt")
     assert s.sizes == [1, 2, 3]
@@ -38,7 +41,10 @@ def test_values_are_checked_and_converted():
         ({"mode": "max"}, "[x] mode: 'max' is not one of 'sum', 'mean'"),
         ({"sizes": "64"}, "[x] sizes: expected a list, got str '64'"),
         ({"sizes": [1, "a"]}, "[x] sizes[1]: expected an integer, got str 'a'"),
-        ({"radiuss": 3}, "unknown key 'radiuss' in [x] (did you mean 'radius'?); allowed keys: radius, knn, mode, enabled, weights, sizes"),
+        (
+            {"radiuss": 3},
+            "unknown key 'radiuss' in [x] (did you mean 'radius'?); allowed keys: radius, knn, mode, enabled, weights, sizes",
+        ),
     ],
 )
 def test_bad_values_name_the_key_and_section(values, message):
@@ -55,7 +61,11 @@ def test_mutable_defaults_are_not_shared():
 
 def test_fields_describe_type_default_and_help():
     info = {f.name: f for f in fields_of(Settings)}
-    assert info["radius"].type == "float" and info["radius"].default == 7.0 and info["radius"].help == "Radius (Å)."
+    assert (
+        info["radius"].type == "float"
+        and info["radius"].default == 7.0
+        and info["radius"].help == "Radius (Å)."
+    )
     assert info["mode"].type == "'sum' | 'mean'" and info["mode"].choices == ("sum", "mean")
     assert info["weights"].type == "path | None"
     assert info["sizes"].type == "list[int]"
@@ -70,7 +80,15 @@ def test_to_dict_is_toml_ready_and_round_trips():
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("128", 128), ("0.5", 0.5), ("true", True), ("[1, 2]", [1, 2]), ('"7"', "7"), ("gin", "gin"), ("a b", "a b")],
+    [
+        ("128", 128),
+        ("0.5", 0.5),
+        ("true", True),
+        ("[1, 2]", [1, 2]),
+        ('"7"', "7"),
+        ("gin", "gin"),
+        ("a b", "a b"),
+    ],
 )
 def test_set_values_parse_as_toml_or_strings(text, value):
     assert parse_value(text) == value

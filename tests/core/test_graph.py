@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from protsteps import ProteinGraph, collate
 from protsteps.graph import residue_types
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 
 import pytest
+
 from protsteps import BuildContext
 from protsteps.errors import (
     CompositionError,
@@ -23,9 +24,9 @@ class FakeDistribution:
     def __init__(self, name: str, version: str, entry_points: dict[str, str]) -> None:
         self.metadata = {"name": name}
         self.version = version
-        self.entry_points = tuple(
-            importlib.metadata.EntryPoint(ep_name, value, "protsteps") for ep_name, value in entry_points.items()
-        ) + (importlib.metadata.EntryPoint("other", "os:path", "console_scripts"),)
+        ours = [importlib.metadata.EntryPoint(n, value, "protsteps") for n, value in entry_points.items()]
+        # an entry point of another group, which discovery must ignore
+        self.entry_points = (*ours, importlib.metadata.EntryPoint("other", "os:path", "console_scripts"))
 
     @property
     def name(self) -> str:
@@ -41,7 +42,9 @@ def fake_distributions(monkeypatch):
 
 
 def test_entry_points_are_discovered_with_plugin_and_version(fake_distributions):
-    fake_distributions(FakeDistribution("protsteps-alpha", "1.2.3", {"alpha": "tests.core.plugins_for_tests:alpha"}))
+    fake_distributions(
+        FakeDistribution("protsteps-alpha", "1.2.3", {"alpha": "tests.core.plugins_for_tests:alpha"})
+    )
     catalog = Catalog.discover()
     entry = catalog.get("encoder", "linear")
     assert (entry.plugin, entry.version) == ("alpha", "1.2.3")
@@ -141,7 +144,12 @@ def test_entries_serialise_with_their_config_schema():
     record = catalog.get("encoder", "linear").as_json()
     assert record["kind"] == "encoder" and record["plugin"] == "alpha"
     fields = {f["name"]: f for f in record["config"]}
-    assert fields["hidden_dim"] == {"name": "hidden_dim", "type": "int", "default": 16, "help": "Width of the embedding."}
+    assert fields["hidden_dim"] == {
+        "name": "hidden_dim",
+        "type": "int",
+        "default": 16,
+        "help": "Width of the embedding.",
+    }
     assert fields["activation"]["choices"] == ["none", "relu"]
     assert fields["weights"]["type"] == "str | None"
     assert fields["layers"]["default"] == [1, 2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import tomllib
+
 from protsteps.errors import ConfigError, UnknownComponentError
 from protsteps.registry import Catalog
 from protsteps.runconfig import RunConfig, load_run_config
@@ -100,7 +101,11 @@ def test_the_same_encoder_named_again_keeps_its_settings(catalog, run_file):
 @pytest.mark.parametrize(
     ("sets", "error", "message"),
     [
-        (["encoder.hiden_dim=3"], ConfigError, "unknown key 'hiden_dim' in [encoder] (linear) (did you mean 'hidden_dim'?); allowed keys: hidden_dim, activation, scale, weights, layers"),
+        (
+            ["encoder.hiden_dim=3"],
+            ConfigError,
+            "unknown key 'hiden_dim' in [encoder] (linear) (did you mean 'hidden_dim'?); allowed keys: hidden_dim, activation, scale, weights, layers",
+        ),
         (["train.epochs=many"], ConfigError, "[train] epochs: expected an integer, got str 'many'"),
         (["trian.epochs=3"], ConfigError, "unknown section 'trian' (did you mean 'train'?)"),
         (["tasks.contact.weight=1"], ConfigError, "no task named 'contact' (tasks: distance, dihedral)"),

@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+
 from protsteps import scatter as sc
 
 BACKENDS = ["native"]
@@ -63,7 +64,9 @@ def test_gradients_match_reference(use, reduce):
     torch.testing.assert_close(a.grad, b.grad)
 
 
-@pytest.mark.skipif(len(BACKENDS) < 2, reason="torch-scatter is not installed (nox -s tests_scatter installs it)")
+@pytest.mark.skipif(
+    len(BACKENDS) < 2, reason="torch-scatter is not installed (nox -s tests_scatter installs it)"
+)
 @pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
 def test_torch_scatter_and_native_agree_on_random_inputs(reduce):
     for seed in range(5):

@@ -11,10 +11,11 @@ import textwrap
 import time
 from pathlib import Path
 
-import protsteps
 import pytest
 import tomllib
 import torch
+
+import protsteps
 from protsteps.cli import main
 from protsteps.export import load_encoder
 from protsteps.registry import default_catalog

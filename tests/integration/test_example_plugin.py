@@ -34,14 +34,28 @@ def plugin_env(tmp_path_factory) -> Path:
     python = _python(env_dir)
     purelib = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     # make the current environment's packages (protsteps, torch, ...) visible, .pth files included
     host = sysconfig.get_paths()["purelib"]
     Path(purelib, "_protsteps_host.pth").write_text(f"import site; site.addsitedir({host!r})\n")
     subprocess.run(
-        [python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q", str(EXAMPLE)],
-        check=True, capture_output=True, text=True,
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            str(EXAMPLE),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return env_dir
 
@@ -128,7 +142,17 @@ def test_a_plugin_that_raises_on_import_does_not_break_the_cli(plugin_env, tmp_p
             """
         )
     )
-    _run(plugin_env, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q", str(broken))
+    _run(
+        plugin_env,
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "-q",
+        str(broken),
+    )
     try:
         result = _run(plugin_env, "-m", "protsteps", "plugins", "--json", check=False)
         assert result.returncode == 0, result.stderr

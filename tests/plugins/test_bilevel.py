@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import protsteps
 import pytest
 import torch
+
+import protsteps
 from protsteps.errors import CompositionError
 from protsteps.model import compose
 from protsteps.optim import SchemeSetup
