@@ -12,6 +12,14 @@ nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 TORCH = "torch==2.13.0"
+#: the scatter helper's own tests and the models that reduce over segments with it
+SCATTER_TESTS = (
+    "tests/core/test_scatter.py",
+    "tests/plugins/test_gnn.py",
+    "tests/plugins/test_tasks.py",
+    "tests/plugins/test_bilevel.py",
+    "tests/plugins/test_learning.py",
+)
 PYTHON = "3.11"
 
 
@@ -36,7 +44,9 @@ def tests_scatter(session: nox.Session) -> None:
         "python",
         "-m",
         "pytest",
-        "tests/core/test_scatter.py",
+        "-n",
+        "2",
+        *SCATTER_TESTS,
         *session.posargs,
         env={"PROTSTEPS_REQUIRE_TORCH_SCATTER": "1"},
     )

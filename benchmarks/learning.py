@@ -1,6 +1,6 @@
 """What the encoders learn without a teacher, on held-out real structures, per setting.
 
-The protocol of ``tests/test_learning.py``, run over several train/held-out splits and for
+The protocol of ``tests/plugins/test_learning.py``, run over several train/held-out splits and for
 several settings: train an encoder with the ``distance`` and ``dihedral`` tasks (Adam, 300
 steps of 4 proteins, one thread, fixed seeds) on 20 ``masif/`` chains of 40-300 residues
 (duplicate sequences removed), then score 15 other chains:

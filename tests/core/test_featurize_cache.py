@@ -231,7 +231,7 @@ def test_cli_writes_report_and_exit_codes(inputs, tmp_path, capsys):
 
 def test_a_worker_that_dies_fails_its_file_only():
     from protsteps.featurize import run_in_processes
-    from tests.featurize_workers import die_on_poison, no_setup
+    from tests.core.featurize_workers import die_on_poison, no_setup
 
     items = ["a", "b", "poison", "c", "d", "e"]
     results = []
