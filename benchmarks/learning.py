@@ -1,6 +1,6 @@
 """What the encoders learn without a teacher, on held-out real structures, per setting.
 
-The protocol of ``tests/plugins/test_learning.py``, run over several train/held-out splits and for
+The protocol of ``tests/plugins/test_learning.py`` (``protsteps_tasks.testing.learning_scores``), run over several train/held-out splits and for
 several settings: train an encoder with the ``distance`` and ``dihedral`` tasks (Adam, 300
 steps of 4 proteins, one thread, fixed seeds) on 20 ``masif/`` chains of 40-300 residues
 (duplicate sequences removed), then score 15 other chains:
@@ -19,8 +19,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -49,19 +47,6 @@ SETTINGS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 }
 
 
-def load_chains(files: int = 80) -> list[Any]:
-    import protsteps
-
-    seen: set[str] = set()
-    graphs = []
-    for path in sorted(MASIF.iterdir())[:files]:
-        for graph in protsteps.featurize(path):
-            if 40 <= graph.num_nodes <= 300 and graph.sequence not in seen:
-                seen.add(graph.sequence)
-                graphs.append(graph)
-    return graphs
-
-
 def run(
     graphs: list[Any],
     encoder_name: str,
@@ -69,61 +54,20 @@ def run(
     distance_config: dict[str, Any],
     split: int,
     steps: int = 300,
-) -> dict[str, float]:
-    import protsteps
-    from protsteps import BuildContext, collate
-    from protsteps_tasks import angular_error, sample_residue_pairs
+) -> Any:
+    from protsteps_tasks.testing import learning_scores
 
     order = torch.randperm(len(graphs), generator=torch.Generator().manual_seed(split)).tolist()
     train = [graphs[i] for i in order[:20]]
     held_out = [graphs[i] for i in order[20:35]]
-    torch.manual_seed(0)
-    encoder = protsteps.build("encoder", encoder_name, context=BuildContext(), **encoder_config)
-    context = BuildContext(encoder_dim=encoder.out_dim)
-    distance = protsteps.build("task", "distance", context=context, **distance_config)
-    dihedral = protsteps.build("task", "dihedral", context=context)
-    optimizer = torch.optim.Adam(
-        [*encoder.parameters(), *distance.parameters(), *dihedral.parameters()], lr=3e-3
+    return learning_scores(
+        encoder_name,
+        train,
+        held_out,
+        encoder_config=encoder_config,
+        distance_config=distance_config,
+        steps=steps,
     )
-    generator = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    for _ in range(steps):
-        chosen = torch.randperm(len(train), generator=generator)[:4].tolist()
-        batch = collate([train[i] for i in chosen])
-        batch, pairs = distance.corrupt(batch, generator)
-        batch, masked = dihedral.corrupt(batch, generator)
-        output = encoder(batch)
-        loss = distance(batch, output, pairs).loss + dihedral(batch, output, masked).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    seconds = time.perf_counter() - start
-    encoder.eval()
-    scoring = torch.Generator().manual_seed(123)
-    with torch.no_grad():
-        batch = collate(held_out)
-        pairs = sample_residue_pairs(batch, 4096, distance.config.min_separation, scoring)
-        batch, masked = dihedral.corrupt(batch, scoring)
-        output = encoder(batch)
-        target = distance.targets(batch, pairs)
-        predicted = distance.head(distance.pair_features(output.node, pairs)).argmax(dim=1)
-        training = collate(train)
-        defined_train = training.dihedral_mask[:, :2].to(training.dihedrals.dtype)
-        mean = torch.atan2(
-            (torch.sin(training.dihedrals[:, :2]) * defined_train).sum(0),
-            (torch.cos(training.dihedrals[:, :2]) * defined_train).sum(0),
-        )
-        defined = batch.dihedral_mask[masked][:, :2]
-        angles = batch.dihedrals[masked][:, :2]
-        model_error = angular_error(dihedral.predict(output.node[masked]), angles)[defined]
-        mean_error = angular_error(mean.expand_as(angles), angles)[defined]
-    return {
-        "accuracy": float((predicted == target).float().mean()),
-        "majority": float(torch.bincount(target).max() / target.numel()),
-        "dihedral_deg": math.degrees(float(model_error.mean())),
-        "mean_angle_deg": math.degrees(float(mean_error.mean())),
-        "train_s": seconds,
-    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    graphs = load_chains()
+    from protsteps_tasks.testing import distinct_chains
+
+    graphs = distinct_chains(sorted(MASIF.iterdir())[:80], 40, 300)
     names = args.only or list(SETTINGS)
     unknown = [n for n in names if n not in SETTINGS]
     if unknown:
@@ -148,10 +94,11 @@ def main(argv: list[str] | None = None) -> None:
         gains = []
         for split in args.splits:
             r = run(graphs, encoder_name, encoder_config, distance_config, split, args.steps)
-            gains.append(r["accuracy"] - r["majority"])
+            gains.append(r.distance_accuracy - r.majority_bin_accuracy)
             print(
-                f"| {name} | {split} | {r['accuracy']:.3f} | {r['majority']:.3f} | {gains[-1]:+.3f} "
-                f"| {r['dihedral_deg']:.1f} | {r['mean_angle_deg']:.1f} | {r['train_s']:.0f} |",
+                f"| {name} | {split} | {r.distance_accuracy:.3f} | {r.majority_bin_accuracy:.3f} "
+                f"| {gains[-1]:+.3f} | {r.dihedral_error_deg:.1f} | {r.mean_angle_error_deg:.1f} "
+                f"| {r.train_seconds:.0f} |",
                 flush=True,
             )
         if len(gains) > 1:
