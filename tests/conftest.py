@@ -26,6 +26,19 @@ def structures_dir(shared_data: Path) -> Path:
     return shared_data / "structures"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for the module. For tiny models on a busy machine, handing work
+    between threads costs far more than the arithmetic (milliseconds per op instead of
+    microseconds); for reproducible numbers, one thread fixes the order of CPU reductions."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_esm_weights(tmp_path_factory) -> Path:
     """A small random ESM-2 checkpoint in fair-esm's on-disk format (2 layers, dim 32)."""

@@ -24,14 +24,8 @@ SHORT = (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: on a busy machine, handing work between threads costs far more than
-    the arithmetic (milliseconds per op instead of microseconds)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: tiny models: see the ``one_thread`` fixture
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -27,14 +27,6 @@ TRAIN, HELD_OUT = 20, 15
 FILES = 80  # the first files of masif/, in name order
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def split(structures_dir: Path) -> tuple[list[ProteinGraph], list[ProteinGraph]]:
     graphs = distinct_chains(sorted((structures_dir / "masif").iterdir())[:FILES], 40, 300)
