@@ -24,29 +24,13 @@ import time
 from pathlib import Path
 
 import torch
+from _workload import add_workload_arguments, esm2_weights, real_chains
 
 import protsteps
 from protsteps.model import compose
 from protsteps.optim import SchemeSetup
 from protsteps.registry import default_catalog
 from protsteps.runconfig import load_run_config
-from protsteps_esm.testing import write_esm2_checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_STRUCTURES = ROOT.parent / "shared" / "data" / "structures" / "masif"
-
-
-def real_graphs(folder: Path, count: int, min_length: int, max_length: int) -> list[protsteps.ProteinGraph]:
-    graphs = []
-    for path in sorted(folder.glob("*.pdb*")):
-        try:
-            chains = protsteps.featurize(path)
-        except protsteps.errors.StructureError:
-            continue
-        graphs.extend(g for g in chains if min_length <= g.num_nodes <= max_length)
-        if len(graphs) >= count:
-            return graphs[:count]
-    raise SystemExit(f"only {len(graphs)} chains of {min_length}..{max_length} residues under {folder}")
 
 
 def build(scheme: str, weights: Path, cache: bool, total_steps: int):
@@ -82,32 +66,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--structures", type=Path, default=DEFAULT_STRUCTURES)
-    parser.add_argument("--proteins", type=int, default=32)
-    parser.add_argument("--min-length", type=int, default=50)
-    parser.add_argument("--max-length", type=int, default=400)
-    parser.add_argument("--batch-size", type=int, default=8)
+    add_workload_arguments(parser)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per configuration")
-    parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--dim", type=int, default=320)
-    parser.add_argument("--heads", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    graphs = real_graphs(args.structures, args.proteins, args.min_length, args.max_length)
+    graphs = real_chains(args.structures, args.proteins, args.min_length, args.max_length)
     batches = [
         protsteps.collate(graphs[i : i + args.batch_size]) for i in range(0, len(graphs), args.batch_size)
     ]
     residues = sum(g.num_nodes for g in graphs)
     configurations = [("joint", False), ("pseudo_bilevel", False), ("joint", True), ("pseudo_bilevel", True)]
     with tempfile.TemporaryDirectory() as tmp:
-        weights = write_esm2_checkpoint(
-            Path(tmp) / f"esm2_t{args.layers}_random.pt",
-            num_layers=args.layers,
-            embed_dim=args.dim,
-            attention_heads=args.heads,
-        )
+        weights = esm2_weights(Path(tmp), args)
         total = len(batches) * (args.epochs + 1)
         runs = {c: build(c[0], weights, c[1], total) for c in configurations}
         for c in configurations:  # untimed: allocator warm-up, cache filling

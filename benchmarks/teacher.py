@@ -27,35 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _workload import add_workload_arguments, esm2_weights, real_chains
 
 import protsteps
-from protsteps.errors import StructureError
 from protsteps_esm import ESMTeacher
-from protsteps_esm.testing import write_esm2_checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_STRUCTURES = ROOT.parent / "shared" / "data" / "structures" / "masif"
-
-
-def real_sequences(folder: Path, count: int, min_length: int, max_length: int) -> list[tuple[str, str]]:
-    """(label, sequence) of the first ``count`` chains (sorted file order) whose length is in
-    ``[min_length, max_length]``, read through ``protsteps.featurize``."""
-    chosen: list[tuple[str, str]] = []
-    for path in sorted(
-        p for p in folder.rglob("*") if p.is_file() and (".pdb" in p.name or ".cif" in p.name)
-    ):
-        try:
-            graphs = protsteps.featurize(path)
-        except StructureError:
-            continue
-        for graph in graphs:
-            if min_length <= len(graph.sequence) <= max_length:
-                chosen.append((f"{path.name}:{graph.chain_id}", graph.sequence))
-                if len(chosen) == count:
-                    return chosen
-    if not chosen:
-        raise SystemExit(f"no chain of {min_length}..{max_length} residues under {folder}")
-    return chosen
 
 
 def teacher_step(teacher: ESMTeacher, sequences: list[str]) -> None:
@@ -105,19 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--structures", type=Path, default=DEFAULT_STRUCTURES, help="folder of structure files"
-    )
-    parser.add_argument("--proteins", type=int, default=32, help="number of real chains")
-    parser.add_argument("--min-length", type=int, default=50)
-    parser.add_argument("--max-length", type=int, default=400)
-    parser.add_argument("--batch-size", type=int, default=8)
+    add_workload_arguments(parser)
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs per path (after the first)")
-    parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--dim", type=int, default=320)
-    parser.add_argument("--heads", type=int, default=20)
     parser.add_argument("--trainable-layers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument(
         "--step",
         choices=sorted(STEPS),
@@ -129,17 +94,12 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     step = STEPS[args.step]
-    chains = real_sequences(args.structures, args.proteins, args.min_length, args.max_length)
-    sequences = [seq for _, seq in chains]
+    graphs = real_chains(args.structures, args.proteins, args.min_length, args.max_length)
+    sequences = [g.sequence for g in graphs]
     batches = [sequences[i : i + args.batch_size] for i in range(0, len(sequences), args.batch_size)]
 
     with tempfile.TemporaryDirectory() as tmp:
-        weights = write_esm2_checkpoint(
-            Path(tmp) / f"esm2_t{args.layers}_random.pt",
-            num_layers=args.layers,
-            embed_dim=args.dim,
-            attention_heads=args.heads,
-        )
+        weights = esm2_weights(Path(tmp), args)
         settings = {"weights": str(weights), "trainable_layers": args.trainable_layers}
         plain: ESMTeacher = protsteps.build("teacher", "esm", cache=False, **settings)
         cached: ESMTeacher = protsteps.build("teacher", "esm", cache=True, **settings)

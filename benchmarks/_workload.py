@@ -1,0 +1,61 @@
+"""What ``teacher.py`` and ``schemes.py`` share: the real chains they run on, the model size
+options, and a random-weight ESM-2 checkpoint of that size in fair-esm's file format (speed
+does not depend on the weights' values)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import protsteps
+from protsteps.errors import StructureError
+from protsteps_esm.testing import write_esm2_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_STRUCTURES = ROOT.parent / "shared" / "data" / "structures" / "masif"
+
+
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options for the chains (folder, how many, length range, batch size) and the ESM-2
+    architecture (defaults: ``esm2_t6_8M_UR50D``) and the torch thread count."""
+    parser.add_argument(
+        "--structures", type=Path, default=DEFAULT_STRUCTURES, help="folder of structure files"
+    )
+    parser.add_argument("--proteins", type=int, default=32, help="number of real chains")
+    parser.add_argument("--min-length", type=int, default=50)
+    parser.add_argument("--max-length", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--layers", type=int, default=6, help="ESM-2 layers")
+    parser.add_argument("--dim", type=int, default=320, help="ESM-2 embedding width")
+    parser.add_argument("--heads", type=int, default=20, help="ESM-2 attention heads")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+
+
+def real_chains(folder: Path, count: int, min_length: int, max_length: int) -> list[protsteps.ProteinGraph]:
+    """The first ``count`` chains (sorted file order) of ``min_length`` to ``max_length``
+    residues under ``folder``, read through ``protsteps.featurize``; unreadable files are
+    passed over."""
+    chosen: list[protsteps.ProteinGraph] = []
+    for path in sorted(
+        p for p in folder.rglob("*") if p.is_file() and (".pdb" in p.name or ".cif" in p.name)
+    ):
+        try:
+            graphs = protsteps.featurize(path)
+        except StructureError:
+            continue
+        chosen.extend(g for g in graphs if min_length <= g.num_nodes <= max_length)
+        if len(chosen) >= count:
+            return chosen[:count]
+    if not chosen:
+        raise SystemExit(f"no chain of {min_length}..{max_length} residues under {folder}")
+    return chosen
+
+
+def esm2_weights(directory: Path, args: argparse.Namespace) -> Path:
+    """A random ESM-2 checkpoint of the architecture in ``args``, written under ``directory``."""
+    return write_esm2_checkpoint(
+        directory / f"esm2_t{args.layers}_random.pt",
+        num_layers=args.layers,
+        embed_dim=args.dim,
+        attention_heads=args.heads,
+    )
