@@ -10,6 +10,17 @@ from .._version import __version__
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
+#: the positional structure inputs of ``featurize`` and ``embed``
+StructureInputs = Annotated[
+    list[str],
+    typer.Argument(
+        help="Structure files (path:CHAIN selects chains), folders (searched recursively) "
+        "or text files listing paths.",
+        show_default=False,
+        metavar="INPUT",
+    ),
+]
+
 app = typer.Typer(
     name="protsteps",
     help="Structure-aware protein self-supervised learning (STEPS), composed from plugins.",

@@ -9,19 +9,12 @@ import typer
 from rich.markup import escape
 
 from ..errors import ProtstepsError
-from ._app import app, console, err_console
+from ._app import StructureInputs, app, console, err_console
 
 
 @app.command()
 def embed(
-    inputs: Annotated[
-        list[str],
-        typer.Argument(
-            help="Structure files (path:CHAIN selects chains), folders (searched recursively) "
-            "or text files listing paths.",
-            show_default=False,
-        ),
-    ],
+    inputs: StructureInputs,
     from_: Annotated[
         Path, typer.Option("--from", help="A pretrain (or finetune) run folder, or an encoder.pt file.")
     ],

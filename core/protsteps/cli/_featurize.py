@@ -14,7 +14,7 @@ from ..config import parse_value
 from ..errors import ConfigError, ProtstepsError
 from ..featurize import FileResult, default_cache_dir, featurize_many
 from ..structure import READERS
-from ._app import app, console, err_console
+from ._app import StructureInputs, app, console, err_console
 
 
 def parse_settings(pairs: list[str]) -> dict[str, Any]:
@@ -33,14 +33,7 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
 
 @app.command()
 def featurize(
-    inputs: Annotated[
-        list[str],
-        typer.Argument(
-            help="Structure files (path:CHAIN selects chains), folders (searched recursively) "
-            "or text files listing paths.",
-            show_default=False,
-        ),
-    ],
+    inputs: StructureInputs,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json.")],
     featurizer: Annotated[
         str, typer.Option(help="Registered featurizer (protsteps plugins).")

@@ -79,6 +79,7 @@ def finetune(
             help="The labels: a manifest (CSV/TSV); with --format protfunct the ProtFunct folder; "
             "with --format deeploc a DeepLoc CSV/TSV or FASTA file.",
             show_default=False,
+            metavar="LABELS",
         ),
     ],
     from_: Annotated[

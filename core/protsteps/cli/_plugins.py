@@ -53,8 +53,10 @@ def plugins(
 
 @plugins_app.command("show")
 def show(
-    kind: Annotated[str, typer.Argument(help="featurizer, encoder, task, teacher or scheme.")],
-    name: Annotated[str, typer.Argument(help="The component's name.")],
+    kind: Annotated[
+        str, typer.Argument(help="featurizer, encoder, task, teacher or scheme.", metavar="KIND")
+    ],
+    name: Annotated[str, typer.Argument(help="The component's name.", metavar="NAME")],
 ) -> None:
     """Show one component's config fields: type, default and help."""
     catalog = default_catalog()

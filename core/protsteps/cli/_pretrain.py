@@ -20,8 +20,9 @@ def pretrain(
         list[str] | None,
         typer.Argument(
             help="Structure files, folders (searched recursively) or text files listing paths. "
-            "None: [data] inputs of the config, else the bundled example structures.",
+            "Without any: data.inputs of the run file, else the bundled example structures.",
             show_default=False,
+            metavar="INPUT",
         ),
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder to create.")] = None,
