@@ -21,12 +21,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ._version import __version__
 from .components import BuildContext, Encoder, Featurizer, Teacher
 from .config import to_dict
 from .errors import ProtstepsError
+from .files import read_torch_record
 from .registry import Catalog, default_catalog
 
 __all__ = ["ENCODER_FORMAT", "Pretrained", "encoder_record", "load_encoder", "load_pretrained"]
@@ -57,13 +56,8 @@ def encoder_record(encoder: Encoder, config: Any, teacher_dim: int | None) -> di
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ProtstepsError(f"{path} does not exist") from None
-    except Exception as exc:
-        raise ProtstepsError(f"{path} cannot be read as an encoder file: {exc}") from None
-    if not isinstance(record, dict) or record.get("format") != ENCODER_FORMAT or "state_dict" not in record:
+    record = read_torch_record(path, "encoder file", ENCODER_FORMAT)
+    if "state_dict" not in record:
         raise ProtstepsError(f"{path} is not a protsteps encoder file (encoder.pt of a pretrain run)")
     return record
 

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+"""Atomic file writes (a reader sees the old file or the new one, never half of one) and
+reading back the records protsteps writes.
 
 Each write goes to a temporary file in the destination's folder, is flushed and fsynced,
 and is renamed over the destination (``os.replace`` is atomic on POSIX and Windows). A
@@ -58,3 +59,21 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_torch_record(path: Path, what: str, record_format: int) -> dict[str, Any]:
+    """A dict written with :func:`atomic_torch_save`, loaded with ``weights_only=True``
+    (no code runs), whose ``"format"`` entry is ``record_format``; otherwise a
+    :class:`~protsteps.errors.ProtstepsError` naming ``what`` (e.g. "checkpoint"), the path
+    and the reason."""
+    from .errors import ProtstepsError
+
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ProtstepsError(f"{what} {path} does not exist") from None
+    except Exception as exc:
+        raise ProtstepsError(f"{what} {path} cannot be read: {exc}") from None
+    if not isinstance(record, dict) or record.get("format") != record_format:
+        raise ProtstepsError(f"{path} is not a protsteps {what} (format {record_format})")
+    return record

@@ -42,7 +42,7 @@ from . import _toml
 from ._version import __version__
 from .errors import ConfigError, ProtstepsError
 from .export import encoder_record
-from .files import atomic_torch_save, atomic_write_text
+from .files import atomic_torch_save, atomic_write_text, read_torch_record
 from .graph import Batch
 from .model import Composition, compose
 from .optim import NonFiniteLossError, SchemeSetup
@@ -215,15 +215,7 @@ class Averages:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint written by :func:`pretrain`, loaded with ``weights_only=True``."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ProtstepsError(f"checkpoint {path} does not exist") from None
-    except Exception as exc:
-        raise ProtstepsError(f"checkpoint {path} cannot be read: {exc}") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ProtstepsError(f"{path} is not a protsteps checkpoint (format {CHECKPOINT_FORMAT})")
-    return state
+    return read_torch_record(path, "checkpoint", CHECKPOINT_FORMAT)
 
 
 def step_status(values: Mapping[str, float]) -> str:
@@ -254,12 +246,16 @@ def _interrupts_as_flag() -> Iterator[dict[str, bool]]:
             signal.signal(sig, old)
 
 
-def _init_distributed(dist: Distributed, device: torch.device) -> None:
+def _init_distributed(dist: Distributed, device: torch.device) -> bool:
+    """Join the ``torchrun`` job's process group; True when this call created it (and so must
+    destroy it: a gloo group left to interpreter shutdown can abort the process)."""
     if dist.enabled and not torch.distributed.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
         torch.distributed.init_process_group(backend=backend)
+        return True
+    return False
 
 
 def _wrap_for(dist: Distributed, find_unused: bool) -> Callable[[nn.Module], nn.Module]:
@@ -326,15 +322,44 @@ def pretrain(
     ``max_steps`` stops after that many optimiser steps in total (for tests that simulate an
     interruption); ``data_source`` replaces the featurize cache (tests).
     """
-    from .training_data import prepare_training_data
-
     dist = Distributed.from_environment()
     if config.train.deterministic:
         # cuBLAS needs a fixed workspace for reproducible results; set before CUDA starts
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     device = pick_device(config.train.device, dist)
     torch.use_deterministic_algorithms(config.train.deterministic, warn_only=device.type == "cuda")
-    _init_distributed(dist, device)
+    owns_group = _init_distributed(dist, device)
+    try:
+        return _pretrain(
+            config,
+            out,
+            catalog,
+            dist,
+            device,
+            resume=resume,
+            show_progress=show_progress,
+            data_source=data_source,
+            max_steps=max_steps,
+        )
+    finally:
+        if owns_group:
+            torch.distributed.destroy_process_group()
+
+
+def _pretrain(
+    config: RunConfig,
+    out: Path,
+    catalog: Catalog,
+    dist: Distributed,
+    device: torch.device,
+    *,
+    resume: bool,
+    show_progress: bool,
+    data_source: Callable[..., Any] | None,
+    max_steps: int | None,
+) -> PretrainResult:
+    from .training_data import prepare_training_data
+
     paths = prepare_run_folder(out, resume)
     checkpoint = load_checkpoint(paths.last) if resume else None
 

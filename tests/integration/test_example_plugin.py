@@ -41,22 +41,7 @@ def plugin_env(tmp_path_factory) -> Path:
     # make the current environment's packages (protsteps, torch, ...) visible, .pth files included
     host = sysconfig.get_paths()["purelib"]
     Path(purelib, "_protsteps_host.pth").write_text(f"import site; site.addsitedir({host!r})\n")
-    subprocess.run(
-        [
-            python,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "-q",
-            str(EXAMPLE),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    _pip_install(env_dir, EXAMPLE)
     return env_dir
 
 
@@ -65,6 +50,13 @@ def _run(env_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedP
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}: {result.stderr[-3000:]}")
     return result
+
+
+def _pip_install(env_dir: Path, project: Path) -> None:
+    """Install a local project into the environment: no dependencies, nothing downloaded."""
+    _run(
+        env_dir, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q", str(project)
+    )
 
 
 def test_installed_plugin_components_are_listed(plugin_env):
@@ -142,17 +134,7 @@ def test_a_plugin_that_raises_on_import_does_not_break_the_cli(plugin_env, tmp_p
             """
         )
     )
-    _run(
-        plugin_env,
-        "-m",
-        "pip",
-        "install",
-        "--no-deps",
-        "--no-build-isolation",
-        "--no-index",
-        "-q",
-        str(broken),
-    )
+    _pip_install(plugin_env, broken)
     try:
         result = _run(plugin_env, "-m", "protsteps", "plugins", "--json", check=False)
         assert result.returncode == 0, result.stderr
