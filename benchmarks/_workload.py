@@ -5,6 +5,8 @@ does not depend on the weights' values)."""
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import protsteps
@@ -49,6 +51,14 @@ def real_chains(folder: Path, count: int, min_length: int, max_length: int) -> l
     if not chosen:
         raise SystemExit(f"no chain of {min_length}..{max_length} residues under {folder}")
     return chosen
+
+
+def timed(call: Callable[[], object]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call. CPU time of this process is the steadier measure on a
+    machine shared with other work; wall time is what a user waits."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    call()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def esm2_weights(directory: Path, args: argparse.Namespace) -> Path:

@@ -20,11 +20,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from _workload import add_workload_arguments, esm2_weights, real_chains
+from _workload import add_workload_arguments, esm2_weights, real_chains, timed
 
 import protsteps
 from protsteps.model import compose
@@ -56,9 +55,7 @@ def timed_epoch(composition, batches, seed: int) -> list[tuple[float, float]]:
     times = []
     for index, batch in enumerate(batches):
         generator = torch.Generator().manual_seed(seed * 1000 + index)
-        wall, cpu = time.perf_counter(), time.process_time()
-        composition.scheme.step(batch, generator)
-        times.append((time.perf_counter() - wall, time.process_time() - cpu))
+        times.append(timed(lambda: composition.scheme.step(batch, generator)))  # noqa: B023
     return times
 
 

@@ -22,12 +22,11 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _workload import add_workload_arguments, esm2_weights, real_chains
+from _workload import add_workload_arguments, esm2_weights, real_chains, timed
 
 import protsteps
 from protsteps_esm import ESMTeacher
@@ -70,9 +69,7 @@ def timed_epoch(step: Callable[[list[str]], None], batches: list[list[str]]) -> 
     machine shared with other work; wall time is what a user waits."""
     times = []
     for batch in batches:
-        wall, cpu = time.perf_counter(), time.process_time()
-        step(batch)
-        times.append((time.perf_counter() - wall, time.process_time() - cpu))
+        times.append(timed(lambda: step(batch)))  # noqa: B023
     return times
 
 
