@@ -271,14 +271,18 @@ class FeaturizeReport:
 def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[dict[str, str]]]:
     """Structure specs from files, folders (searched recursively) and text files listing
     paths (one per line, relative to the list's folder, ``#`` comments), each once, in
-    order. Returns the specs and ``failed`` rows for inputs that are none of these."""
+    order: one file named in several ways (``a.pdb``, ``./a.pdb``, its absolute path, a
+    symlink to it) is kept under its first spelling. Returns the specs and ``failed`` rows
+    for inputs that are none of these."""
     specs: list[str] = []
     failed: list[dict[str, str]] = []
-    seen: set[str] = set()
+    seen: set[tuple[str, tuple[str, ...] | None]] = set()
 
     def add(spec: str) -> None:
-        if spec not in seen:
-            seen.add(spec)
+        path, selection = split_selection(spec)
+        identity = (os.path.realpath(path), selection)
+        if identity not in seen:
+            seen.add(identity)
             specs.append(spec)
 
     def visit(item: str, depth: int) -> None:
@@ -301,7 +305,7 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
                 line = line.strip()
                 if not line or line.startswith("#"):
                     continue
-                target = line if os.path.isabs(line) else str(base / line)
+                target = line if os.path.isabs(line) else os.path.normpath(base / line)
                 visit(target, depth + 1)
         else:
             failed.append(

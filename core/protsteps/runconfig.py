@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -115,6 +116,23 @@ class TrainConfig:
     )
     workers: int = option(0, "Data-loading worker processes.")
 
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "epochs", "batch_size", "log_every")
+        _at_least(
+            self,
+            0,
+            "max_residues",
+            "weight_decay",
+            "warmup_steps",
+            "grad_clip",
+            "checkpoint_every",
+            "workers",
+        )
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not 0 <= self.valid_fraction < 1:
+            raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction!r}")
+
 
 @dataclasses.dataclass
 class DataConfig:
@@ -125,6 +143,16 @@ class DataConfig:
     )
     cache_dir: str = option("", "Featurize cache folder ('' : ~/.cache/protsteps/graphs).")
     min_residues: int = option(10, "Chains with fewer residues are left out of training.")
+
+    def __post_init__(self) -> None:
+        _at_least(self, 0, "min_residues")
+
+
+def _at_least(config: Any, minimum: int, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not value >= minimum:  # also refuses NaN
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
 
 
 @dataclasses.dataclass

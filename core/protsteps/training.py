@@ -161,6 +161,8 @@ class PretrainResult:
     best_valid_loss: float | None
     skipped_batches: int
     notes: list[str]
+    #: stopped early by SIGINT/SIGTERM (last.pt holds where it stopped; resume continues)
+    interrupted: bool = False
 
 
 class MetricsLog:
@@ -362,6 +364,11 @@ def _pretrain(
 
     paths = prepare_run_folder(out, resume)
     checkpoint = load_checkpoint(paths.last) if resume else None
+    if checkpoint is not None and int(checkpoint["epoch"]) > config.train.epochs:
+        raise ProtstepsError(
+            f"{out} has already completed {checkpoint['epoch']} epochs; resuming with "
+            f"{config.train.epochs} would rewrite its record (give --epochs {checkpoint['epoch']} or more)"
+        )
 
     torch.manual_seed(config.train.seed)
     composition: Composition = compose(config, catalog)
@@ -512,11 +519,9 @@ def _pretrain(
                         save(paths.best, epochs_completed)
                         export_encoder()
                     dist.barrier()
-            if interrupted["stop"] and step < stop_at:
+            stopped_early = bool(interrupted["stop"]) and step < stop_at
+            if stopped_early:
                 save(paths.last, epochs_completed)
-                display.message(
-                    f"interrupted at step {step}; continue with: protsteps pretrain --resume {out}"
-                )
             elif step < total_steps:
                 save(paths.last, epochs_completed)
     finally:
@@ -543,6 +548,7 @@ def _pretrain(
         best_valid_loss=None if math.isinf(best) else best,
         skipped_batches=skipped,
         notes=composition.notes,
+        interrupted=stopped_early,
     )
 
 

@@ -153,7 +153,6 @@ def test_content_addressed_across_names_and_recovers_from_a_damaged_index(tmp_pa
 
 def test_list_files_and_chain_selections(tmp_path, structures_dir):
     listing = tmp_path / "inputs.txt"
-    relative = Path("..") / structures_dir.relative_to(structures_dir.parents[1])
     listing.write_text(
         "# training structures\n"
         f"{structures_dir / 'masif' / '1A2K_AB.pdb.gz'}:B\n"
@@ -167,13 +166,30 @@ def test_list_files_and_chain_selections(tmp_path, structures_dir):
         ("1A8O.cif", "A"),
     ]
     assert len(report.failed) == 1 and "no such file" in report.failed[0]["error"]
-    assert relative  # paths in a list may also be relative to the list's folder
+    # paths in a list may also be relative to the list's folder
     (tmp_path / "sub").mkdir()
     shutil.copy(structures_dir / "biopython" / "1A8O.cif", tmp_path / "sub" / "x.cif")
     (tmp_path / "rel.txt").write_text("sub/x.cif\n")
     assert [r["source"] for r in featurize_many([tmp_path / "rel.txt"], cache_dir=tmp_path / "c2").ok] == [
         str(tmp_path / "sub" / "x.cif")
     ]
+
+
+def test_one_file_named_several_ways_is_used_once(tmp_path, structures_dir, monkeypatch):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "lists").mkdir()
+    shutil.copy(structures_dir / "biopython" / "1A8O.cif", tmp_path / "in" / "a.cif")
+    (tmp_path / "lists" / "list.txt").write_text("../in/a.cif\n")
+    (tmp_path / "link.cif").symlink_to(tmp_path / "in" / "a.cif")
+    monkeypatch.chdir(tmp_path)
+    spellings = ["lists/list.txt", "in/a.cif", "./in/a.cif", str(tmp_path / "in" / "a.cif"), "link.cif", "in"]
+    report = featurize_many(spellings, cache_dir=tmp_path / "cache")
+    # the list's entry comes first, its "lists/../" folded away; every other spelling is the same file
+    assert [(r["source"], r["chain"]) for r in report.ok] == [("in/a.cif", "A")]
+    assert report.failed == []
+    # a chain selection of the file is a different input
+    report = featurize_many(["in/a.cif", "in/a.cif:A"], cache_dir=tmp_path / "cache")
+    assert [r["source"] for r in report.ok] == ["in/a.cif", "in/a.cif:A"]
 
 
 def test_awkward_shared_files_never_crash_the_run(tmp_path, structures_dir):

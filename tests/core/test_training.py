@@ -213,6 +213,57 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(sma
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2 * before["step"]
 
 
+def test_ctrl_c_saves_says_how_to_resume_and_exits_130(small_structures, tmp_path):
+    run = tmp_path / "run"
+    args = cli_args(small_structures, run, tmp_path / "cache", "--teacher", "none", "--epochs", "1000")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "protsteps", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.time() + 120
+        metrics = run / "metrics.jsonl"
+        while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+            assert process.poll() is None, process.communicate()[1][-2000:]
+            assert time.time() < deadline, "no training step within 120 s"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    # quiet (-q) or not, an interruption is said, not reported as "done", and the status is 130
+    assert process.returncode == 130, err[-2000:]
+    assert "done:" not in out
+    assert f"continue with: protsteps pretrain --resume {run}" in err
+    stopped = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert f"interrupted at step {stopped['step']} " in err
+    assert 0 < stopped["step"] < 3000
+    # the run continues from there
+    assert main(["pretrain", "--resume", str(run), "--epochs", str(stopped["epoch"] + 1), "-q"]) == 0
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == stopped["epoch"] + 1
+
+
+def test_resume_refuses_fewer_epochs_than_done_and_bad_training_values(small_structures, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert (
+        main(cli_args(small_structures, run, tmp_path / "cache", "--teacher", "none", "--epochs", "2")) == 0
+    )
+    capsys.readouterr()
+    assert main(["pretrain", "--resume", str(run), "--epochs", "1"]) == 1
+    assert "has already completed 2 epochs" in capsys.readouterr().err
+    assert "epochs = 2" in (run / "config.toml").read_text()
+    for setting, message in [
+        ("train.lr=-1", "lr must be a positive number"),
+        ("train.valid_fraction=1.0", "valid_fraction must be in [0, 1)"),
+        ("train.epochs=0", "epochs must be >= 1"),
+        ("train.weight_decay=-0.1", "weight_decay must be >= 0"),
+    ]:
+        out = tmp_path / setting
+        assert main(cli_args(small_structures, out, tmp_path / "cache", "--set", setting)) == 1
+        assert f"[train]: {message}" in capsys.readouterr().err
+        assert not out.exists()
+
+
 def test_a_non_finite_loss_stops_naming_the_structures_or_is_skipped(small_structures, tmp_path, capsys):
     args = cli_args(
         small_structures,

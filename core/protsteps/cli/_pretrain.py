@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
-from ..errors import ProtstepsError
+from ..errors import ConfigError, ProtstepsError
 from ..registry import default_catalog
 from ..runconfig import load_run_config
-from ._app import app, console
+from ._app import app, console, err_console
 
 
 @app.command()
@@ -95,6 +95,8 @@ def pretrain(
             )
         run_config = resume_config(resume, catalog)
         if epochs is not None:
+            if epochs < 1:
+                raise ConfigError(f"--epochs must be >= 1, got {epochs}")
             run_config.train.epochs = epochs
         if device is not None:
             run_config.train.device = device
@@ -123,6 +125,13 @@ def pretrain(
     result = run_pretrain(run_config, out, catalog, resume=resume is not None, show_progress=not quiet)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary is enough
         return
+    if result.interrupted:
+        err_console.print(
+            f"interrupted at step {result.steps} ({result.epochs_completed} epochs done); "
+            f"checkpoints/last.pt is saved; continue with: protsteps pretrain --resume {out}",
+            highlight=False,
+        )
+        raise typer.Exit(130)
     best = f"{result.best_valid_loss:.4f}" if result.best_valid_loss is not None else "n/a"
     console.print(
         f"done: {result.steps} steps, {result.epochs_completed} epochs, best validation loss {best}"

@@ -217,6 +217,32 @@ def _fill_split(
     return out
 
 
+def class_coverage_notes(classes: Sequence[str], labels: Mapping[str, Sequence[Sequence[str]]]) -> list[str]:
+    """Notes on classes a split lacks: a class without training proteins cannot be learned,
+    one without validation or test proteins is not scored there."""
+
+    def listed(names: list[str]) -> str:
+        more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+        return ", ".join(names[:10]) + more
+
+    present = {part: {label for row in rows for label in row} for part, rows in labels.items()}
+    notes = []
+    missing = [c for c in classes if c not in present["train"]]
+    if missing:
+        notes.append(
+            f"{len(missing)} {'class has' if len(missing) == 1 else 'classes have'} no training protein "
+            f"and cannot be learned: {listed(missing)}"
+        )
+    for part in ("valid", "test"):
+        missing = [c for c in classes if c not in present[part]]
+        if missing:
+            notes.append(
+                f"{len(missing)} {'class has' if len(missing) == 1 else 'classes have'} no {part} protein "
+                f"and {'is' if len(missing) == 1 else 'are'} not scored there: {listed(missing)}"
+            )
+    return notes
+
+
 def assign_splits(
     rows: Sequence[LabelledChain], fractions: Sequence[float], seed: int, multi: bool
 ) -> tuple[list[Split], list[str]]:
@@ -417,12 +443,11 @@ def finetune(
             for e in examples
         ],
     )
-    train_classes = {label for i in parts["train"] for label in examples[i].row.labels}
-    unseen = [c for c in classes if c not in train_classes]
-    if unseen:
-        display.message(
-            f"{len(unseen)} classes occur only in valid/test and cannot be learned: {', '.join(unseen[:10])}"
-        )
+    coverage_notes = class_coverage_notes(
+        classes, {p: [examples[i].row.labels for i in ix] for p, ix in parts.items()}
+    )
+    for note in coverage_notes:
+        display.message(note)
     display.message(
         f"{len(classes)} classes, {'multi' if multi else 'single'}-label | proteins: "
         f"{len(parts['train'])} train, {len(parts['valid'])} valid, {len(parts['test'])} test"
@@ -579,7 +604,7 @@ def finetune(
         "train_support": {
             c: int(sum(1 for i in parts["train"] if c in examples[i].row.labels)) for c in classes
         },
-        "notes": data.notes + split_notes + backbone.notes,
+        "notes": data.notes + split_notes + coverage_notes + backbone.notes,
         "history": history,
         "seconds": {
             "featurize": featurize_seconds,

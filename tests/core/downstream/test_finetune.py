@@ -16,6 +16,7 @@ from protsteps.downstream import (
     read_manifest,
     scratch_backbone,
 )
+from protsteps.downstream._finetune import class_coverage_notes
 from protsteps.errors import ProtstepsError
 from protsteps.registry import default_catalog
 from protsteps.runconfig import load_run_config
@@ -109,6 +110,23 @@ def test_given_splits_without_validation_rows_draw_them_from_training(
     counts = result.metrics["counts"]
     assert (counts["train"], counts["valid"], counts["test"]) == (4, 1, 1)
     assert any("gives no valid rows: drew 1 from the training rows" in n for n in result.metrics["notes"])
+    # one protein each in valid and test: each lacks a class, and metrics.json says so
+    assert "1 class has no test protein and is not scored there: x" in result.metrics["notes"]
+    assert sum("class has no valid protein" in n for n in result.metrics["notes"]) == 1
+
+
+def test_class_coverage_notes():
+    labels = {"train": [["a"], ["a", "b"]], "valid": [["a"]], "test": [["c"], ["b"]]}
+    assert class_coverage_notes(["a", "b", "c"], labels) == [
+        "1 class has no training protein and cannot be learned: c",
+        "2 classes have no valid protein and are not scored there: b, c",
+        "1 class has no test protein and is not scored there: a",
+    ]
+    many = [f"k{i:02d}" for i in range(12)]
+    notes = class_coverage_notes(many, {"train": [], "valid": [many], "test": [many]})
+    assert notes == [
+        f"12 classes have no training protein and cannot be learned: {', '.join(many[:10])} and 2 more"
+    ]
 
 
 def test_probe_freezes_the_encoder_full_trains_it_and_the_teacher_never_changes(
