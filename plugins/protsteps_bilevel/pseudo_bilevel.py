@@ -212,8 +212,9 @@ class PseudoBilevelScheme(Scheme):
         return result
 
     def _train_critic(self, s: Tensor, g: Tensor) -> float:
+        """``critic_steps`` updates of the critic on the step's pair; returns its loss after
+        them (before them it is the step's ``mi``)."""
         setup = self._check()
-        value = float("nan")
         for _ in range(self.config.critic_steps):
             self.critic_optimizer.zero_grad(set_to_none=True)
             critic_loss = jensen_shannon_loss(self.critic(s, g))
@@ -222,8 +223,8 @@ class PseudoBilevelScheme(Scheme):
             mean_across_processes(grads, setup.distributed)
             self.critic_optimizer.step()
             self.critic_scheduler.step()
-            value = float(critic_loss.detach())
-        return value
+        with torch.no_grad():
+            return float(jensen_shannon_loss(self.critic(s, g)))
 
     def hypergradient(
         self, batch: Batch, generator: torch.Generator | None = None

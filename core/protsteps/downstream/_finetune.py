@@ -331,6 +331,12 @@ def _write_tsv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]])
     atomic_write_text(path, buffer.getvalue())
 
 
+def _origin_order(skipped: Skipped) -> tuple[str, int, str]:
+    """Sort key of a row origin ``<file>:<line>`` (or an adapter's own origin)."""
+    name, _, line = skipped.origin.rpartition(":")
+    return (name, int(line), "") if line.isdigit() else (skipped.origin, 0, "")
+
+
 def _summarise_skipped(skipped: Sequence[Skipped], total: int, path: Path) -> str:
     first = "; ".join(f"{s.origin}: {s.reason}" for s in skipped[:3])
     return (
@@ -396,7 +402,8 @@ def finetune(
     usable, failed, report = _featurize(data, backbone, config)
     featurize_seconds = time.perf_counter() - clock
     report.write(out / "featurize-report.json")
-    skipped = list(data.skipped) + failed
+    # in label-file order, whether a row failed while reading the labels or featurizing
+    skipped = sorted([*data.skipped, *failed], key=_origin_order)
     _write_tsv(
         out / "skipped.tsv",
         ["origin", "path", "chain", "label", "reason"],

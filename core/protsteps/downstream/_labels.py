@@ -77,7 +77,7 @@ def normalize_split(value: str, where: str) -> Split:
     if split is None:
         raise ManifestError(
             f"{where}: split {value!r} is not one of train, valid, test "
-            "(also accepted: training, validation, val, dev, testing)"
+            f"(also accepted, in any case: {', '.join(n for n, v in _SPLIT_NAMES.items() if n != v)})"
         )
     return split
 
@@ -303,9 +303,9 @@ def read_manifest(
         labelled.append(LabelledChain(str(file), chain, labels, split, group, origin))
     given = [r.split for r in labelled]
     if has_split and any(given) and not all(given):
-        missing = next(r.origin for r in labelled if r.split is None)
+        line_of_missing = next(r.origin for r in labelled if r.split is None).rpartition(":")[2]
         raise ManifestError(
-            f"{missing}: no value in column {split_column!r}, while other rows have one; give every "
+            f"{path}:{line_of_missing}: no value in column {split_column!r}, while other rows have one; give every "
             "row a split, or none (to draw a stratified split)"
         )
     settings = {

@@ -128,4 +128,7 @@ def _why_no_protein(records: ResidueRecords) -> str:
         else:
             kinds["other (ligand, ion, unknown)"] += 1
     found = ", ".join(f"{count} {kind}" for kind, count in kinds.most_common())
-    return f"not a protein: no amino-acid residue with a CA atom (residues with backbone atom names: {found})"
+    return (
+        "not a protein: no amino-acid residue with a CA atom (residues with an atom named N, CA, C "
+        f"or O: {found})"
+    )
