@@ -136,6 +136,13 @@ class Featurizer(abc.ABC):
 
     #: the batch attributes this featurizer fills (see :data:`GRAPH_ATTRIBUTES`)
     provides: frozenset[str] = frozenset()
+    #: how the columns of ``edge_attr`` / ``node_attr`` transform when the structure is
+    #: rotated or mirrored, as an e3nn irreps string in column order (``"16x0e"``: invariant
+    #: features; ``"1x0e + 1x1o + 1x2e"``: spherical harmonics of a direction); ``""`` when
+    #: there are none, ``None`` when unknown. Equivariance checks and equivariant encoders
+    #: read them.
+    edge_attr_irreps: str | None = ""
+    node_attr_irreps: str | None = ""
 
     @abc.abstractmethod
     def __call__(self, chain: Chain) -> ProteinGraph: ...

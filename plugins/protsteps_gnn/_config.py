@@ -19,7 +19,11 @@ class NodeInputConfig:
     )
     residue_embedding_dim: int = option(32, "Width of the learned residue-type embedding.")
     angle_basis: int = option(16, "Gaussians per dihedral over [-pi, pi) in the angle encoding (>= 2).")
-    angles: AngleSet = option("phi_psi", "Dihedrals in the angle encoding (the paper used phi and psi).")
+    angles: AngleSet = option(
+        "phi_psi",
+        "Dihedrals in the angle encoding (the paper used phi and psi); 'none': no angle input "
+        "(dihedrals change sign in a mirror image).",
+    )
 
     def __post_init__(self) -> None:
         if self.angle_basis < 2:

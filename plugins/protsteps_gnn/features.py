@@ -53,10 +53,10 @@ __all__ = [
 #: column of each backbone dihedral in ``dihedrals`` / ``dihedral_mask``
 ANGLE_INDEX = {"phi": 0, "psi": 1, "omega": 2}
 
-AngleSet = Literal["phi_psi", "phi_psi_omega"]
+AngleSet = Literal["phi_psi", "phi_psi_omega", "none"]
 ResidueFeatures = Literal["one_hot", "embedding"]
 
-_ANGLE_COLUMNS: dict[str, tuple[int, ...]] = {"phi_psi": (0, 1), "phi_psi_omega": (0, 1, 2)}
+_ANGLE_COLUMNS: dict[str, tuple[int, ...]] = {"phi_psi": (0, 1), "phi_psi_omega": (0, 1, 2), "none": ()}
 
 
 def angle_encoding_width(num_basis: int, angles: AngleSet = "phi_psi") -> int:
@@ -82,7 +82,9 @@ def angle_encoding(
     num_basis:
         Gaussians per angle (K >= 2), centred every 2π/K over [-π, π).
     angles:
-        ``"phi_psi"`` (as in the paper) or ``"phi_psi_omega"``.
+        ``"phi_psi"`` (as in the paper), ``"phi_psi_omega"``, or ``"none"`` (no columns:
+        dihedrals change sign in a mirror image, so an encoder that must not tell a
+        structure from its mirror image cannot take them as plain scalars).
 
     Returns
     -------
@@ -102,6 +104,8 @@ def angle_encoding(
             f"dihedrals and mask must both be [N, 3], got {tuple(dihedrals.shape)} and {tuple(mask.shape)}"
         )
     columns = list(_ANGLE_COLUMNS[angles])
+    if not columns:
+        return dihedrals.new_zeros(dihedrals.shape[0], 0)
     alpha = dihedrals[:, columns]
     alpha = torch.remainder(alpha + math.pi, 2 * math.pi) - math.pi
     step = 2 * math.pi / num_basis

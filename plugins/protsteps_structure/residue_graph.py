@@ -83,6 +83,15 @@ class ResidueGraphConfig:
         """Width of ``edge_attr``: ``rbf + (sh_lmax + 1)^2``."""
         return self.rbf + (self.sh_lmax + 1) ** 2
 
+    @property
+    def edge_attr_irreps(self) -> str:
+        """How ``edge_attr``'s columns transform: ``rbf`` invariant scalars, then the
+        harmonics of degree l, which turn with the structure and take the sign (-1)^l in a
+        mirror (e3nn's ``Irreps.spherical_harmonics``)."""
+        parts = [f"{self.rbf}x0e"] if self.rbf else []
+        parts += [f"1x{degree}{'e' if degree % 2 == 0 else 'o'}" for degree in range(self.sh_lmax + 1)]
+        return " + ".join(parts)
+
 
 class ResidueGraph(Featurizer):
     """A parsed chain -> a residue graph (see the module docstring).
@@ -99,6 +108,8 @@ class ResidueGraph(Featurizer):
             if config.edge_attr_dim:
                 provides.add("edge_attr")
         self.provides = frozenset(provides)
+        self.edge_attr_irreps = config.edge_attr_irreps if config.has_edges else ""
+        self.node_attr_irreps = ""
 
     def __repr__(self) -> str:
         return f"ResidueGraph({self.config})"

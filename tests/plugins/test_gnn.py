@@ -292,6 +292,42 @@ def test_embedding_invariant_when_the_structure_is_moved_and_refeaturized(
 
 
 @pytest.mark.parametrize("name", ["gin", "equivariant"])
+def test_encoders_run_without_angle_input(name: str, batch: Batch) -> None:
+    encoder = build(name, angles="none").eval()
+    assert encoder.inputs.out_dim == len(ALPHABET)  # the one-hot residue type alone
+    with torch.no_grad():
+        out = encoder(batch)
+        hidden = encoder(batch.replace(dihedrals=torch.rand_like(batch.dihedrals)))
+    assert out.node.shape == (batch.num_nodes, encoder.out_dim)
+    assert torch.equal(out.node, hidden.node)  # the angles are not read at all
+
+
+def test_mirror_images_differ_unless_angles_and_odd_irreps_are_left_out(structures_dir: Path) -> None:
+    """Proteins are chiral: the default equivariant encoder tells a structure from its mirror
+    image (through the angle input, which changes sign, and the pseudo-scalar channels);
+    without both it is E(3)-invariant, as docs/encoders_tasks.md says."""
+    mirror = -random_rotation(torch.Generator().manual_seed(11))
+    featurizer = protsteps.build("featurizer", "residue_graph")
+    chains, moved = _rotated_chains(structures_dir / "db55_unbound/1ATN_l_u.pdb.gz", mirror, torch.zeros(3))
+    original = collate([featurizer(c) for c in chains])
+    mirrored = collate([featurizer(c) for c in moved])
+    # rigid_motion knows what a mirror does to dihedrals
+    assert torch.allclose(mirrored.dihedrals, -original.dihedrals, atol=1e-4)
+    assert torch.allclose(
+        rigid_motion(original, mirror, torch.zeros(3)).dihedrals, mirrored.dihedrals, atol=1e-4
+    )
+
+    def difference(**settings: object) -> float:
+        encoder = build("equivariant", **settings).eval()
+        with torch.no_grad():
+            return float((encoder(original).graph - encoder(mirrored).graph).abs().max())
+
+    assert difference() > 1e-2
+    assert difference(hidden_irreps="32x0e + 8x1o + 4x2e") > 1e-2  # the angles alone tell
+    assert difference(hidden_irreps="32x0e + 8x1o + 4x2e", angles="none") < 1e-4
+
+
+@pytest.mark.parametrize("name", ["gin", "equivariant"])
 def test_assert_invariant_helper_passes_for_builtin_encoders(name: str, batch: Batch) -> None:
     worst = assert_invariant(build(name), batch, generator=torch.Generator().manual_seed(3))
     assert worst < 1e-4
@@ -311,6 +347,51 @@ class _PositionReader(protsteps.Encoder):
 def test_assert_invariant_helper_catches_a_frame_dependent_encoder(batch: Batch) -> None:
     with pytest.raises(AssertionError, match="_PositionReader is not invariant: its node embedding"):
         assert_invariant(_PositionReader(), batch)
+
+
+class _EdgeAttrReader(protsteps.Encoder):
+    """Reads edge_attr as if every column were invariant: wrong for spherical harmonics."""
+
+    requires = frozenset({"edge_attr"})
+    out_dim = 1
+
+    def forward(self, batch: Batch, teacher_features: torch.Tensor | None = None) -> protsteps.EncoderOutput:
+        per_edge = batch.edge_attr.sum(dim=-1, keepdim=True)
+        node = scatter(per_edge, batch.edge_index[1], batch.num_nodes, "sum")
+        return protsteps.EncoderOutput(node=node, graph=scatter(node, batch.batch, batch.num_graphs, "sum"))
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_rigid_motion_transforms_edge_attr_as_refeaturizing_does(mirror: bool, structures_dir: Path) -> None:
+    """Spherical harmonics in edge_attr turn (and flip sign in a mirror) like the structure."""
+    generator = torch.Generator().manual_seed(5)
+    rotation = random_rotation(generator)
+    if mirror:
+        rotation = -rotation
+    translation = torch.tensor([4.0, -7.0, 2.5], dtype=torch.float64)
+    featurizer = protsteps.build("featurizer", "residue_graph", rbf=8, sh_lmax=3)
+    assert featurizer.edge_attr_irreps == "8x0e + 1x0e + 1x1o + 1x2e + 1x3o"
+    chains, moved = _rotated_chains(structures_dir / "db55_unbound/1PXV_r_u.pdb.gz", rotation, translation)
+    original = collate([featurizer(c) for c in chains])
+    refeaturized = collate([featurizer(c) for c in moved])
+    assert torch.equal(original.edge_index, refeaturized.edge_index)
+    transformed = rigid_motion(original, rotation, translation, featurizer.edge_attr_irreps)
+    assert (transformed.edge_attr - refeaturized.edge_attr).abs().max() < 1e-3
+    assert (original.edge_attr - refeaturized.edge_attr).abs().max() > 0.5  # it did change
+
+
+def test_assert_invariant_needs_and_uses_the_irreps_of_edge_attr(structures_dir: Path) -> None:
+    featurizer = protsteps.build("featurizer", "residue_graph", rbf=8, sh_lmax=2)
+    batch = collate([featurizer(c) for c in read_chains(structures_dir / "biopython/1A8O.pdb.gz")])
+    with pytest.raises(ValueError, match=r"the batch has edge_attr \(17 columns\): say how they transform"):
+        assert_invariant(_EdgeAttrReader(), batch)
+    with pytest.raises(AssertionError, match="_EdgeAttrReader is not invariant"):
+        assert_invariant(_EdgeAttrReader(), batch, edge_attr_irreps=featurizer.edge_attr_irreps)
+    # the radial part alone is invariant, and passes
+    radial = batch.replace(edge_attr=batch.edge_attr[:, :8])
+    assert assert_invariant(_EdgeAttrReader(), radial, edge_attr_irreps="8x0e") < 1e-3
+    with pytest.raises(ValueError, match="has dimension 8, edge_attr has 17 columns"):
+        rigid_motion(batch, torch.eye(3), torch.zeros(3), edge_attr_irreps="8x0e")
 
 
 def test_rigid_motion_moves_positions_and_edge_vectors_consistently(batch: Batch) -> None:
