@@ -86,11 +86,15 @@ class PluginFailure:
 
 
 class Registry:
-    """Components of one kind by name. Duplicate names are refused."""
+    """Components of one kind by name. Duplicate names are refused: :meth:`add` raises, and
+    :meth:`set_aside` keeps a name that two plugins claim out of use (asking for it raises
+    the same error) while the other names stay usable."""
 
     def __init__(self, kind: Kind) -> None:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+        #: name -> the error every use of the name raises
+        self.conflicts: dict[str, DuplicateComponentError] = {}
 
     def add(self, entry: Entry) -> None:
         if entry.kind != self.kind:
@@ -103,7 +107,14 @@ class Registry:
             )
         self._entries[entry.name] = entry
 
+    def set_aside(self, name: str, error: DuplicateComponentError) -> None:
+        """Take ``name`` out of use: two plugins register it (``error`` names both)."""
+        self._entries.pop(name, None)
+        self.conflicts[name] = error
+
     def get(self, name: str) -> Entry:
+        if name in self.conflicts:
+            raise self.conflicts[name]
         try:
             return self._entries[name]
         except KeyError:
@@ -172,16 +183,23 @@ class Catalog:
             pm.register(plugin, name=name)
         return cls(pm)
 
-    def _versions(self) -> dict[str, str]:
-        versions: dict[str, str] = {}
+    def _distributions(self) -> dict[str, tuple[str, str]]:
+        """plugin name -> (version, distribution name) of the plugins loaded from packages."""
+        found: dict[str, tuple[str, str]] = {}
         for plugin, dist in self.plugin_manager.list_plugin_distinfo():
             name = self.plugin_manager.get_name(plugin)
             if name is not None:
-                versions[name] = dist.version
-        return versions
+                found[name] = (dist.version, dist.project_name)
+        return found
 
     def _collect(self) -> None:
-        versions = self._versions()
+        distributions = self._distributions()
+        versions = {plugin: version for plugin, (version, _) in distributions.items()}
+
+        def owner(plugin: str) -> str:
+            package = distributions.get(plugin, ("", ""))[1]
+            return f"plugin '{plugin}'" + (f" (package {package})" if package else "")
+
         for kind, hook_name in _HOOKS.items():
             hook = getattr(self.plugin_manager.hook, hook_name)
             for impl in hook.get_hookimpls():
@@ -195,8 +213,25 @@ class Catalog:
                 except Exception as exc:
                     self.failures.append(PluginFailure(plugin, f"{type(exc).__name__}: {exc}"))
                     continue
+                registry = self.registries[kind]
                 for entry in entries:
-                    self.registries[kind].add(entry)
+                    if entry.name in registry.conflicts:
+                        continue  # a third claim: the error names two already
+                    if entry.name in registry:
+                        other = registry.get(entry.name).plugin
+                        error = DuplicateComponentError(
+                            f"{kind} '{entry.name}' is registered twice: by {owner(other)} and by "
+                            f"{owner(entry.plugin)}; uninstall one of them"
+                        )
+                    else:
+                        registry.add(entry)
+                        continue
+                    registry.set_aside(entry.name, error)
+
+    @property
+    def conflicts(self) -> list[DuplicateComponentError]:
+        """One error per name that several plugins register (those names are unusable)."""
+        return [error for registry in self.registries.values() for error in registry.conflicts.values()]
 
     @staticmethod
     def _entry(kind: Kind, plugin: str, version: str, component: Component) -> Entry:
@@ -218,12 +253,24 @@ class Catalog:
 
     def registry(self, kind: str) -> Registry:
         if kind not in self.registries:
-            raise UnknownComponentError(f"unknown kind '{kind}'; kinds are: {', '.join(KINDS)}")
+            hint = closest(kind, list(KINDS))
+            did_you_mean = f" Did you mean '{hint}'?" if hint else ""
+            raise UnknownComponentError(f"unknown kind '{kind}'.{did_you_mean} Kinds: {', '.join(KINDS)}")
         return self.registries[kind]  # type: ignore[index]
 
     def get(self, kind: str, name: str) -> Entry:
-        """The entry registered as ``name`` for ``kind``; errors list the known names."""
-        return self.registry(kind).get(name)
+        """The entry registered as ``name`` for ``kind``; errors list the known names (and
+        the plugins that failed to load, which might have provided it)."""
+        registry = self.registry(kind)
+        try:
+            return registry.get(name)
+        except UnknownComponentError as exc:
+            if not self.failures:
+                raise
+            failed = ", ".join(sorted({f.plugin for f in self.failures}))
+            raise UnknownComponentError(
+                f"{exc}. Plugins that failed to load (`protsteps plugins` says why): {failed}"
+            ) from None
 
     def entries(self, kind: str | None = None) -> list[Entry]:
         kinds = [kind] if kind is not None else list(KINDS)

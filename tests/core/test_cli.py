@@ -69,6 +69,18 @@ def test_unknown_component_is_one_line_and_exit_1(catalog, capsys):
     assert "Known encoders: linear" in err
 
 
+def test_a_name_two_plugins_claim_is_listed_as_an_error_and_the_rest_still_works(monkeypatch, capsys):
+    monkeypatch.setattr(registry, "_DEFAULT", Catalog.from_plugins({"alpha": p.alpha, "beta": p.beta}))
+    assert main(["plugins", "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert "error: encoder 'linear' is registered twice: by plugin 'alpha' and by plugin 'beta'" in err
+    listed = {(r["kind"], r["name"]) for r in json.loads(out)}
+    assert ("scheme", "joint") in listed and ("encoder", "linear") not in listed
+    assert main(["plugins", "show", "scheme", "joint"]) == 0
+    assert main(["plugins", "show", "encoder", "linear"]) == 1
+    assert "registered twice" in capsys.readouterr().err
+
+
 def test_usage_errors_exit_2(capsys):
     assert main(["plugins", "show", "encoder"]) == 2
 
@@ -82,5 +94,5 @@ def test_console_script_runs_as_a_module():
     assert result.returncode == 1
     assert (
         result.stderr.strip()
-        == "error: unknown kind 'nonsense'; kinds are: featurizer, encoder, task, teacher, scheme"
+        == "error: unknown kind 'nonsense'. Kinds: featurizer, encoder, task, teacher, scheme"
     )

@@ -13,7 +13,7 @@ from protsteps.errors import (
     DuplicateComponentError,
     UnknownComponentError,
 )
-from protsteps.registry import Catalog
+from protsteps.registry import Catalog, PluginFailure
 
 from . import plugins_for_tests as p
 
@@ -73,12 +73,20 @@ def test_a_hook_that_raises_is_reported_and_the_others_load():
     assert "cannot find my weights" in catalog.failures[0].error
 
 
-def test_duplicate_names_name_both_plugins():
+def test_duplicate_names_name_both_plugins_and_leave_the_other_names_usable():
+    catalog = Catalog.from_plugins({"alpha": p.alpha, "beta": p.beta})
     with pytest.raises(DuplicateComponentError) as err:
-        Catalog.from_plugins({"alpha": p.alpha, "beta": p.beta})
+        catalog.get("encoder", "linear")
     message = str(err.value)
-    assert "encoder 'linear'" in message
-    assert "'alpha'" in message and "'beta'" in message
+    assert "encoder 'linear' is registered twice" in message
+    assert "plugin 'alpha'" in message and "plugin 'beta'" in message
+    assert [str(c) for c in catalog.conflicts] == [message]
+    # neither claim wins, and nothing else is affected
+    assert "linear" not in [e.name for e in catalog.entries("encoder")]
+    assert catalog.get("scheme", "joint").plugin == "alpha"
+    # registering a taken name directly is refused at once
+    with pytest.raises(DuplicateComponentError, match="registered twice"):
+        catalog.registry("scheme").add(catalog.get("scheme", "joint"))
 
 
 def test_unknown_name_lists_known_names_and_closest_match():
@@ -93,8 +101,21 @@ def test_unknown_name_lists_known_names_and_closest_match():
 
 def test_unknown_kind_is_an_error():
     catalog = Catalog.from_plugins({"alpha": p.alpha})
-    with pytest.raises(UnknownComponentError, match="kinds are: featurizer, encoder, task, teacher, scheme"):
+    with pytest.raises(UnknownComponentError, match="Kinds: featurizer, encoder, task, teacher, scheme"):
         catalog.get("decoder", "linear")
+    with pytest.raises(UnknownComponentError, match=r"unknown kind 'encoders'\. Did you mean 'encoder'"):
+        catalog.get("encoders", "linear")
+
+
+def test_unknown_names_match_closest_ignoring_case_and_mention_failed_plugins():
+    catalog = Catalog.from_plugins({"alpha": p.alpha, "gamma": p.gamma})
+    with pytest.raises(UnknownComponentError, match="Did you mean 'linear'"):
+        catalog.get("encoder", "LINEAR")
+    catalog.failures.append(PluginFailure("broken", "ImportError: no module named 'x'"))
+    with pytest.raises(
+        UnknownComponentError, match=r"Plugins that failed to load \(`protsteps plugins` says why\): broken"
+    ):
+        catalog.get("encoder", "from_broken")
 
 
 def test_build_validates_config_and_calls_the_factory():

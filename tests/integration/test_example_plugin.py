@@ -143,3 +143,53 @@ def test_a_plugin_that_raises_on_import_does_not_break_the_cli(plugin_env, tmp_p
         assert "plugin 'broken' failed to load: ImportError: needs a GPU driver" in result.stderr
     finally:
         _run(plugin_env, "-m", "pip", "uninstall", "-y", "-q", "protsteps-broken", check=False)
+
+
+def test_a_plugin_that_takes_a_used_name_is_an_error_naming_both_packages(plugin_env, tmp_path):
+    clash = tmp_path / "clash-plugin"
+    (clash / "protsteps_clash").mkdir(parents=True)
+    (clash / "protsteps_clash" / "__init__.py").write_text("")
+    (clash / "protsteps_clash" / "hooks.py").write_text(
+        textwrap.dedent(
+            """
+            import protsteps
+            from protsteps_example.encoder import SequenceCNN, SequenceCNNConfig
+
+            @protsteps.hookimpl
+            def protsteps_register_encoders():
+                return [protsteps.Component("sequence_cnn", SequenceCNN, SequenceCNNConfig, "A copy.")]
+            """
+        )
+    )
+    (clash / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """
+            [build-system]
+            requires = ["setuptools>=68"]
+            build-backend = "setuptools.build_meta"
+            [project]
+            name = "protsteps-clash"
+            version = "0.0.1"
+            [project.entry-points.protsteps]
+            clash = "protsteps_clash.hooks"
+            """
+        )
+    )
+    _pip_install(plugin_env, clash)
+    try:
+        listing = _run(plugin_env, "-m", "protsteps", "plugins", "--json", check=False)
+        assert listing.returncode == 1
+        assert "error: encoder 'sequence_cnn' is registered twice: by plugin" in listing.stderr
+        assert "plugin 'clash' (package protsteps-clash)" in listing.stderr, listing.stderr
+        assert "plugin 'example' (package protsteps-plugin-example)" in listing.stderr, listing.stderr
+        names = {r["name"] for r in json.loads(listing.stdout)}
+        assert "residue_type" in names and "sequence_cnn" not in names  # the rest is listed
+        # other components still build; the claimed name is an error where it is used
+        ok = _run(
+            plugin_env, "-c", "import protsteps; print(type(protsteps.build('encoder', 'gin')).__name__)"
+        )
+        assert ok.stdout.strip() == "GINEncoder"
+        used = _run(plugin_env, "-m", "protsteps", "plugins", "show", "encoder", "sequence_cnn", check=False)
+        assert used.returncode == 1 and "registered twice" in used.stderr
+    finally:
+        _run(plugin_env, "-m", "pip", "uninstall", "-y", "-q", "protsteps-clash", check=False)

@@ -23,8 +23,11 @@ app.add_typer(plugins_app, name="plugins")
 
 
 def _report_failures() -> None:
-    for failure in default_catalog().failures:
+    catalog = default_catalog()
+    for failure in catalog.failures:
         err_console.print(f"[yellow]warning:[/] {escape(str(failure))}", highlight=False, soft_wrap=True)
+    for conflict in catalog.conflicts:
+        err_console.print(f"[bold red]error:[/] {escape(str(conflict))}", highlight=False, soft_wrap=True)
 
 
 @plugins_app.callback()
@@ -42,13 +45,15 @@ def plugins(
     entries = catalog.entries()
     if as_json:
         sys.stdout.write(json.dumps([e.as_json() for e in entries], indent=2) + "\n")
-        return
-    table = Table(title="protsteps components")
-    for column in ("kind", "name", "plugin", "version", "description"):
-        table.add_column(column)
-    for e in entries:
-        table.add_row(e.kind, e.name, e.plugin, e.version, e.description)
-    console.print(table)
+    else:
+        table = Table(title="protsteps components")
+        for column in ("kind", "name", "plugin", "version", "description"):
+            table.add_column(column)
+        for e in entries:
+            table.add_row(e.kind, e.name, e.plugin, e.version, e.description)
+        console.print(table)
+    if catalog.conflicts:  # listed above without the names two plugins claim
+        raise typer.Exit(1)
 
 
 @plugins_app.command("show")
