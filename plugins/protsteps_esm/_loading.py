@@ -132,20 +132,42 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         if foreign:
             raise _refusal(path, foreign)
     try:
-        with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
+        with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)), warnings.catch_warnings():
+            # a non-torch pickle draws a protocol warning before the error we report instead
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             # mmap keeps large models from being held twice (file tensors + model parameters)
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as exc:
         found = re.findall(r"GLOBAL (\S+)", str(exc))
         if found:
             raise _refusal(path, sorted(set(found))) from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({first})") from None
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint ({_unpickling_reason(exc, path, is_zip)})"
+        ) from None
     except Exception as exc:  # the unpickler fails in many ways on arbitrary bytes
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({first})") from None
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint ({_unpickling_reason(exc, path, is_zip)})"
+        ) from None
     _check_layout(path, data)
     return data
+
+
+def _unpickling_reason(exc: BaseException, path: Path, zipped: bool) -> str:
+    """What went wrong, in words. torch's messages carry advice to load with
+    ``weights_only=False`` (exactly what must not be done with an unknown file) and arbitrary
+    bytes give bare unpickler complaints ('101', 'pop from empty list')."""
+    if zipped:
+        text = str(exc).strip()
+        if "weights_only" in text or "Weights only load failed" in text:
+            return "torch cannot read it with weights_only=True"
+        return text.splitlines()[0] if text else type(exc).__name__
+    with path.open("rb") as fh:
+        head = fh.read(2)
+    if head == b"PK":  # a zip without its central directory
+        return "a damaged or truncated torch.save (zip) file"
+    if head[:1] == b"\x80":  # the PROTO opcode that starts pickles of protocol >= 2
+        return "a pickle that torch cannot read with weights_only=True, not a torch.save file"
+    return "its bytes are not a torch.save file"
 
 
 def _check_layout(path: Path, data: Any) -> None:
@@ -157,7 +179,8 @@ def _check_layout(path: Path, data: Any) -> None:
     missing = [key for key in ("model", "cfg") if key not in data]
     if missing:
         found = ", ".join(repr(k) for k in list(data)[:8]) or "nothing"
-        raise bad(f"no {' and no '.join(repr(k) for k in missing)} entry (it has {found})")
+        older = " (an ESM-1 or ESM-1b file? only ESM-2 is supported)" if "args" in data else ""
+        raise bad(f"no {' and no '.join(repr(k) for k in missing)} entry (it has {found}){older}")
     state = data["model"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise bad("'model' is not a state dict of tensors")
@@ -268,9 +291,10 @@ def load_esm2(name: str, weights: str | Path | None = None, download: bool = Tru
     if weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
             raise ComponentUnavailableError(
-                f"ESM-2 weights file {path} does not exist (teacher.weights); point it at an ESM-2 "
-                "checkpoint, or use --teacher none to train without a teacher"
+                f"ESM-2 weights file {path} {what} (teacher.weights); point it at an ESM-2 "
+                "checkpoint (a .pt file), or use --teacher none to train without a teacher"
             )
         data = read_checkpoint(path)
         label = path.name[: -len(".pt")] if path.name.endswith(".pt") else path.name

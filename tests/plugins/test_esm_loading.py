@@ -131,9 +131,11 @@ def test_only_the_namespace_is_allow_listed() -> None:
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
-        (b"this is not a checkpoint\n", "not a PyTorch checkpoint"),
+        (b"this is not a checkpoint\n", "not a PyTorch checkpoint (its bytes are not a torch.save file)"),
+        (b"# protsteps\n\nStructure-aware protein", "its bytes are not a torch.save file"),
+        (pickle.dumps({"a": 1}, protocol=4), "a pickle that torch cannot read with weights_only=True"),
         ({"model": {"w": torch.ones(1)}}, "no 'cfg'"),
-        ({"args": argparse.Namespace(arch="roberta_large"), "model": {}}, "no 'cfg'"),
+        ({"args": argparse.Namespace(arch="roberta_large"), "model": {}}, "an ESM-1 or ESM-1b file?"),
         ({"model": {}, "cfg": {"model": {"encoder_layers": 2}}}, "argparse.Namespace"),
         ({"model": {}, "cfg": {"model": argparse.Namespace(encoder_layers=2)}}, "lacks encoder_embed_dim"),
         ([1, 2, 3], "holds a list"),
@@ -148,6 +150,17 @@ def test_bad_files_are_named_with_the_reason(tmp_path: Path, content: object, re
     with pytest.raises(CheckpointError) as info:
         read_checkpoint(path)
     assert str(path) in str(info.value) and reason in str(info.value)
+    assert "weights_only=False" not in str(info.value)  # torch's advice is not ours to give
+
+
+def test_truncated_checkpoint_is_named_as_such(tiny: Path, tmp_path: Path) -> None:
+    path = tmp_path / "truncated.pt"
+    content = tiny.read_bytes()
+    path.write_bytes(content[: len(content) // 2])
+    with pytest.raises(
+        CheckpointError, match=r"truncated\.pt: not a PyTorch checkpoint \(a damaged or truncated"
+    ):
+        read_checkpoint(path)
 
 
 def test_missing_parameter_is_reported_by_fair_esm_check(tmp_path: Path) -> None:
@@ -162,6 +175,8 @@ def test_missing_parameter_is_reported_by_fair_esm_check(tmp_path: Path) -> None
 def test_missing_local_file(tmp_path: Path) -> None:
     with pytest.raises(ComponentUnavailableError, match=r"nowhere\.pt does not exist"):
         protsteps.build("teacher", "esm", weights=str(tmp_path / "nowhere.pt"))
+    with pytest.raises(ComponentUnavailableError, match=r"is a folder, not a file"):
+        protsteps.build("teacher", "esm", weights=str(tmp_path))
 
 
 def test_weights_from_the_hub_cache(tiny: Path, hub_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
