@@ -154,7 +154,11 @@ def prepare_training_data(
     display.message(
         f"structures: {report.files} files -> {len(report.ok)} chains"
         + (f" ({short} shorter than {config.data.min_residues} residues left out)" if short else "")
-        + (f", {len(report.failed)} failed (see featurize-report.json)" if report.failed else "")
+        + (
+            f", {len(report.failed)} failed (first: {report.failed[0]['error']}; all in featurize-report.json)"
+            if report.failed
+            else ""
+        )
     )
     if not entries:
         reasons = "; ".join(str(f["error"]) for f in report.failed[:3])

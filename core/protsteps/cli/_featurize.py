@@ -107,9 +107,10 @@ def featurize(
             f"nothing could be featurized: {failed_files} of {files} inputs failed "
             f"(first: {report.failed[0]['error'] if report.failed else 'no inputs'}); reasons in {report_path}"
         )
+    first = f" (first: {escape(report.failed[0]['error'])})" if report.failed else ""
     console.print(
         f"{chains} chains from {files - counts['failed']} files "
-        f"({report.cache_hits} from the cache), {len(report.failed)} failed; "
+        f"({report.cache_hits} from the cache), {len(report.failed)} failed{first}; "
         f"report: {escape(str(report_path))}; cache: {escape(str(report.cache_dir))}",
         highlight=False,
     )
