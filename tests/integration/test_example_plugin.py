@@ -115,25 +115,31 @@ def test_installed_plugin_components_build_from_a_run_config(plugin_env, tmp_pat
     assert result.stdout.split() == ["SequenceCNN", "32", "True"]
 
 
-def test_a_plugin_that_raises_on_import_does_not_break_the_cli(plugin_env, tmp_path):
-    broken = tmp_path / "broken-plugin"
-    (broken / "protsteps_broken").mkdir(parents=True)
-    (broken / "protsteps_broken" / "__init__.py").write_text("")
-    (broken / "protsteps_broken" / "hooks.py").write_text("raise ImportError('needs a GPU driver')\n")
-    (broken / "pyproject.toml").write_text(
+def _one_module_plugin(folder: Path, name: str, hooks: str) -> Path:
+    """A plugin package ``protsteps-NAME`` whose entry point ``NAME`` is ``protsteps_NAME.hooks``."""
+    root = folder / f"{name}-plugin"
+    (root / f"protsteps_{name}").mkdir(parents=True)
+    (root / f"protsteps_{name}" / "__init__.py").write_text("")
+    (root / f"protsteps_{name}" / "hooks.py").write_text(hooks)
+    (root / "pyproject.toml").write_text(
         textwrap.dedent(
-            """
+            f"""
             [build-system]
             requires = ["setuptools>=68"]
             build-backend = "setuptools.build_meta"
             [project]
-            name = "protsteps-broken"
+            name = "protsteps-{name}"
             version = "0.0.1"
             [project.entry-points.protsteps]
-            broken = "protsteps_broken.hooks"
+            {name} = "protsteps_{name}.hooks"
             """
         )
     )
+    return root
+
+
+def test_a_plugin_that_raises_on_import_does_not_break_the_cli(plugin_env, tmp_path):
+    broken = _one_module_plugin(tmp_path, "broken", "raise ImportError('needs a GPU driver')\n")
     _pip_install(plugin_env, broken)
     try:
         result = _run(plugin_env, "-m", "protsteps", "plugins", "--json", check=False)
@@ -146,35 +152,15 @@ def test_a_plugin_that_raises_on_import_does_not_break_the_cli(plugin_env, tmp_p
 
 
 def test_a_plugin_that_takes_a_used_name_is_an_error_naming_both_packages(plugin_env, tmp_path):
-    clash = tmp_path / "clash-plugin"
-    (clash / "protsteps_clash").mkdir(parents=True)
-    (clash / "protsteps_clash" / "__init__.py").write_text("")
-    (clash / "protsteps_clash" / "hooks.py").write_text(
-        textwrap.dedent(
-            """
-            import protsteps
-            from protsteps_example.encoder import SequenceCNN, SequenceCNNConfig
+    hooks = """
+        import protsteps
+        from protsteps_example.encoder import SequenceCNN, SequenceCNNConfig
 
-            @protsteps.hookimpl
-            def protsteps_register_encoders():
-                return [protsteps.Component("sequence_cnn", SequenceCNN, SequenceCNNConfig, "A copy.")]
-            """
-        )
-    )
-    (clash / "pyproject.toml").write_text(
-        textwrap.dedent(
-            """
-            [build-system]
-            requires = ["setuptools>=68"]
-            build-backend = "setuptools.build_meta"
-            [project]
-            name = "protsteps-clash"
-            version = "0.0.1"
-            [project.entry-points.protsteps]
-            clash = "protsteps_clash.hooks"
-            """
-        )
-    )
+        @protsteps.hookimpl
+        def protsteps_register_encoders():
+            return [protsteps.Component("sequence_cnn", SequenceCNN, SequenceCNNConfig, "A copy.")]
+        """
+    clash = _one_module_plugin(tmp_path, "clash", textwrap.dedent(hooks))
     _pip_install(plugin_env, clash)
     try:
         listing = _run(plugin_env, "-m", "protsteps", "plugins", "--json", check=False)
