@@ -12,12 +12,15 @@ __all__ = ["ProgressDisplay"]
 class ProgressDisplay:
     """A bar over ``total`` units of work (steps, epochs) with a status text.
 
-    Disabled displays print nothing (other processes under ``torchrun``, ``--quiet``).
+    Disabled displays print nothing (other processes under ``torchrun``, ``--quiet``) but
+    warnings, which go to stderr unless ``warnings`` is off (other processes under
+    ``torchrun``).
     """
 
-    def __init__(self, label: str, enabled: bool = True) -> None:
+    def __init__(self, label: str, enabled: bool = True, warnings: bool = True) -> None:
         self.label = label
         self.enabled = enabled
+        self.warnings = warnings
         self._progress: Any = None
         self._task: Any = None
 
@@ -55,6 +58,15 @@ class ProgressDisplay:
             self._progress.console.print(text, highlight=False, markup=False)
         else:
             print(text, flush=True)
+
+    def warn(self, text: str) -> None:
+        """A line on stderr that ``--quiet`` does not silence (inputs that were left out, say)."""
+        if not self.warnings:
+            return
+        if self._progress is not None:
+            self._progress.console.print(text, highlight=False, markup=False, style="yellow")
+        else:
+            print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._progress is not None:

@@ -377,7 +377,7 @@ def _pretrain(
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(paths.config, resolved.dumps())
-    display = ProgressDisplay("pretrain", show_progress and dist.is_main)
+    display = ProgressDisplay("pretrain", show_progress and dist.is_main, warnings=dist.is_main)
     for note in composition.notes:
         display.message(note)
     display.message(run_summary(composition, device, dist))

@@ -154,12 +154,12 @@ def prepare_training_data(
     display.message(
         f"structures: {report.files} files -> {len(report.ok)} chains"
         + (f" ({short} shorter than {config.data.min_residues} residues left out)" if short else "")
-        + (
-            f", {len(report.failed)} failed (first: {report.failed[0]['error']}; all in featurize-report.json)"
-            if report.failed
-            else ""
-        )
     )
+    if report.failed:
+        display.warn(
+            f"warning: {len(report.failed)} inputs could not be used (first: {report.failed[0]['error']}); "
+            "every one with its reason in featurize-report.json"
+        )
     if not entries:
         reasons = "; ".join(str(f["error"]) for f in report.failed[:3])
         raise ProtstepsError(

@@ -243,6 +243,16 @@ def test_ctrl_c_saves_says_how_to_resume_and_exits_130(small_structures, tmp_pat
     assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == stopped["epoch"] + 1
 
 
+def test_inputs_that_cannot_be_used_are_a_warning_even_when_quiet(small_structures, tmp_path, capsys):
+    missing = tmp_path / "nowhere.pdb"
+    args = cli_args(
+        [*small_structures[:3], missing], tmp_path / "run", tmp_path / "cache", "--teacher", "none"
+    )
+    assert main([*args, "--epochs", "1"]) == 0  # cli_args passes -q
+    err = capsys.readouterr().err
+    assert f"warning: 1 inputs could not be used (first: {missing}: no such file or folder)" in err
+
+
 def test_resume_refuses_fewer_epochs_than_done_and_bad_training_values(small_structures, tmp_path, capsys):
     run = tmp_path / "run"
     assert (
