@@ -278,8 +278,7 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
     failed: list[dict[str, str]] = []
     seen: set[tuple[str, tuple[str, ...] | None]] = set()
 
-    def add(spec: str) -> None:
-        path, selection = split_selection(spec)
+    def add(spec: str, path: Path, selection: tuple[str, ...] | None) -> None:
         identity = (os.path.realpath(path), selection)
         if identity not in seen:
             seen.add(identity)
@@ -294,11 +293,11 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
                     {"source": item, "error": f"{item}: folder holds no .pdb/.ent/.cif/.mmcif(.gz) file"}
                 )
             for p in found:
-                add(str(p))
+                add(str(p), p, None)
         elif not path.exists():
             failed.append({"source": item, "error": f"{path}: no such file or folder"})
         elif selection is not None or is_structure_path(path) or _looks_like_structure(path):
-            add(item)
+            add(item, path, selection)
         elif depth == 0 and _is_path_list(path):
             base = path.parent
             for line in path.read_text("utf-8").splitlines():

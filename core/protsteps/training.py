@@ -520,9 +520,7 @@ def _pretrain(
                         export_encoder()
                     dist.barrier()
             stopped_early = bool(interrupted["stop"]) and step < stop_at
-            if stopped_early:
-                save(paths.last, epochs_completed)
-            elif step < total_steps:
+            if step < total_steps:  # stopped early, or max_steps reached: resume continues here
                 save(paths.last, epochs_completed)
     finally:
         display.close()

@@ -109,7 +109,6 @@ class ResidueGraph(Featurizer):
                 provides.add("edge_attr")
         self.provides = frozenset(provides)
         self.edge_attr_irreps = config.edge_attr_irreps if config.has_edges else ""
-        self.node_attr_irreps = ""
 
     def __repr__(self) -> str:
         return f"ResidueGraph({self.config})"

@@ -261,6 +261,8 @@ def test_resume_refuses_fewer_epochs_than_done_and_bad_training_values(small_str
     capsys.readouterr()
     assert main(["pretrain", "--resume", str(run), "--epochs", "1"]) == 1
     assert "has already completed 2 epochs" in capsys.readouterr().err
+    assert main(["pretrain", "--resume", str(run), "--epochs", "0"]) == 1
+    assert "[train]: epochs must be >= 1, got 0" in capsys.readouterr().err
     assert "epochs = 2" in (run / "config.toml").read_text()
     for setting, message in [
         ("train.lr=-1", "lr must be a positive number"),

@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 
-from ..errors import ConfigError, ProtstepsError
+from ..config import from_dict, to_dict
+from ..errors import ProtstepsError
 from ..registry import default_catalog
-from ..runconfig import load_run_config
+from ..runconfig import TrainConfig, load_run_config
 from ._app import app, console, err_console
 
 
@@ -94,12 +95,11 @@ def pretrain(
                 "--resume continues the run in its own folder; drop --out or give the same folder"
             )
         run_config = resume_config(resume, catalog)
-        if epochs is not None:
-            if epochs < 1:
-                raise ConfigError(f"--epochs must be >= 1, got {epochs}")
-            run_config.train.epochs = epochs
-        if device is not None:
-            run_config.train.device = device
+        # through the [train] validation, like a new run's options
+        overrides = {k: v for k, v in {"epochs": epochs, "device": device}.items() if v is not None}
+        run_config.train = from_dict(
+            TrainConfig, {**to_dict(run_config.train), **overrides}, section="[train]"
+        )
         out = resume
     else:
         if out is None:

@@ -27,6 +27,7 @@ from ._labels import (
     Split,
     normalize_split,
     read_table,
+    read_text,
     require_column,
 )
 
@@ -88,12 +89,7 @@ class StructureIndex:
 
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
-    try:
-        text = path.read_text("utf-8")
-    except FileNotFoundError:
-        raise ManifestError(f"{path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path} cannot be read as text: {exc}") from None
+    text = read_text(path)
     return [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 

@@ -331,10 +331,10 @@ def _write_tsv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]])
     atomic_write_text(path, buffer.getvalue())
 
 
-def _origin_order(skipped: Skipped) -> tuple[str, int, str]:
+def _origin_order(skipped: Skipped) -> tuple[str, int]:
     """Sort key of a row origin ``<file>:<line>`` (or an adapter's own origin)."""
     name, _, line = skipped.origin.rpartition(":")
-    return (name, int(line), "") if line.isdigit() else (skipped.origin, 0, "")
+    return (name, int(line)) if line.isdigit() else (skipped.origin, 0)
 
 
 def _summarise_skipped(skipped: Sequence[Skipped], total: int, path: Path) -> str:

@@ -178,6 +178,17 @@ def _delimiter(path: Path, head: str) -> str:
     return "\t" if "\t" in first else ","
 
 
+def read_text(path: Path, what: str = "", encoding: str = "utf-8") -> str:
+    """The text of a label-side file; a missing or unreadable one is a :class:`ManifestError`
+    naming it (``what`` prefixes the path: "label file ")."""
+    try:
+        return path.read_text(encoding)
+    except FileNotFoundError:
+        raise ManifestError(f"{what}{path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{what}{path} cannot be read as text: {exc}") from None
+
+
 def read_table(path: str | os.PathLike[str]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """The header and the rows (with their line numbers) of a CSV or TSV file.
 
@@ -186,12 +197,7 @@ def read_table(path: str | os.PathLike[str]) -> tuple[list[str], list[tuple[int,
     starts with ``#`` are skipped; cells are stripped.
     """
     path = Path(path)
-    try:
-        text = path.read_text("utf-8-sig")
-    except FileNotFoundError:
-        raise ManifestError(f"label file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"label file {path} cannot be read as text: {exc}") from None
+    text = read_text(path, "label file ", "utf-8-sig")
     reader = csv.reader(io.StringIO(text), delimiter=_delimiter(path, text))
     header: list[str] | None = None
     rows: list[tuple[int, dict[str, str]]] = []
