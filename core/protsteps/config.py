@@ -147,8 +147,6 @@ def fields_of(cls: type) -> list[FieldInfo]:
 def closest(name: str, known: list[str]) -> str | None:
     """The known name closest to ``name``, if any is close (case is ignored: ``GIN`` -> ``gin``)."""
     by_lower = {k.lower(): k for k in known}
-    if name.lower() in by_lower:
-        return by_lower[name.lower()]
     matches = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.5)
     return by_lower[matches[0]] if matches else None
 

@@ -104,8 +104,6 @@ def angle_encoding(
             f"dihedrals and mask must both be [N, 3], got {tuple(dihedrals.shape)} and {tuple(mask.shape)}"
         )
     columns = list(_ANGLE_COLUMNS[angles])
-    if not columns:
-        return dihedrals.new_zeros(dihedrals.shape[0], 0)
     alpha = dihedrals[:, columns]
     alpha = torch.remainder(alpha + math.pi, 2 * math.pi) - math.pi
     step = 2 * math.pi / num_basis

@@ -73,23 +73,28 @@ def test_unusable_rows_are_reported_with_reasons_never_dropped(
         [str(small_structures[2]), "", "x", ""],
         [str(small_structures[4]), "", "y", ""],
         [str(small_structures[5]), "", "x", ""],
-        ["missing.pdb", "", "y", ""],
         [str(small_structures[3]), "Z", "x", ""],
         [str(garbage), "", "y", ""],
         [str(structures_dir / "masif" / "1A2K_AB.pdb.gz"), "", "x", ""],
+        # found missing while reading the labels, before the others fail to featurize
+        ["missing.pdb", "", "y", ""],
     ]
     data = read_manifest(manifest(tmp_path / "m.tsv", rows))
     result = finetune(data, None, tmp_path / "run", settings(graph_cache, mode="probe"), scratch=scratch())
     assert result.metrics["counts"]["labelled_rows"] == 9
     assert result.metrics["counts"]["skipped"] == 4 and result.metrics["counts"]["proteins"] == 5
     with open(tmp_path / "run" / "skipped.tsv") as fh:
-        skipped = {r["origin"]: r["reason"] for r in csv.DictReader(fh, delimiter="\t")}
-    assert skipped["m.tsv:7"].startswith("structure file not found")
-    assert "no protein chain Z (protein chains: F)" in skipped["m.tsv:8"]
-    assert "garbage.pdb: no ATOM or HETATM records" in skipped["m.tsv:9"]
-    assert "holds 2 chains (A, B); name one in the chain column" in skipped["m.tsv:10"]
+        rows_out = list(csv.DictReader(fh, delimiter="\t"))
+    # in label-file order, whichever step found the problem
+    assert [r["origin"] for r in rows_out] == ["m.tsv:7", "m.tsv:8", "m.tsv:9", "m.tsv:10"]
+    skipped = {r["origin"]: r["reason"] for r in rows_out}
+    assert skipped["m.tsv:10"].startswith("structure file not found")
+    assert "no protein chain Z (protein chains: F)" in skipped["m.tsv:7"]
+    assert "garbage.pdb: no ATOM or HETATM records" in skipped["m.tsv:8"]
+    assert "holds 2 chains (A, B); name one in the chain column" in skipped["m.tsv:9"]
     out = capsys.readouterr().out
-    assert "4 of 9 labelled rows cannot be used (first: m.tsv:7: structure file not found" in out
+    assert "4 of 9 labelled rows cannot be used (first: m.tsv:7: " in out
+    assert "no protein chain Z" in out.split("(first: m.tsv:7: ")[1].split(";")[0]
     # one row per split at least was drawn, stratified, with seed 0
     assert {r["split"] for r in csv.DictReader(open(tmp_path / "run" / "splits.tsv"), delimiter="\t")} == {
         "train",
