@@ -6,11 +6,16 @@ frozen-trunk cache.
 >>> teacher(["MKTAYIAK", "GSHM"]).shape                                          # doctest: +SKIP
 torch.Size([12, 320])
 
+Windows, batching and the frozen-trunk cache (:class:`TrunkCache`, :class:`TrunkKey`,
+:func:`windows`) are the core's :mod:`protsteps.teachers`, shared with other teachers and
+re-exported here.
+
 :mod:`protsteps_esm.testing` writes small random ESM-2 checkpoints in fair-esm's on-disk
 format for tests and benchmarks.
 """
 
-from ._cache import TrunkCache, TrunkKey
+from protsteps.teachers import TrunkCache, TrunkKey, windows
+
 from ._config import ESM2_MODELS, MAX_WINDOW, ESM2Architecture, ESMConfig
 from ._factory import build_esm_teacher
 from ._loading import (
@@ -22,7 +27,7 @@ from ._loading import (
     read_checkpoint,
     trunk_fingerprint,
 )
-from ._teacher import ESMTeacher, TeacherTail, normalize_sequence, windows
+from ._teacher import ESMTeacher, TeacherTail, normalize_sequence
 
 __all__ = [
     "ALLOWED_GLOBALS",

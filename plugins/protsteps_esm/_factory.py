@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from protsteps import BuildContext
 from protsteps.errors import ConfigError
+from protsteps.teachers import TrunkCache
 
-from ._cache import TrunkCache
 from ._config import MAX_WINDOW, ESMConfig
 from ._loading import load_esm2
 from ._teacher import ESMTeacher

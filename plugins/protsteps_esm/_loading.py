@@ -21,14 +21,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import pickle
 import re
-import socket
-import threading
+import socket  # noqa: F401  (the probe's connections: tests patch protsteps_esm._loading.socket)
 import urllib.error
-import urllib.parse
-import urllib.request
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -40,6 +36,7 @@ import torch
 from esm.model.esm2 import ESM2
 
 from protsteps.errors import ComponentUnavailableError, ProtstepsError
+from protsteps.teachers import PROBE_TIMEOUT_S, probe, tensor_fingerprint
 
 __all__ = [
     "ALLOWED_GLOBALS",
@@ -60,9 +57,6 @@ ALLOWED_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
 
 #: fair-esm 2.0.0's download location for model weights (``pretrained._download_model_and_regression_data``)
 MODEL_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt"
-
-#: how long the connectivity probe waits before declaring the download site unreachable
-PROBE_TIMEOUT_S = 3.0
 
 _CFG_FIELDS = ("encoder_layers", "encoder_embed_dim", "encoder_attention_heads", "token_dropout")
 _WAYS_OUT = (
@@ -214,43 +208,6 @@ def build_esm2(name: str, data: dict[str, Any], path: Path) -> tuple[ESM2, esm.d
     return model.eval(), alphabet
 
 
-def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
-    """Check within ``timeout`` seconds that a TCP connection to ``url``'s host (or to the
-    HTTPS proxy, when one is configured) can be opened.
-
-    Returns ``None`` when it can, otherwise a short reason. Name resolution is covered by the
-    timeout too: it runs in a daemon thread that is abandoned when it takes too long.
-    """
-    parsed = urllib.parse.urlsplit(url)
-    host, port = parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80)
-    proxy = urllib.request.getproxies().get(parsed.scheme)
-    if proxy and not urllib.request.proxy_bypass(host):
-        proxied = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-        host, port = proxied.hostname or host, proxied.port or 80
-    outcome: dict[str, BaseException | None] = {}
-
-    def connect() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                outcome["error"] = None
-        except BaseException as exc:  # any failure means unreachable; reported below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=connect, name=f"probe {host}", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if "error" not in outcome:
-        return f"{host} did not answer within {timeout:g} s"
-    error = outcome["error"]
-    if error is None:
-        return None
-    if isinstance(error, socket.gaierror):
-        return f"{host} cannot be resolved (no network?)"
-    if isinstance(error, (TimeoutError, socket.timeout)):
-        return f"{host} did not answer within {timeout:g} s"
-    return f"{host} cannot be reached ({error})"
-
-
 def _download(name: str, destination: Path) -> str | None:
     """Fetch fair-esm's weights file into ``destination``; a reason on failure."""
     url = MODEL_URL.format(name=name)
@@ -323,16 +280,11 @@ def trunk_fingerprint(model: ESM2, num_trunk_layers: int) -> str:
     """SHA-256 over what the frozen trunk's output depends on: the architecture, the token
     embedding and the first ``num_trunk_layers`` transformer layers (names, dtypes, shapes,
     bytes). The trainable tail is left out on purpose, so training it keeps the key stable."""
-    digest = hashlib.sha256()
-    digest.update(
+    header = (
         f"esm2 layers={model.num_layers} dim={model.embed_dim} heads={model.attention_heads} "
-        f"token_dropout={bool(model.token_dropout)} trunk={num_trunk_layers}".encode()
+        f"token_dropout={bool(model.token_dropout)} trunk={num_trunk_layers}"
     )
     tensors: list[tuple[str, torch.Tensor]] = [("embed_tokens.weight", model.embed_tokens.weight)]
     for i in range(num_trunk_layers):
         tensors += [(f"layers.{i}.{n}", t) for n, t in model.layers[i].state_dict().items()]
-    for label, tensor in tensors:
-        data = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{label} {data.dtype} {tuple(data.shape)}".encode())
-        digest.update(data.reshape(-1).view(torch.uint8).numpy().data)
-    return digest.hexdigest()
+    return tensor_fingerprint(header, tensors)

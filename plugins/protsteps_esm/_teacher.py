@@ -12,28 +12,27 @@ so the output equals ``ESM2(tokens, repr_layers=[ℓ])["representations"][ℓ]``
 and padding removed. Layers above ``ℓ`` are never run. The attention padding mask is
 passed to every layer exactly as ``ESM2.forward`` does (``None`` when a batch has no
 padding), so a sequence's states do not depend on what it is batched with.
+
+Windows, batching, the trunk cache and replacement tails come from
+:class:`protsteps.teachers.TrunkTailTeacher`; this module holds what is ESM-2's own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import esm
 import torch
 from esm.model.esm2 import ESM2
 from torch import Tensor, nn
-from torch.func import functional_call
 
-from protsteps import Teacher
-from protsteps.errors import ConfigError
+from protsteps.teachers import TAIL_MIN_FILL, TrunkCache, TrunkTailTeacher, windows
 
-from ._cache import TrunkCache, TrunkKey
 from ._config import MAX_WINDOW
 from ._loading import trunk_fingerprint
 
-__all__ = ["ESMTeacher", "TeacherTail", "normalize_sequence", "windows"]
+__all__ = ["TAIL_MIN_FILL", "ESMTeacher", "TeacherTail", "normalize_sequence", "windows"]
 
 #: one-letter codes ESM-2's vocabulary has for residues; anything else becomes X
 _RESIDUE_CODES = frozenset("ACDEFGHIKLMNPQRSTVWYXBUZO")
@@ -44,25 +43,6 @@ def normalize_sequence(sequence: str) -> str:
     (gaps, digits, ``*``, ...) by ``X``, one character per residue, so the output stays
     aligned with the input."""
     return "".join(c if c in _RESIDUE_CODES else "X" for c in sequence.upper())
-
-
-def windows(length: int, window: int, stride: int) -> list[tuple[int, int]]:
-    """``[start, end)`` spans covering ``0..length`` with at most ``window`` residues each.
-
-    Starts are ``0, stride, 2 stride, ...``; the last window is aligned to the chain's end
-    so that every window is full. A chain that fits is one span; an empty one has none.
-    """
-    if length <= 0:
-        return []
-    if length <= window:
-        return [(0, length)]
-    starts = [*range(0, length - window, stride), length - window]
-    return [(s, s + window) for s in starts]
-
-
-#: With the trunk cached, only the tail runs on each group: smaller, tighter groups cost
-#: little and waste less on padding than the groups the whole model runs on.
-TAIL_MIN_FILL = 0.9
 
 
 class TeacherTail(nn.Module):
@@ -88,7 +68,7 @@ class TeacherTail(nn.Module):
         return x
 
 
-class ESMTeacher(Teacher):
+class ESMTeacher(TrunkTailTeacher):
     """ESM-2 as a :class:`protsteps.Teacher`.
 
     Parameters
@@ -111,6 +91,9 @@ class ESMTeacher(Teacher):
     weights_path, source:
         Where the weights came from, for :meth:`describe`.
 
+    ``tail_parameters()`` names are fair-esm's (``layers.5.fc1.weight``, ...,
+    ``emb_layer_norm_after.weight``).
+
     Notes
     -----
     The module's parameters, and so its ``state_dict``, hold only the tail: the frozen
@@ -118,6 +101,9 @@ class ESMTeacher(Teacher):
     ``teacher.parameters()`` sees only what may be trained. ``.to()`` and the like move the
     trunk too, and ``train()`` leaves the trunk in eval mode.
     """
+
+    # fair-esm's layers take time-major states
+    time_major = True
 
     def __init__(
         self,
@@ -134,86 +120,46 @@ class ESMTeacher(Teacher):
         weights_path: Path | None = None,
         source: str = "",
     ) -> None:
-        super().__init__()
-        num_layers = int(model.num_layers)
-        resolved = layer if layer >= 0 else num_layers + 1 + layer
-        if not 0 <= resolved <= num_layers:
-            raise ConfigError(
-                f"teacher layer {layer} is out of range: {name} has {num_layers} transformer layers, "
-                f"so layer must be in 0..{num_layers} or -{num_layers + 1}..-1"
-            )
-        if not 0 <= trainable_layers <= resolved:
-            raise ConfigError(
-                f"teacher trainable_layers {trainable_layers} must be in 0..{resolved}: the tail is "
-                f"made of the layers just below the representation (layer {resolved})"
-            )
-        if not 1 <= window <= MAX_WINDOW:
-            raise ConfigError(f"teacher window {window} must be in 1..{MAX_WINDOW} residues")
-        if not 1 <= stride <= window:
-            raise ConfigError(f"teacher stride {stride} must be in 1..window ({window})")
-        if max_tokens < 1:
-            raise ConfigError(f"teacher max_tokens {max_tokens} must be at least 1")
-
-        # Kept outside the module tree on purpose: see Notes.
-        object.__setattr__(self, "_esm", model.eval())
+        super().__init__(
+            model,
+            name=name,
+            num_layers=int(model.num_layers),
+            embed_dim=int(model.embed_dim),
+            layer=layer,
+            trainable_layers=trainable_layers,
+            window=window,
+            stride=stride,
+            max_window=MAX_WINDOW,
+            max_tokens=max_tokens,
+            cache=cache,
+            weights_path=weights_path,
+            source=source,
+        )
         self.alphabet = alphabet
-        self.model_name = name
-        self.weights_path = weights_path
-        self.source = source
-        self.num_layers = num_layers
-        self.embed_dim = int(model.embed_dim)
-        self.layer = resolved
-        self.trainable_layers = trainable_layers
-        self.trunk_layers = resolved - trainable_layers
-        self.window = window
-        self.stride = stride
-        self.max_tokens = max_tokens
-        self.cache = cache
-        self._fingerprint: str | None = None
         self._token_index = {c: alphabet.get_idx(c) for c in _RESIDUE_CODES}
-        # Without a cache, the trunk states of the last call: a pseudo bi-level step embeds
-        # the same sequences twice (with theta and theta'), and the trunk is the same both times.
-        self._last_trunk: tuple[Any, list[tuple[list[int], Tensor, Tensor | None]]] | None = None
-
-        model.requires_grad_(False)
-        last_is_representation = resolved == num_layers and trainable_layers > 0
+        last_is_representation = self.layer == self.num_layers and trainable_layers > 0
         self.tail = TeacherTail(
-            {i: model.layers[i] for i in range(self.trunk_layers, resolved)},
+            {i: model.layers[i] for i in range(self.trunk_layers, self.layer)},
             model.emb_layer_norm_after if last_is_representation else None,
         )
         self.tail.requires_grad_(True)
         self.train()
 
-    # -- module plumbing ------------------------------------------------------------------
-
     @property
     def esm(self) -> ESM2:
         """The fair-esm model (trunk and tail; the tail's layers are shared with it)."""
-        return self._esm  # type: ignore[no-any-return]
-
-    def _apply(self, fn: Any, recurse: bool = True) -> ESMTeacher:
-        # conversions (.to, .cuda, .double, ...) are idempotent, so the shared tail layers
-        # converted twice stay correct
-        self._esm._apply(fn, recurse)
-        return super()._apply(fn, recurse)  # type: ignore[return-value]
-
-    def train(self, mode: bool = True) -> ESMTeacher:
-        """Set the tail's mode; the frozen trunk always stays in eval mode."""
-        self._esm.eval()
-        super().train(mode)
-        return self
-
-    def tail_parameters(self) -> dict[str, Tensor]:
-        """The tail's parameters by name (``layers.5.fc1.weight``, ...), the tensors
-        themselves: gradients and optimisers act on the stored tail. Empty when k = 0."""
-        return dict(self.tail.named_parameters())
+        return self._model  # type: ignore[no-any-return]
 
     @property
-    def trunk_fingerprint(self) -> str:
-        """SHA-256 of the trunk's weights (computed on first use; part of the cache key)."""
-        if self._fingerprint is None:
-            self._fingerprint = trunk_fingerprint(self._esm, self.trunk_layers)
-        return self._fingerprint
+    def _trunk_weight(self) -> Tensor:
+        return self.esm.embed_tokens.weight
+
+    def _fingerprint_trunk(self) -> str:
+        return trunk_fingerprint(self.esm, self.trunk_layers)
+
+    def normalize(self, sequence: str) -> str:
+        """See :func:`normalize_sequence`."""
+        return normalize_sequence(sequence)
 
     def describe(self) -> str:
         """One line for a run summary: model, weights, representation layer, tail, cache."""
@@ -221,127 +167,26 @@ class ESMTeacher(Teacher):
         tail = ", ".join(f"layer {int(i) + 1}" for i in self.tail.layers) or "none (all frozen)"
         if self.tail.emb_layer_norm_after is not None:
             tail += " + final layer norm"
-        if self.cache is None:
-            cache = "off"
-        else:
-            cache = f"{self.cache.max_bytes // 2**20} MiB in memory"
-            if self.cache.directory is not None:
-                cache += f" + {self.cache.directory}"
         return (
             f"ESM-2 {self.model_name} ({self.num_layers} layers, dim {self.embed_dim}){where}; "
-            f"representation: layer {self.layer}; trainable tail: {tail}; trunk cache: {cache}"
+            f"representation: layer {self.layer}; trainable tail: {tail}; trunk cache: {self._describe_cache()}"
         )
-
-    # -- forward ------------------------------------------------------------------------
 
     def forward(self, sequences: Sequence[str], tail: Mapping[str, Tensor] | None = None) -> Tensor:
-        """Per-residue embeddings of ``sequences``.
-
-        Parameters
-        ----------
-        sequences:
-            One-letter sequences; characters without an ESM-2 residue token count as X.
-        tail:
-            Replacement tail tensors by the names of :meth:`tail_parameters` (all of them),
-            e.g. ``theta' = theta - alpha * grad`` built with ``create_graph=True``; the tail
-            is evaluated with them through :func:`torch.func.functional_call` and gradients
-            flow back to them. ``None`` uses the stored tail.
-
-        Returns
-        -------
-        Tensor
-            ``[sum(len(s)), embed_dim]``, the sequences' residues concatenated in order,
-            BOS/EOS/padding removed; rows of residues covered by several windows are the mean
-            of those windows' rows.
-        """
-        if isinstance(sequences, str):
-            raise TypeError("sequences must be a list of strings, not one string")
-        replacement = self._check_tail(tail)
+        """Per-residue embeddings ``[sum(len(s)), embed_dim]``; see
+        :meth:`protsteps.teachers.TrunkTailTeacher.forward`."""
         if not torch.is_inference_mode_enabled():
             self._forget_inference_tables()
-        normalized = [normalize_sequence(s) for s in sequences]
-        plans = [
-            [(a, b, seq[a:b]) for a, b in windows(len(seq), self.window, self.stride)] for seq in normalized
-        ]
-        segments = list(dict.fromkeys(seg for plan in plans for _, _, seg in plan))
-        embedded = dict(zip(segments, self._embed_segments(segments, replacement), strict=True))
-        rows = []
-        for seq, plan in zip(normalized, plans, strict=True):
-            if len(plan) == 1:
-                rows.append(embedded[plan[0][2]])
-            elif plan:
-                rows.append(self._stitch(len(seq), [(a, b, embedded[seg]) for a, b, seg in plan]))
-        if not rows:
-            weight = self._esm.embed_tokens.weight
-            return weight.new_zeros(0, self.embed_dim)
-        return torch.cat(rows)
-
-    def precompute(self, sequences: Sequence[str]) -> int:
-        """Fill the trunk cache for ``sequences`` (all their windows); returns how many
-        windows had to be computed. Without a cache nothing happens and 0 is returned."""
-        if self.cache is None:
-            return 0
-        segments = list(
-            dict.fromkeys(
-                seq[a:b]
-                for seq in map(normalize_sequence, sequences)
-                for a, b in windows(len(seq), self.window, self.stride)
-            )
-        )
-        misses = self.cache.misses
-        self._trunk_states(segments)
-        return self.cache.misses - misses
+        return super().forward(sequences, tail)
 
     def _forget_inference_tables(self) -> None:
         """fair-esm's rotary embedding keeps cos/sin tables between calls; made under
         ``torch.inference_mode`` they would break a later call that records gradients."""
-        for layer in self._esm.layers:
+        for layer in self.esm.layers:
             rotary = layer.self_attn.rot_emb
             table = getattr(rotary, "_cos_cached", None)
             if isinstance(table, Tensor) and table.is_inference():
                 rotary._seq_len_cached = None
-
-    def _check_tail(self, tail: Mapping[str, Tensor] | None) -> dict[str, Tensor] | None:
-        if tail is None:
-            return None
-        expected = set(dict(self.tail.named_parameters()))
-        given = set(tail)
-        if given != expected:
-            parts = []
-            if expected - given:
-                parts.append(f"missing {', '.join(sorted(expected - given))}")
-            if given - expected:
-                parts.append(f"unknown {', '.join(sorted(given - expected))}")
-            raise ValueError(f"tail tensors do not match tail_parameters(): {'; '.join(parts)}")
-        return dict(tail)
-
-    @staticmethod
-    def _stitch(length: int, pieces: list[tuple[int, int, Tensor]]) -> Tensor:
-        """Average window rows: pieces are (start, end, [end - start, E])."""
-        first = pieces[0][2]
-        total = first.new_zeros(length, first.shape[1])
-        count = first.new_zeros(length, 1)
-        for a, b, rows in pieces:
-            total = total.index_add(0, torch.arange(a, b, device=rows.device), rows)
-            count[a:b] += 1
-        return total / count
-
-    def _batches(self, lengths: Sequence[int], min_fill: float = 0.7) -> list[list[int]]:
-        """Indices grouped so that each group, padded to its longest member (tokens incl.
-        BOS/EOS), holds at most ``max_tokens`` tokens, longest first; a sequence shorter than
-        ``min_fill`` of its group's longest starts a new group, so that padding (computed and
-        thrown away) stays below ``1 - min_fill`` of a group."""
-        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        batches: list[list[int]] = []
-        for i in order:
-            if batches:
-                longest = lengths[batches[-1][0]] + 2
-                fits = (len(batches[-1]) + 1) * longest <= self.max_tokens
-                if fits and lengths[i] + 2 >= min_fill * longest:
-                    batches[-1].append(i)
-                    continue
-            batches.append([i])
-        return batches
 
     def _tokens(self, segments: Sequence[str]) -> Tensor:
         """[B, T] long: BOS, residues, EOS, then padding (fair-esm's BatchConverter layout)."""
@@ -352,12 +197,12 @@ class ESMTeacher(Teacher):
             tokens[b, 0] = a.cls_idx
             tokens[b, 1 : len(seg) + 1] = torch.tensor([self._token_index[c] for c in seg], dtype=torch.long)
             tokens[b, len(seg) + 1] = a.eos_idx
-        return tokens.to(self._esm.embed_tokens.weight.device)
+        return tokens.to(self.esm.embed_tokens.weight.device)
 
     def _trunk(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
         """The frozen part of ``ESM2.forward``: x [T, B, E] entering the tail, and the padding
         mask [B, T] (None without padding) as fair-esm passes it to its layers."""
-        model = self._esm
+        model = self.esm
         padding_mask = tokens.eq(model.padding_idx)
         with torch.no_grad():
             x = model.embed_scale * model.embed_tokens(tokens)
@@ -378,58 +223,3 @@ class ESMTeacher(Teacher):
                 # k = 0 with the last layer: the final norm is frozen like everything else
                 x = model.emb_layer_norm_after(x)
         return x, mask
-
-    def _run_tail(self, x: Tensor, mask: Tensor | None, replacement: dict[str, Tensor] | None) -> Tensor:
-        if replacement is None:
-            return self.tail(x, mask)  # type: ignore[no-any-return]
-        return functional_call(self.tail, replacement, (x, mask))  # type: ignore[no-any-return]
-
-    def _trunk_states(self, segments: Sequence[str]) -> list[Tensor]:
-        """Per segment, [len + 2, E] states entering the tail, from the cache when possible."""
-        assert self.cache is not None
-        keys = [TrunkKey(self.model_name, self.trunk_fingerprint, self.trunk_layers, s) for s in segments]
-        states: list[Tensor | None] = [self.cache.get(k) for k in keys]
-        missing = [i for i, s in enumerate(states) if s is None]
-        for batch in self._batches([len(segments[i]) for i in missing]):
-            chosen = [missing[j] for j in batch]
-            x, _ = self._trunk(self._tokens([segments[i] for i in chosen]))
-            for b, i in enumerate(chosen):
-                computed = x[: len(segments[i]) + 2, b]
-                self.cache.put(keys[i], computed)
-                states[i] = computed
-        return states  # type: ignore[return-value]
-
-    def _embed_segments(self, segments: Sequence[str], replacement: dict[str, Tensor] | None) -> list[Tensor]:
-        """[len, E] embeddings per segment (each a window short enough for the model)."""
-        lengths = [len(s) for s in segments]
-        out: list[Tensor | None] = [None] * len(segments)
-        if self.cache is None:
-            weight = self._esm.embed_tokens.weight
-            key = (tuple(segments), weight.device, weight.dtype)
-            if self._last_trunk is not None and self._last_trunk[0] == key:
-                trunk = self._last_trunk[1]
-            else:
-                trunk = []
-                for batch in self._batches(lengths):
-                    x, mask = self._trunk(self._tokens([segments[i] for i in batch]))
-                    trunk.append((batch, x, mask))
-                self._last_trunk = (key, trunk)
-            for batch, x, mask in trunk:
-                y = self._run_tail(x, mask, replacement)
-                for b, i in enumerate(batch):
-                    out[i] = y[1 : lengths[i] + 1, b]
-            return out  # type: ignore[return-value]
-        states = self._trunk_states(segments)
-        weight = self._esm.embed_tokens.weight
-        for batch in self._batches(lengths, TAIL_MIN_FILL):
-            width = lengths[batch[0]] + 2
-            # re-padded with zeros, as ESM2.forward zeroes padded embeddings
-            x = weight.new_zeros(width, len(batch), self.embed_dim)
-            mask = torch.zeros(len(batch), width, dtype=torch.bool, device=weight.device)
-            for b, i in enumerate(batch):
-                x[: lengths[i] + 2, b] = states[i].to(device=weight.device, dtype=weight.dtype)
-                mask[b, lengths[i] + 2 :] = True
-            y = self._run_tail(x, mask if bool(mask.any()) else None, replacement)
-            for b, i in enumerate(batch):
-                out[i] = y[1 : lengths[i] + 1, b]
-        return out  # type: ignore[return-value]

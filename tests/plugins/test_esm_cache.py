@@ -86,9 +86,7 @@ def test_training_the_tail_keeps_the_cache_valid(tiny: Path, sequences: list[str
     assert cached.cache is not None and cached.cache.misses == 3
     torch.testing.assert_close(cached(sequences[:3]), plain(sequences[:3]), rtol=0, atol=1e-5)
     torch.testing.assert_close(cached(sequences[:3]), full_forward(cached, sequences[:3]), rtol=0, atol=1e-5)
-    assert (
-        cached.trunk_fingerprint == fingerprint == cached.__class__.__dict__["trunk_fingerprint"].fget(plain)
-    )
+    assert cached.trunk_fingerprint == fingerprint == type(cached).trunk_fingerprint.fget(plain)
 
 
 def test_disk_cache_is_shared_between_teachers(tiny: Path, sequences: list[str], tmp_path: Path) -> None:
