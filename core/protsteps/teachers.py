@@ -45,6 +45,7 @@ from .files import atomic_torch_save
 __all__ = [
     "PROBE_TIMEOUT_S",
     "TAIL_MIN_FILL",
+    "ResidueVocabulary",
     "TrunkCache",
     "TrunkKey",
     "TrunkTailTeacher",
@@ -258,6 +259,44 @@ class TrunkCache:
 
 # -- the teacher ----------------------------------------------------------------------------
 
+
+@dataclasses.dataclass(frozen=True)
+class ResidueVocabulary:
+    """How a model's tokenizer spells a protein.
+
+    residues: token id of each one-letter residue code the model reads (upper case).
+    start, end, padding: ids of the token before the residues (BOS, [CLS]), after them
+        (EOS, [SEP]) and of padding.
+    unknown: the code every other character is read as (it must be in ``residues``).
+    """
+
+    residues: Mapping[str, int]
+    start: int
+    end: int
+    padding: int
+    unknown: str = "X"
+
+    def __post_init__(self) -> None:
+        if self.unknown not in self.residues:
+            raise ValueError(f"the unknown-residue code {self.unknown!r} has no token")
+
+    def normalize(self, sequence: str) -> str:
+        """Upper-case ``sequence`` and read every character without a residue token (gaps,
+        digits, ``*``, ...) as :attr:`unknown`, one character per residue, so that the
+        output stays aligned with the input."""
+        return "".join(c if c in self.residues else self.unknown for c in sequence.upper())
+
+    def tokens(self, segments: Sequence[str]) -> Tensor:
+        """[B, T] long (CPU): start, residues, end, then padding; T = longest + 2."""
+        width = max(len(s) for s in segments) + 2
+        tokens = torch.full((len(segments), width), self.padding, dtype=torch.long)
+        for b, seg in enumerate(segments):
+            tokens[b, 0] = self.start
+            tokens[b, 1 : len(seg) + 1] = torch.tensor([self.residues[c] for c in seg], dtype=torch.long)
+            tokens[b, len(seg) + 1] = self.end
+        return tokens
+
+
 #: per batch of the uncached path: the sequences' indices, the trunk states, the padding mask
 _TrunkBatch = tuple[list[int], Tensor, "Tensor | None"]
 
@@ -271,6 +310,8 @@ class TrunkTailTeacher(Teacher):
         The whole language model. It is kept outside the module tree (see Notes), put in
         eval mode and frozen; the subclass builds :attr:`tail` from its last layers after
         calling this constructor, then calls ``self.train()``.
+    vocabulary:
+        The model's residue tokens, start, end and padding tokens.
     name:
         The model's name, part of the cache key.
     num_layers, embed_dim:
@@ -293,10 +334,6 @@ class TrunkTailTeacher(Teacher):
 
     What a subclass provides
     ------------------------
-    ``normalize(sequence)``
-        The sequence as the model reads it, one character per residue.
-    ``_tokens(segments)``
-        ``[B, T]`` long on the model's device: start token, residues, end token, padding.
     ``_trunk(tokens)``
         The frozen part, run without gradients: hidden states entering the tail and the
         padding mask ``[B, T]`` bool (True at padding; ``None`` when nothing is padded).
@@ -329,6 +366,7 @@ class TrunkTailTeacher(Teacher):
     def __init__(
         self,
         model: nn.Module,
+        vocabulary: ResidueVocabulary,
         *,
         name: str,
         num_layers: int,
@@ -364,6 +402,7 @@ class TrunkTailTeacher(Teacher):
 
         # Kept outside the module tree on purpose: see Notes.
         object.__setattr__(self, "_model", model.eval())
+        self.vocabulary = vocabulary
         self.model_name = name
         self.weights_path = weights_path
         self.source = source
@@ -385,15 +424,6 @@ class TrunkTailTeacher(Teacher):
     # -- what a model provides ------------------------------------------------------------
 
     @abc.abstractmethod
-    def normalize(self, sequence: str) -> str:
-        """``sequence`` as the model reads it: one character per residue, every character
-        the model has no residue token for replaced."""
-
-    @abc.abstractmethod
-    def _tokens(self, segments: Sequence[str]) -> Tensor:
-        """[B, T] long on the model's device: start, residues, end, then padding."""
-
-    @abc.abstractmethod
     def _trunk(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
         """The frozen part (no gradients): states entering the tail and the padding mask
         [B, T] (True at padding, ``None`` without padding)."""
@@ -407,6 +437,14 @@ class TrunkTailTeacher(Teacher):
     @abc.abstractmethod
     def _trunk_weight(self) -> Tensor:
         """A trunk parameter: the device and dtype of the hidden states."""
+
+    def normalize(self, sequence: str) -> str:
+        """``sequence`` as the model reads it (see :meth:`ResidueVocabulary.normalize`)."""
+        return self.vocabulary.normalize(sequence)
+
+    def _tokens(self, segments: Sequence[str]) -> Tensor:
+        """[B, T] long on the model's device: start, residues, end, then padding."""
+        return self.vocabulary.tokens(segments).to(self._trunk_weight.device)
 
     # -- module plumbing ------------------------------------------------------------------
 

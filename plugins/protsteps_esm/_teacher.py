@@ -27,7 +27,7 @@ import torch
 from esm.model.esm2 import ESM2
 from torch import Tensor, nn
 
-from protsteps.teachers import TAIL_MIN_FILL, TrunkCache, TrunkTailTeacher, windows
+from protsteps.teachers import TAIL_MIN_FILL, ResidueVocabulary, TrunkCache, TrunkTailTeacher, windows
 
 from ._config import MAX_WINDOW
 from ._loading import trunk_fingerprint
@@ -120,8 +120,15 @@ class ESMTeacher(TrunkTailTeacher):
         weights_path: Path | None = None,
         source: str = "",
     ) -> None:
+        vocabulary = ResidueVocabulary(
+            {c: alphabet.get_idx(c) for c in _RESIDUE_CODES},
+            start=alphabet.cls_idx,
+            end=alphabet.eos_idx,
+            padding=alphabet.padding_idx,
+        )
         super().__init__(
             model,
+            vocabulary,
             name=name,
             num_layers=int(model.num_layers),
             embed_dim=int(model.embed_dim),
@@ -136,7 +143,6 @@ class ESMTeacher(TrunkTailTeacher):
             source=source,
         )
         self.alphabet = alphabet
-        self._token_index = {c: alphabet.get_idx(c) for c in _RESIDUE_CODES}
         last_is_representation = self.layer == self.num_layers and trainable_layers > 0
         self.tail = TeacherTail(
             {i: model.layers[i] for i in range(self.trunk_layers, self.layer)},
@@ -156,10 +162,6 @@ class ESMTeacher(TrunkTailTeacher):
 
     def _fingerprint_trunk(self) -> str:
         return trunk_fingerprint(self.esm, self.trunk_layers)
-
-    def normalize(self, sequence: str) -> str:
-        """See :func:`normalize_sequence`."""
-        return normalize_sequence(sequence)
 
     def describe(self) -> str:
         """One line for a run summary: model, weights, representation layer, tail, cache."""
@@ -187,17 +189,6 @@ class ESMTeacher(TrunkTailTeacher):
             table = getattr(rotary, "_cos_cached", None)
             if isinstance(table, Tensor) and table.is_inference():
                 rotary._seq_len_cached = None
-
-    def _tokens(self, segments: Sequence[str]) -> Tensor:
-        """[B, T] long: BOS, residues, EOS, then padding (fair-esm's BatchConverter layout)."""
-        a = self.alphabet
-        width = max(len(s) for s in segments) + 2
-        tokens = torch.full((len(segments), width), a.padding_idx, dtype=torch.long)
-        for b, seg in enumerate(segments):
-            tokens[b, 0] = a.cls_idx
-            tokens[b, 1 : len(seg) + 1] = torch.tensor([self._token_index[c] for c in seg], dtype=torch.long)
-            tokens[b, len(seg) + 1] = a.eos_idx
-        return tokens.to(self.esm.embed_tokens.weight.device)
 
     def _trunk(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
         """The frozen part of ``ESM2.forward``: x [T, B, E] entering the tail, and the padding
