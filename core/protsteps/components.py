@@ -103,6 +103,10 @@ class BuildContext:
     teacher_dim: int | None = None
     encoder_dim: int | None = None
     device: torch.device | None = None
+    #: the encoder's name and the width of its :attr:`EncoderOutput.structure` (``None``
+    #: when it does not expose one), for schemes and tasks built after it
+    encoder: str | None = None
+    structure_dim: int | None = None
 
 
 @dataclasses.dataclass
@@ -112,10 +116,17 @@ class EncoderOutput:
     node: [N, d] float, one row per residue of the batch.
     graph: [B, d] float, one row per protein (mean over its residues unless an encoder
     documents otherwise).
+    structure: [N, d_s] float or ``None``, the message-passing output *before* any residual
+    from the node inputs (which hold the teacher's features): what the encoder computed from
+    the structure. With teacher features that carry no gradient it does not depend on the
+    teacher at all, which is what makes it STEPS' structure view (the pseudo bi-level
+    scheme's ``structure_view = "gnn"``). ``None`` when the encoder does not expose it;
+    an encoder that does sets :attr:`Encoder.structure_dim` to ``d_s``.
     """
 
     node: Tensor
     graph: Tensor
+    structure: Tensor | None = None
 
 
 @dataclasses.dataclass
@@ -159,6 +170,9 @@ class Encoder(nn.Module, abc.ABC):
     requires: ClassVar[frozenset[str]] = frozenset()
     #: width d of the embeddings
     out_dim: int
+    #: width of :attr:`EncoderOutput.structure`, or ``None`` when the encoder does not
+    #: return one (the pseudo bi-level scheme's ``structure_view = "gnn"`` needs it)
+    structure_dim: int | None = None
 
     @abc.abstractmethod
     def forward(self, batch: Batch, teacher_features: Tensor | None = None) -> EncoderOutput: ...

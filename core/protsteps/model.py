@@ -166,7 +166,12 @@ def compose(config: RunConfig, catalog: Catalog, *, build_teacher: bool = True) 
     teacher_dim = teacher.embed_dim if teacher is not None else None
     context = BuildContext(provides=provides, featurizer=config.featurizer.name, teacher_dim=teacher_dim)
     encoder = catalog.build("encoder", config.encoder.name, config=config.encoder.config, context=context)
-    task_context = dataclasses.replace(context, encoder_dim=encoder.out_dim)
+    task_context = dataclasses.replace(
+        context,
+        encoder_dim=encoder.out_dim,
+        encoder=config.encoder.name,
+        structure_dim=getattr(encoder, "structure_dim", None),
+    )
     tasks = {
         t.name: catalog.build("task", t.name, config=t.config, context=task_context) for t in config.tasks
     }

@@ -191,7 +191,9 @@ class EquivariantEncoder(Encoder):
 
     ``forward(batch, teacher_features)`` returns ``node: [N, out_dim]`` and
     ``graph: [B, out_dim]`` (mean of ``node`` over each protein's residues), both invariant
-    under rotations and translations of the structure.
+    under rotations and translations of the structure. ``structure`` is ``node``: there is no
+    residual from the inputs around the message passing (the skips inside the layers are part
+    of it), so with detached teacher features it does not depend on the teacher.
     """
 
     requires: ClassVar[frozenset[str]] = frozenset(
@@ -202,6 +204,7 @@ class EquivariantEncoder(Encoder):
         super().__init__()
         self.config = config
         self.out_dim = config.out_dim
+        self.structure_dim = config.out_dim
         self.inputs = node_input(config, context.teacher_dim)
         hidden = o3.Irreps(config.hidden_irreps).simplify()
         width = hidden.count("0e")
@@ -238,4 +241,5 @@ class EquivariantEncoder(Encoder):
             h = layer(h, batch.edge_index, vector, distance)
         node = self.readout(h[:, self.scalar_columns])
         graph = scatter(node, batch.batch, batch.num_graphs, "mean")
-        return EncoderOutput(node=node, graph=graph)
+        # no residual from the inputs: the whole output is message passing
+        return EncoderOutput(node=node, graph=graph, structure=node)

@@ -169,8 +169,10 @@ class GINEncoder(Encoder):
     config: a :class:`GINConfig`.
     context: ``context.teacher_dim`` is the teacher's width, or ``None`` without a teacher.
 
-    ``forward(batch, teacher_features)`` returns ``node: [N, out_dim]`` and
-    ``graph: [B, out_dim]`` (mean of ``node`` over each protein's residues).
+    ``forward(batch, teacher_features)`` returns ``node: [N, out_dim]``,
+    ``graph: [B, out_dim]`` (mean of ``node`` over each protein's residues) and
+    ``structure: [N, out_dim]``, the last layer's output :math:`h^L` before the residual
+    (STEPS' structure view).
     """
 
     requires: ClassVar[frozenset[str]] = frozenset(
@@ -184,6 +186,7 @@ class GINEncoder(Encoder):
         in_dim = self.inputs.out_dim
         hidden = config.hidden_dim or in_dim
         self.out_dim = hidden
+        self.structure_dim = hidden
         widths = [in_dim] + [hidden] * config.num_layers
         self.layers = nn.ModuleList(GINLayer(a, b, config.learn_eps) for a, b in itertools.pairwise(widths))
         self.between = nn.ModuleList(self._between(hidden) for _ in range(config.num_layers - 1))
@@ -214,4 +217,4 @@ class GINEncoder(Encoder):
                 h = self.between[index](h)
         node = h if self.residual is None else h + self.residual(x)
         graph = scatter(node, batch.batch, batch.num_graphs, "mean")
-        return EncoderOutput(node=node, graph=graph)
+        return EncoderOutput(node=node, graph=graph, structure=h)
