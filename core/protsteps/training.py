@@ -402,6 +402,8 @@ def _pretrain(
             # a task with weight 0 leaves its head without gradients, which DDP must be told
             wrap=_wrap_for(dist, find_unused=any(t.weight == 0 for t in resolved.tasks)),
             distributed=dist.enabled,
+            epoch_starts=plan.starts,
+            notify=display.message,
         )
     )
 

@@ -52,12 +52,19 @@ class StudentOptimisation:
         self.params = setup.model.student_parameters()
         train = setup.train
         self.optimizer = make_optimizer(self.params, train.lr, train.weight_decay)
-        self.scheduler = make_scheduler(self.optimizer, train.schedule, train.warmup_steps, setup.total_steps)
+        self.scheduler = make_scheduler(
+            self.optimizer, train.schedule, train.warmup_steps, setup.total_steps, setup.epoch_starts
+        )
         self.grad_clip = train.grad_clip
 
     @property
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
+
+    @property
+    def lr_factor(self) -> float:
+        """The schedule's current multiplier of ``train.lr`` (warm-up and decay)."""
+        return float(self.scheduler.get_last_lr()[0]) / float(self.scheduler.base_lrs[0])
 
     def apply(self, loss: Tensor) -> float:
         """Backpropagate ``loss`` into the student only, clip, step; returns the gradient norm."""

@@ -6,7 +6,7 @@ import dataclasses
 
 from protsteps import option
 
-from .features import AngleSet, NodeInput, ResidueFeatures
+from .features import AngleEncoding, AngleSet, NodeInput, ResidueFeatures
 
 
 @dataclasses.dataclass
@@ -19,6 +19,11 @@ class NodeInputConfig:
     )
     residue_embedding_dim: int = option(32, "Width of the learned residue-type embedding.")
     angle_basis: int = option(16, "Gaussians per dihedral over [-pi, pi) in the angle encoding (>= 2).")
+    angle_encoding: AngleEncoding = option(
+        "periodic",
+        "periodic: radians as sin/cos plus periodic Gaussians; paper: the released code's "
+        "degrees/180 through Gaussians exp(-10 (a - c)^2) centred over [-pi, pi] (use angle_basis = 128).",
+    )
     angles: AngleSet = option(
         "phi_psi",
         "Dihedrals in the angle encoding (the paper used phi and psi); 'none': no angle input "
@@ -39,4 +44,5 @@ def node_input(config: NodeInputConfig, teacher_dim: int | None) -> NodeInput:
         residue_embedding_dim=config.residue_embedding_dim,
         angle_basis=config.angle_basis,
         angles=config.angles,
+        angle_encoding=config.angle_encoding,
     )

@@ -27,7 +27,17 @@ real angle can never produce, since :math:`\sin^2 + \cos^2 = 1`.
 
 The released STEPS code fed angles in degrees/180 to 128 Gaussians centred over
 :math:`[-\pi, \pi]`; values in :math:`[-1, 1]` only reach the middle third of those centres
-and no angle wraps around. That is the defect this encoding fixes.
+and no angle wraps around. That is the defect this encoding fixes. The released encoding is
+kept as ``encoding = "paper"`` (:func:`paper_angle_encoding`) for faithful runs:
+
+.. math::
+
+    \mathrm{enc}_{paper}(\alpha) = [\, e^{-10 (a - c_1)^2}, \dots, e^{-10 (a - c_K)^2} \,],
+    \qquad a = \alpha / \pi \;(= \text{degrees} / 180), \quad
+    c_k = -\pi + (k - 1) \frac{2\pi}{K - 1},
+
+with no sin/cos columns. :math:`a` stays in :math:`[-1, 1]`, so only the centres near the
+middle ever fire (52 of 128 reach 0.5) and -179° and 179° are encoded far apart.
 """
 
 from __future__ import annotations
@@ -45,8 +55,10 @@ __all__ = [
     "ANGLE_INDEX",
     "AngleSet",
     "ResidueFeatures",
+    "AngleEncoding",
     "angle_encoding",
     "angle_encoding_width",
+    "paper_angle_encoding",
     "NodeInput",
 ]
 
@@ -54,14 +66,72 @@ __all__ = [
 ANGLE_INDEX = {"phi": 0, "psi": 1, "omega": 2}
 
 AngleSet = Literal["phi_psi", "phi_psi_omega", "none"]
+AngleEncoding = Literal["periodic", "paper"]
 ResidueFeatures = Literal["one_hot", "embedding"]
 
 _ANGLE_COLUMNS: dict[str, tuple[int, ...]] = {"phi_psi": (0, 1), "phi_psi_omega": (0, 1, 2), "none": ()}
 
 
-def angle_encoding_width(num_basis: int, angles: AngleSet = "phi_psi") -> int:
-    """Width of :func:`angle_encoding`'s output: ``len(angles) * (2 + num_basis)``."""
-    return len(_ANGLE_COLUMNS[angles]) * (2 + num_basis)
+#: sharpness of the released code's Gaussians: exp(-10 (a - c)^2)
+PAPER_ANGLE_GAMMA = 10.0
+
+
+def angle_encoding_width(
+    num_basis: int, angles: AngleSet = "phi_psi", encoding: AngleEncoding = "periodic"
+) -> int:
+    """Width of the angle encoding: ``len(angles) * (2 + num_basis)`` (:func:`angle_encoding`)
+    or ``len(angles) * num_basis`` (:func:`paper_angle_encoding`)."""
+    per_angle = num_basis if encoding == "paper" else 2 + num_basis
+    return len(_ANGLE_COLUMNS[angles]) * per_angle
+
+
+def _check_angle_inputs(dihedrals: Tensor, mask: Tensor, num_basis: int) -> None:
+    if num_basis < 2:
+        raise ValueError(f"angle encoding needs num_basis >= 2, got {num_basis}")
+    if dihedrals.dim() != 2 or dihedrals.shape[1] != 3 or mask.shape != dihedrals.shape:
+        raise ValueError(
+            f"dihedrals and mask must both be [N, 3], got {tuple(dihedrals.shape)} and {tuple(mask.shape)}"
+        )
+
+
+def paper_angle_encoding(
+    dihedrals: Tensor,
+    mask: Tensor,
+    num_basis: int = 128,
+    angles: AngleSet = "phi_psi",
+) -> Tensor:
+    """The released STEPS code's angle encoding (see the module docstring).
+
+    Parameters
+    ----------
+    dihedrals:
+        ``[N, 3] float``, phi, psi, omega in radians in [-π, π].
+    mask:
+        ``[N, 3] bool``, which angles the encoder may see; the encoding of every other
+        angle is 0 (the released code zeroed masked residues' features the same way).
+    num_basis:
+        ``K`` centres spread over [-π, π], both ends included (the released code: 128).
+    angles:
+        Which dihedrals to encode.
+
+    Returns
+    -------
+    ``[N, A * K] float``, for each angle in order ``exp(-10 (α/π - c_k)^2)``.
+
+    Examples
+    --------
+    >>> a = torch.linspace(-math.pi, math.pi, 721)  # every angle, 0.5° apart
+    >>> enc = paper_angle_encoding(torch.stack([a, a, a], 1), torch.ones(721, 3, dtype=torch.bool))
+    >>> int((enc[:, :128].max(dim=0).values > 0.5).sum())  # centres any angle brings above 0.5
+    52
+    """
+    _check_angle_inputs(dihedrals, mask, num_basis)
+    columns = list(_ANGLE_COLUMNS[angles])
+    scaled = dihedrals[:, columns] / math.pi
+    centres = torch.linspace(-math.pi, math.pi, num_basis, dtype=scaled.dtype, device=scaled.device)
+    blocks = torch.exp(-PAPER_ANGLE_GAMMA * (scaled[..., None] - centres).square())
+    blocks = blocks * mask[:, columns, None].to(blocks.dtype)
+    return blocks.reshape(dihedrals.shape[0], -1)
 
 
 def angle_encoding(
@@ -97,12 +167,7 @@ def angle_encoding(
     >>> bool(torch.allclose(enc[0, 2:10], enc[1, 2:10], atol=1e-3))  # continuous across ±π
     True
     """
-    if num_basis < 2:
-        raise ValueError(f"angle encoding needs num_basis >= 2, got {num_basis}")
-    if dihedrals.dim() != 2 or dihedrals.shape[1] != 3 or mask.shape != dihedrals.shape:
-        raise ValueError(
-            f"dihedrals and mask must both be [N, 3], got {tuple(dihedrals.shape)} and {tuple(mask.shape)}"
-        )
+    _check_angle_inputs(dihedrals, mask, num_basis)
     columns = list(_ANGLE_COLUMNS[angles])
     alpha = dihedrals[:, columns]
     alpha = torch.remainder(alpha + math.pi, 2 * math.pi) - math.pi
@@ -140,6 +205,8 @@ class NodeInput(nn.Module):
         Gaussians per angle in :func:`angle_encoding`.
     angles:
         Which dihedrals to encode.
+    angle_encoding:
+        ``"periodic"`` (:func:`angle_encoding`) or ``"paper"`` (:func:`paper_angle_encoding`).
 
     Attributes
     ----------
@@ -153,6 +220,7 @@ class NodeInput(nn.Module):
         residue_embedding_dim: int = 32,
         angle_basis: int = 16,
         angles: AngleSet = "phi_psi",
+        angle_encoding: AngleEncoding = "periodic",
     ) -> None:
         super().__init__()
         if teacher_dim is not None and teacher_dim <= 0:
@@ -161,6 +229,7 @@ class NodeInput(nn.Module):
         self.residue_features = residue_features
         self.angle_basis = angle_basis
         self.angles: AngleSet = angles
+        self.angle_encoding: AngleEncoding = angle_encoding
         self.residue_embedding: nn.Embedding | None = None
         if teacher_dim is not None:
             residue_width = teacher_dim
@@ -169,7 +238,7 @@ class NodeInput(nn.Module):
             residue_width = residue_embedding_dim
         else:
             residue_width = len(ALPHABET)
-        self.out_dim = residue_width + angle_encoding_width(angle_basis, angles)
+        self.out_dim = residue_width + angle_encoding_width(angle_basis, angles, angle_encoding)
 
     def residue_part(self, batch: Batch, teacher_features: Tensor | None) -> Tensor:
         """``[N, teacher_dim or residue width] float``: the non-angle part of the input."""
@@ -198,5 +267,6 @@ class NodeInput(nn.Module):
     def forward(self, batch: Batch, teacher_features: Tensor | None = None) -> Tensor:
         """``[N, out_dim] float`` input features of the batch's residues."""
         residue = self.residue_part(batch, teacher_features)
-        angle = angle_encoding(batch.dihedrals, batch.dihedral_input_mask, self.angle_basis, self.angles)
+        encode = paper_angle_encoding if self.angle_encoding == "paper" else angle_encoding
+        angle = encode(batch.dihedrals, batch.dihedral_input_mask, self.angle_basis, self.angles)
         return torch.cat([residue, angle.to(residue.dtype)], dim=-1)

@@ -19,6 +19,11 @@ Loss, on the masked residues' defined angles :math:`\alpha` only:
 - ``paper``: a tanh head regresses :math:`\alpha/\pi` (the released code's degrees/180) with
   mean squared error; it treats 179° and -179° as 358° apart.
 
+``masking = "paper"`` reproduces the released code, which read undefined angles as 0 (its
+NaN -> 0): the masked residues are drawn among *all* residues, every other residue shows
+the encoder its phi and psi with undefined ones as 0, and the masked residues' undefined
+angles are scored against a target of 0.
+
 The metric ``mae_deg`` is the mean absolute angular error in **degrees**, wrapped to
 [0, 180], over the same angles.
 """
@@ -40,6 +45,7 @@ from ._distance import _encoder_dim
 __all__ = ["DihedralConfig", "DihedralTask", "mask_residues", "angular_error"]
 
 Objective = Literal["periodic", "paper"]
+Masking = Literal["defined", "paper"]
 
 #: columns of phi and psi in ``dihedrals``
 _PHI_PSI = [0, 1]
@@ -53,6 +59,11 @@ class DihedralConfig:
     min_masked: int = option(2, "At least this many residues are masked per protein.")
     objective: Objective = option(
         "periodic", "periodic: sin/cos with loss 1 - cos(error); paper: tanh regression of angle/pi with MSE."
+    )
+    masking: Masking = option(
+        "defined",
+        "defined: mask and score residues with phi or psi defined; paper: the released code, "
+        "undefined angles read as 0 (shown to the encoder, scored as target 0).",
     )
     head_hidden: int = option(0, "Hidden width of the head MLP (0: encoder width / 10, as in the paper).")
 
@@ -72,16 +83,21 @@ def mask_residues(
     fraction: float = 0.15,
     minimum: int = 2,
     generator: torch.Generator | None = None,
+    defined_only: bool = True,
 ) -> Tensor:
     """Choose residues to mask: ``[M] long`` indices into the batch's residues, sorted.
 
     Per protein of length :math:`L`, :math:`\\max(\\lfloor f L \\rfloor, \\text{minimum})`
     residues, capped by the number of residues with phi or psi defined, drawn uniformly
-    without replacement among those. One random key per residue (from ``generator``, on the
+    without replacement among those (among all residues, capped by :math:`L`, with
+    ``defined_only=False``). One random key per residue (from ``generator``, on the
     CPU) and a sort by (protein, key) do it for the whole batch at once.
     """
     n = batch.num_nodes
-    eligible = (batch.dihedral_mask[:, _PHI_PSI].any(dim=1)).cpu()
+    if defined_only:
+        eligible = (batch.dihedral_mask[:, _PHI_PSI].any(dim=1)).cpu()
+    else:
+        eligible = torch.ones(n, dtype=torch.bool)
     protein = batch.batch.cpu()
     lengths = batch.lengths.cpu()
     wanted = torch.clamp(torch.floor(lengths.double() * fraction).long(), min=minimum)
@@ -125,8 +141,14 @@ class DihedralTask(PretextTask):
         self.head = nn.Sequential(*layers)
 
     def corrupt(self, batch: Batch, generator: torch.Generator | None = None) -> tuple[Batch, Tensor]:
-        masked = mask_residues(batch, self.config.mask_fraction, self.config.min_masked, generator)
+        paper = self.config.masking == "paper"
+        masked = mask_residues(
+            batch, self.config.mask_fraction, self.config.min_masked, generator, defined_only=not paper
+        )
         visible = batch.dihedral_input_mask.clone()
+        if paper:
+            # undefined angles are shown (as 0), as the released code did
+            visible[:, _PHI_PSI] |= ~batch.dihedral_mask[:, _PHI_PSI]
         visible[masked] = False
         return batch.replace(dihedral_input_mask=visible), masked
 
@@ -143,10 +165,13 @@ class DihedralTask(PretextTask):
             raise TypeError("DihedralTask.forward needs the masked residue indices returned by corrupt()")
         masked = state
         defined = batch.dihedral_mask[masked][:, _PHI_PSI]
+        if self.config.masking == "paper":
+            defined = torch.ones_like(defined)  # undefined angles are scored as 0
         if int(defined.sum()) == 0:
             return TaskOutput(loss=output.node.sum() * 0.0, metrics={"mae_deg": 0.0, "angles": 0})
         node = output.node[masked]
-        target = batch.dihedrals[masked][:, _PHI_PSI].to(node.dtype)
+        known = batch.dihedral_mask[masked][:, _PHI_PSI]
+        target = torch.where(known, batch.dihedrals[masked][:, _PHI_PSI], 0.0).to(node.dtype)
         out = self.head(node)
         weight = defined.to(node.dtype)
         if self.config.objective == "periodic":

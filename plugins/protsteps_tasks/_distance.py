@@ -16,7 +16,8 @@ residues); here a fixed number of pairs is drawn per protein, so memory and time
 :math:`O(\text{pairs} \times d)` whatever the chain length. Pairs are drawn uniformly
 among the ordered pairs :math:`(i, j)` with :math:`|i - j| \ge` ``min_separation`` (in chain
 order); with ``min_separation = 0`` that is the paper's distribution over all :math:`L^2`
-pairs, diagonal included, and its expected loss is the paper's loss.
+pairs, diagonal included, and its expected loss is the paper's loss. ``num_pairs = 0``
+scores every pair instead, exactly as the released code (memory :math:`O(L^2 d)` again).
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ PairFeature = Literal["squared_difference", "concat", "sum_and_squared_differenc
 class DistanceConfig:
     """Settings of the ``distance`` task."""
 
-    num_pairs: int = option(256, "Residue pairs drawn per protein and step.")
+    num_pairs: int = option(
+        256,
+        "Residue pairs drawn per protein and step; 0: every pair, as the released code (memory O(L^2 d)).",
+    )
     min_separation: int = option(
         1,
         "Only pairs with |i - j| >= this in chain order (0: all L^2 pairs, diagonal included, as in the paper).",
@@ -54,8 +58,8 @@ class DistanceConfig:
     head_hidden: int = option(0, "Hidden width of the head MLP (0: encoder width / 10, as in the paper).")
 
     def __post_init__(self) -> None:
-        if self.num_pairs < 1:
-            raise ValueError(f"num_pairs must be >= 1, got {self.num_pairs}")
+        if self.num_pairs < 0:
+            raise ValueError(f"num_pairs must be >= 0 (0: every pair), got {self.num_pairs}")
         if self.min_separation < 0:
             raise ValueError(f"min_separation must be >= 0, got {self.min_separation}")
         if self.num_bins < 2:
@@ -82,7 +86,8 @@ def sample_residue_pairs(
     generator: torch.Generator | None = None,
 ) -> ResiduePairs:
     """Draw ``num_pairs`` ordered residue pairs per protein, uniformly (with replacement)
-    among the pairs ``(i, j)`` of the same protein with ``|i - j| >= min_separation``.
+    among the pairs ``(i, j)`` of the same protein with ``|i - j| >= min_separation``;
+    ``num_pairs = 0`` returns every such pair instead (row-major in ``(i, j)``).
 
     The separation :math:`s = |i - j|` is drawn with weight :math:`L - s` (doubled for
     :math:`s > 0`, which has two orders), then :math:`\\min(i, j)` uniformly, then the order.
@@ -96,6 +101,12 @@ def sample_residue_pairs(
     starts = batch.ptr[:-1].tolist()
     for start, length in zip(starts, lengths, strict=True):
         if length <= min_separation or length == 0:
+            continue
+        if num_pairs == 0:
+            i, j = torch.meshgrid(torch.arange(length), torch.arange(length), indexing="ij")
+            keep = (i - j).abs() >= min_separation
+            firsts.append(start + i[keep])
+            seconds.append(start + j[keep])
             continue
         separation = torch.arange(min_separation, length, dtype=torch.float64)
         weight = (length - separation) * torch.where(separation > 0, 2.0, 1.0)
