@@ -10,11 +10,18 @@ Jensen-Shannon (Deep InfoMax) bound is maximised by minimising
     L_{MI} = \frac{1}{B}\sum_i \operatorname{softplus}(-T(s_i, g_i))
            + \frac{1}{B(B-1)}\sum_{i \ne j} \operatorname{softplus}(T(s_i, g_j)),
 
-with the other proteins of the batch as negatives. It needs B >= 2: with one protein there
-are no negatives (the authors' code, at batch size 1, took the mean of an empty set: NaN).
+with the other proteins of the batch as negatives. It needs B >= 2. The released code ran at
+batch size 1 and appended the previous protein's detached embeddings to make B = 2 (on the
+very first protein the negative term was the mean of an empty set, NaN, whose gradient is
+still finite); the pseudo bi-level scheme's ``negatives = "previous"`` does the same.
+
+Two shapes of projection :math:`f`: :class:`ResidualProjection` (ours) and
+:class:`PaperProjection`, the released code's ``NodeEmb``.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -33,16 +40,51 @@ class ResidualProjection(nn.Module):
         return self.mlp(x) + self.skip(x)
 
 
+class PaperProjection(nn.Module):
+    """The released code's projection: ``r = ReLU(W1 x + pad(x))``, ``ReLU(W2 r + r)``, where
+    ``pad`` appends zeros to reach the output width (which must be at least the input's)."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        if out_dim < in_dim:
+            raise ValueError(f"the paper's projection widens its input: out_dim {out_dim} < in_dim {in_dim}")
+        self.first = nn.Linear(in_dim, out_dim)
+        self.second = nn.Linear(out_dim, out_dim)
+        self.padding = out_dim - in_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        hidden = torch.relu(self.first(x) + F.pad(x, (0, self.padding)))
+        return torch.relu(self.second(hidden) + hidden)
+
+
+Projection = Literal["residual_mlp", "paper"]
+
+
 class Critic(nn.Module):
     """T(s, g) = <f_s(s), f_g(g)> for every pair of a batch.
 
     s: [B, sequence_dim], g: [B, structure_dim] -> scores [B, B], scores[i, j] = T(s_i, g_j).
+    ``projection = "paper"`` uses :class:`PaperProjection` (``hidden_dim`` is not used and
+    ``out_dim`` must be at least both input widths).
     """
 
-    def __init__(self, sequence_dim: int, structure_dim: int, hidden_dim: int, out_dim: int) -> None:
+    def __init__(
+        self,
+        sequence_dim: int,
+        structure_dim: int,
+        hidden_dim: int,
+        out_dim: int,
+        projection: Projection = "residual_mlp",
+    ) -> None:
         super().__init__()
-        self.f_s = ResidualProjection(sequence_dim, hidden_dim, out_dim)
-        self.f_g = ResidualProjection(structure_dim, hidden_dim, out_dim)
+        self.f_s: nn.Module
+        self.f_g: nn.Module
+        if projection == "paper":
+            self.f_s = PaperProjection(sequence_dim, out_dim)
+            self.f_g = PaperProjection(structure_dim, out_dim)
+        else:
+            self.f_s = ResidualProjection(sequence_dim, hidden_dim, out_dim)
+            self.f_g = ResidualProjection(structure_dim, hidden_dim, out_dim)
 
     def forward(self, s: Tensor, g: Tensor) -> Tensor:
         return self.f_s(s) @ self.f_g(g).transpose(0, 1)
