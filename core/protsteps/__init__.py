@@ -31,6 +31,7 @@ from .config import option
 from .featurize import featurize
 from .graph import ALPHABET, Batch, ProteinGraph, collate
 from .hookspecs import hookimpl
+from .presets import Preset
 from .registry import Catalog, Entry, default_catalog
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "EncoderOutput",
     "Entry",
     "Featurizer",
+    "Preset",
     "PretextTask",
     "ProteinGraph",
     "Scheme",

@@ -7,9 +7,11 @@ after these specs, exposed through an entry point in the group ``protsteps``::
     [project.entry-points.protsteps]
     my_plugin = "my_package.hooks"
 
-Each hook takes no arguments and returns a list of :class:`protsteps.Component`. protsteps
-records which plugin returned which component, so that a duplicate name can be reported
-with both plugins' names. The built-in plugins are registered exactly this way.
+Each component hook takes no arguments and returns a list of :class:`protsteps.Component`.
+protsteps records which plugin returned which component, so that a duplicate name can be
+reported with both plugins' names. The built-in plugins are registered exactly this way.
+``protsteps_register_presets`` returns named run files (:class:`protsteps.Preset`) the same
+way.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .components import Component
+    from .presets import Preset
 
 __all__ = ["hookspec", "hookimpl", "PROJECT"]
 
@@ -69,4 +72,13 @@ def protsteps_register_schemes() -> list[Component]:  # type: ignore[empty-body]
     """Optimisation schemes: one step over a batch.
 
     Factories receive ``(config, context)`` and return a :class:`protsteps.Scheme`.
+    """
+
+
+@hookspec
+def protsteps_register_presets() -> list[Preset]:  # type: ignore[empty-body]
+    """Presets: named run files for ``protsteps pretrain --preset NAME``.
+
+    Returns :class:`protsteps.Preset` records (name, one-line description, TOML text). A name
+    two plugins register is refused with an error naming both, like a component name.
     """

@@ -29,6 +29,7 @@ from .errors import (
     DuplicateComponentError,
     UnknownComponentError,
 )
+from .presets import Preset, PresetEntry
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -161,7 +162,11 @@ class Catalog:
         self.plugin_manager = pm
         self.failures: list[PluginFailure] = list(failures)
         self.registries: dict[Kind, Registry] = {kind: Registry(kind) for kind in KINDS}
+        self.presets: dict[str, PresetEntry] = {}
+        #: preset name -> the error every use of a name that two plugins register raises
+        self.preset_conflicts: dict[str, DuplicateComponentError] = {}
         self._collect()
+        self._collect_presets()
 
     @classmethod
     def discover(cls, group: str = ENTRY_POINT_GROUP) -> Catalog:
@@ -228,10 +233,56 @@ class Catalog:
                         continue
                     registry.set_aside(entry.name, error)
 
+    def _owner(self, plugin: str) -> str:
+        package = self._distributions().get(plugin, ("", ""))[1]
+        return f"plugin '{plugin}'" + (f" (package {package})" if package else "")
+
+    def _collect_presets(self) -> None:
+        versions = {plugin: version for plugin, (version, _) in self._distributions().items()}
+        for impl in self.plugin_manager.hook.protsteps_register_presets.get_hookimpls():
+            plugin = impl.plugin_name
+            try:
+                declared = list(impl.function() or [])
+                for preset in declared:
+                    if not isinstance(preset, Preset):
+                        raise TypeError(
+                            f"hook protsteps_register_presets of plugin '{plugin}' returned {preset!r}, "
+                            "expected protsteps.Preset"
+                        )
+            except Exception as exc:
+                self.failures.append(PluginFailure(plugin, f"{type(exc).__name__}: {exc}"))
+                continue
+            for preset in declared:
+                if preset.name in self.preset_conflicts:
+                    continue
+                existing = self.presets.pop(preset.name, None)
+                if existing is None:
+                    self.presets[preset.name] = PresetEntry(preset, plugin, versions.get(plugin, ""))
+                    continue
+                self.preset_conflicts[preset.name] = DuplicateComponentError(
+                    f"preset '{preset.name}' is registered twice: by {self._owner(existing.plugin)} and "
+                    f"by {self._owner(plugin)}; uninstall one of them"
+                )
+
+    def preset(self, name: str) -> PresetEntry:
+        """The preset registered as ``name``; an unknown name lists the known ones."""
+        if name in self.preset_conflicts:
+            raise self.preset_conflicts[name]
+        if name in self.presets:
+            return self.presets[name]
+        known = sorted(self.presets)
+        hint = closest(name, known)
+        did_you_mean = f" Did you mean '{hint}'?" if hint else ""
+        listing = ", ".join(known) if known else "none are installed"
+        raise UnknownComponentError(f"unknown preset '{name}'.{did_you_mean} Known presets: {listing}")
+
     @property
     def conflicts(self) -> list[DuplicateComponentError]:
         """One error per name that several plugins register (those names are unusable)."""
-        return [error for registry in self.registries.values() for error in registry.conflicts.values()]
+        return [
+            *(error for registry in self.registries.values() for error in registry.conflicts.values()),
+            *self.preset_conflicts.values(),
+        ]
 
     @staticmethod
     def _entry(kind: Kind, plugin: str, version: str, component: Component) -> Entry:

@@ -33,9 +33,16 @@ Component sections hold a ``name`` and the fields of that component's config dat
 (validated against it); ``[[tasks]]`` entries may also hold a ``weight``. ``[train]`` and
 ``[data]`` are validated against :class:`TrainConfig` and :class:`DataConfig`.
 
-Overrides, applied in this order: the file, then CLI options (``--encoder``, ``--epochs``,
-...), then each ``--set section.key=value``. Tasks are addressed by name or position:
+Overrides, applied in this order: a preset (a named run file a plugin ships, ``--preset``),
+the file, then CLI options (``--encoder``, ``--epochs``, ...), then each
+``--set section.key=value``. Tasks are addressed by name or position:
 ``--set tasks.distance.num_pairs=128`` or ``--set tasks.0.weight=0.5``.
+
+A file on top of a preset changes only what it says: a component section that names
+another component replaces the preset's section (its settings belong to the other
+component), one that names the same component or no name changes those settings; a
+``[[tasks]]`` list replaces the preset's tasks, each keeping the preset's settings of a task
+of the same name; ``[train]`` and ``[data]`` change the keys they give.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ __all__ = [
     "choose_component",
     "choose_tasks",
     "load_run_config",
+    "merge_raw",
 ]
 
 #: names a section may take without a registered component of that name
@@ -92,7 +100,11 @@ class TrainConfig:
     )
     lr: float = option(1e-3, "Learning rate of the encoder and task heads (Adam).")
     weight_decay: float = option(0.0, "Weight decay (AdamW) of the encoder and task heads.")
-    schedule: Literal["constant", "cosine"] = option("cosine", "Learning-rate schedule after warm-up.")
+    schedule: Literal["constant", "cosine", "epoch_cosine"] = option(
+        "cosine",
+        "Learning-rate schedule after warm-up: constant, cosine (per step, to 0 at the end) or "
+        "epoch_cosine (the released code: lr (1 + cos(pi e / E)) / 2 through epoch e of E).",
+    )
     warmup_steps: int = option(0, "Steps of linear learning-rate warm-up.")
     grad_clip: float = option(1.0, "Clip the gradient norm to this value (0: no clipping).")
     seed: int = option(0, "Seed of parameters, data order and masking.")
@@ -339,6 +351,25 @@ def apply_set(raw: dict[str, Any], assignment: str) -> None:
     table[key] = value
 
 
+def merge_raw(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """The raw tables of ``over`` applied on top of ``base`` (a preset), as the module
+    docstring says; neither argument is changed."""
+    merged = copy.deepcopy(dict(base))
+    for section, value in copy.deepcopy(dict(over)).items():
+        current = merged.get(section)
+        if section == "tasks" and isinstance(value, list) and isinstance(current, list):
+            previous = {t.get("name"): t for t in current if isinstance(t, Mapping)}
+            merged["tasks"] = [
+                {**previous.get(t.get("name"), {}), **t} if isinstance(t, Mapping) else t for t in value
+            ]
+        elif isinstance(value, Mapping) and isinstance(current, Mapping):
+            renamed = section in _SINGLE and "name" in value and value["name"] != current.get("name")
+            merged[section] = dict(value) if renamed else {**current, **value}
+        else:
+            merged[section] = value
+    return merged
+
+
 def load_raw(path: Path | None) -> dict[str, Any]:
     """The raw tables of a run file (an empty dict without a file)."""
     if path is None:
@@ -361,13 +392,18 @@ def load_run_config(
     train: Mapping[str, Any] | None = None,
     data: Mapping[str, Any] | None = None,
     sets: Iterable[str] = (),
+    preset: str | None = None,
 ) -> RunConfig:
-    """Read a run file and apply CLI options and ``--set`` overrides, in that order.
+    """Start from a preset, apply a run file, CLI options and ``--set`` overrides, in that
+    order.
 
+    ``preset`` names a preset registered by a plugin (:mod:`protsteps.presets`);
     ``components`` maps single sections (featurizer, encoder, teacher, scheme) to a name
     chosen on the command line; ``train`` and ``data`` hold CLI options that are not None.
     """
     raw = copy.deepcopy(load_raw(path))
+    if preset is not None:
+        raw = merge_raw(catalog.preset(preset).raw(), raw)
     merged = default_raw()
     merged.update(raw)
     for section, name in (components or {}).items():

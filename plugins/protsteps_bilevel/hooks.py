@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from protsteps import Component, hookimpl
+from importlib.resources import files
+
+from protsteps import Component, Preset, hookimpl
 
 from .joint import JointConfig, JointScheme
 from .pseudo_bilevel import PseudoBilevelConfig, PseudoBilevelScheme
@@ -22,5 +24,22 @@ def protsteps_register_schemes() -> list[Component]:
             factory=PseudoBilevelScheme,
             config=PseudoBilevelConfig,
             description="STEPS: differentiable look-ahead on the teacher's tail (MI bound), outer step on the student.",
+        ),
+    ]
+
+
+@hookimpl
+def protsteps_register_presets() -> list[Preset]:
+    presets = files(__package__) / "presets"
+    return [
+        Preset.from_file(
+            "default",
+            "protsteps' defaults: gin, distance + dihedral, teacher and scheme auto (= no preset)",
+            presets / "default.toml",
+        ),
+        Preset.from_file(
+            "paper",
+            "STEPS as the authors' released code: linear GIN, all pairs, ProtBert, batch 1, 5 epochs",
+            presets / "paper.toml",
         ),
     ]

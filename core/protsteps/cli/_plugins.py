@@ -22,7 +22,7 @@ plugins_app = typer.Typer(
 app.add_typer(plugins_app, name="plugins")
 
 
-def _report_failures() -> None:
+def report_failures() -> None:
     catalog = default_catalog()
     for failure in catalog.failures:
         err_console.print(f"[yellow]warning:[/] {escape(str(failure))}", highlight=False, soft_wrap=True)
@@ -41,7 +41,7 @@ def plugins(
     if ctx.invoked_subcommand is not None:
         return
     catalog = default_catalog()
-    _report_failures()
+    report_failures()
     entries = catalog.entries()
     if as_json:
         sys.stdout.write(json.dumps([e.as_json() for e in entries], indent=2) + "\n")
@@ -65,7 +65,7 @@ def show(
 ) -> None:
     """Show one component's config fields: type, default and help."""
     catalog = default_catalog()
-    _report_failures()
+    report_failures()
     entry = catalog.get(kind, name)
     console.print(
         f"[bold]{entry.kind} {entry.name}[/]  (plugin {entry.plugin} {entry.version})\n"

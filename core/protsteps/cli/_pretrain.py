@@ -27,6 +27,15 @@ def pretrain(
         ),
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder to create.")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            "-p",
+            help="Start from a named run file (protsteps presets lists them, e.g. paper); "
+            "--config, options and --set apply on top.",
+        ),
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Run file (TOML).")] = None,
     resume: Annotated[
         Path | None,
@@ -72,6 +81,7 @@ def pretrain(
             name
             for name, value in {
                 "INPUTS": inputs,
+                "--preset": preset,
                 "--config": config,
                 "--featurizer": featurizer,
                 "--encoder": encoder,
@@ -121,6 +131,7 @@ def pretrain(
                 "cache_dir": str(cache_dir) if cache_dir else None,
             },
             sets=set_ or [],
+            preset=preset,
         )
     result = run_pretrain(run_config, out, catalog, resume=resume is not None, show_progress=not quiet)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary is enough
