@@ -405,3 +405,49 @@ def test_rigid_motion_moves_positions_and_edge_vectors_consistently(batch: Batch
     assert torch.allclose(delta / delta.norm(dim=-1, keepdim=True), moved.edge_vector, atol=1e-5)
     assert torch.allclose(moved.edge_distance, delta.norm(dim=-1), atol=1e-4)
     assert torch.equal(batch.pos, before[0]) and torch.equal(batch.edge_vector, before[1])
+
+
+# ------------------------------------------------------------------ the released code's settings
+
+
+def test_paper_angle_encoding_is_the_released_codes() -> None:
+    from protsteps_gnn.features import paper_angle_encoding
+
+    degrees = torch.tensor([[-179.0, 60.0, 0.0], [179.0, -45.0, 0.0], [0.0, 0.0, 0.0]])
+    mask = torch.ones(3, 3, dtype=torch.bool)
+    mask[2, 1] = False  # hidden psi
+    enc = paper_angle_encoding(torch.deg2rad(degrees), mask, num_basis=128)
+    assert enc.shape == (3, 256)
+    # the released code: exp(-10 (degrees/180 - c)^2), c = linspace(-pi, pi, 128), phi then psi
+    centres = torch.linspace(-math.pi, math.pi, 128)
+    expected = torch.exp(-10 * (degrees[:, :2, None] / 180 - centres).square()).reshape(3, 256)
+    expected[2, 128:] = 0.0
+    assert torch.allclose(enc, expected, atol=1e-6)
+    # no wrap-around: -179° and 179° are encoded far apart; the outer centres never fire
+    assert float((enc[0, :128] - enc[1, :128]).abs().max()) > 0.9
+    a = torch.linspace(-math.pi, math.pi, 721)
+    every = paper_angle_encoding(torch.stack([a, a, a], 1), torch.ones(721, 3, dtype=torch.bool))
+    assert float(every[:, :20].max()) < 1e-3 and float(every[:, -20:].max()) < 1e-3
+
+
+def test_paper_angle_encoding_in_the_encoder_input(batch: Batch) -> None:
+    encoder = build("gin", teacher_dim=12, angle_encoding="paper", angle_basis=128, hidden_dim=0)
+    assert encoder.inputs.out_dim == 12 + 256 == encoder.out_dim
+    assert angle_encoding_width(128, "phi_psi", "paper") == 256
+    x = encoder.inputs(batch, torch.zeros(batch.num_nodes, 12))
+    assert x.shape == (batch.num_nodes, 268) and bool((x[:, 12:] >= 0).all())
+
+
+@pytest.mark.parametrize("name", ["gin", "equivariant"])
+def test_structure_output_is_the_message_passing_before_the_teacher_residual(name: str, batch: Batch) -> None:
+    encoder = build(name, teacher_dim=12).eval()
+    assert encoder.structure_dim is not None
+    features = torch.randn(batch.num_nodes, 12)
+    out = encoder(batch, features)
+    assert out.structure is not None and out.structure.shape == (batch.num_nodes, encoder.structure_dim)
+    if name == "gin":
+        # node = structure + P x: the residual is exactly the difference
+        x = encoder.inputs(batch, features)
+        assert torch.allclose(out.node - out.structure, encoder.residual(x), atol=1e-5)
+    else:
+        assert torch.equal(out.structure, out.node)

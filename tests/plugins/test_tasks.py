@@ -289,3 +289,81 @@ def test_tasks_need_the_encoder_width() -> None:
     for name in ("distance", "dihedral"):
         with pytest.raises(CompositionError, match=f"task '{name}' needs the encoder's embedding width"):
             catalog.build("task", name, context=BuildContext())
+
+
+# ------------------------------------------------------------------ the released code's settings
+
+
+def test_all_pairs_when_num_pairs_is_zero(batch: Batch) -> None:
+    pairs = sample_residue_pairs(batch, 0, min_separation=0)
+    lengths = batch.lengths.tolist()
+    assert pairs.first.numel() == sum(n * n for n in lengths)  # every ordered pair, i = j included
+    first = batch.batch[pairs.first]
+    assert torch.equal(first, batch.batch[pairs.second])
+    seen = set(zip(pairs.first.tolist(), pairs.second.tolist(), strict=True))
+    assert len(seen) == pairs.first.numel()
+    separated = sample_residue_pairs(batch, 0, min_separation=3)
+    assert bool(((separated.first - separated.second).abs() >= 3).all())
+    assert separated.first.numel() == sum(n * n - n - 2 * (n - 1) - 2 * (n - 2) for n in lengths)
+
+
+def test_all_pairs_loss_is_the_released_codes_full_cross_entropy(batch: Batch) -> None:
+    task = build("distance", encoder_dim=8, num_pairs=0, min_separation=0, pair_feature="squared_difference")
+    start, end = int(batch.ptr[0]), int(batch.ptr[1])
+    node = torch.randn(batch.num_nodes, 8)
+    _, state = task.corrupt(batch)
+    out = task(batch, EncoderOutput(node, torch.zeros(batch.num_graphs, 8)), state)
+    # the first protein alone, as the released code: an L x L x d tensor of squared differences
+    z = node[start:end]
+    pos = batch.pos[start:end]
+    features = (z[None, :, :] - z[:, None, :]).square().reshape(-1, 8)
+    target = torch.floor(torch.clamp((pos[None] - pos[:, None]).norm(dim=-1).reshape(-1), 0, 149) / 5).long()
+    total = nn.functional.cross_entropy(task.head(features), target, reduction="sum")
+    for b in range(1, batch.num_graphs):
+        s, e = int(batch.ptr[b]), int(batch.ptr[b + 1])
+        z, pos = node[s:e], batch.pos[s:e]
+        features = (z[None, :, :] - z[:, None, :]).square().reshape(-1, 8)
+        target = torch.floor(torch.clamp((pos[None] - pos[:, None]).norm(dim=-1).reshape(-1), 0, 149) / 5).long()
+        total = total + nn.functional.cross_entropy(task.head(features), target, reduction="sum")
+    expected = total / sum(n * n for n in batch.lengths.tolist())
+    assert math.isclose(float(out.loss), float(expected), rel_tol=1e-5)
+
+
+def test_paper_masking_draws_among_all_residues_and_shows_undefined_angles_as_zero(batch: Batch) -> None:
+    task = build("dihedral", encoder_dim=4, masking="paper", objective="paper")
+    # as if every tenth residue sat between two gaps: no phi, no psi
+    undefined = torch.arange(batch.num_nodes) % 10 == 0
+    mask = batch.dihedral_mask.clone()
+    mask[undefined] = False
+    batch = batch.replace(dihedral_mask=mask, dihedral_input_mask=mask.clone())
+    hits = torch.zeros(batch.num_nodes, dtype=torch.bool)
+    for seed in range(60):
+        corrupted, masked = task.corrupt(batch, torch.Generator().manual_seed(seed))
+        hits[masked] = True
+        visible = corrupted.dihedral_input_mask[:, :2]
+        keep = torch.ones(batch.num_nodes, dtype=torch.bool)
+        keep[masked] = False
+        assert bool(visible[keep].all())  # every other residue shows phi and psi, undefined ones as 0
+        assert not bool(visible[masked].any())
+        counts = torch.bincount(batch.batch[masked], minlength=batch.num_graphs)
+        expected = torch.clamp(torch.floor(batch.lengths * 0.15).long(), min=2)
+        assert torch.equal(counts, expected)
+    assert bool(hits[undefined].any())  # residues without angles are drawn too
+    defined_task = build("dihedral", encoder_dim=4)
+    for seed in range(20):
+        _, masked = defined_task.corrupt(batch, torch.Generator().manual_seed(seed))
+        assert not bool(undefined[masked].any())
+
+
+def test_paper_masking_scores_undefined_angles_against_zero() -> None:
+    toy = _one_residue(0.3, 2.0, psi_defined=False)
+    toy = toy.replace(dihedrals=torch.tensor([[0.3, 0.0, 0.0]]))  # featurizers store 0 where undefined
+    paper = build("dihedral", encoder_dim=4, objective="paper", masking="paper")
+    paper.head = _Fixed(torch.tensor([[0.3 / math.pi, 0.5]]))
+    out = paper(toy, EncoderOutput(torch.zeros(1, 4), torch.zeros(1, 4)), torch.tensor([0]))
+    assert math.isclose(float(out.loss), 0.5**2 / 2, rel_tol=1e-5)  # psi: target 0, predicted 0.5
+    assert out.metrics["angles"] == 2
+    defined = build("dihedral", encoder_dim=4, objective="paper")
+    defined.head = paper.head
+    out = defined(toy, EncoderOutput(torch.zeros(1, 4), torch.zeros(1, 4)), torch.tensor([0]))
+    assert float(out.loss) < 1e-10 and out.metrics["angles"] == 1
