@@ -24,7 +24,7 @@ class ProtBertConfig:
     )
     weights: Path | None = option(
         None,
-        "A local folder as `huggingface-cli download` or save_pretrained writes it (config.json, "
+        "A local folder as `hf download` or save_pretrained writes it (config.json, "
         "the model weights, vocab.txt or tokenizer files); used instead of the Hugging Face cache "
         "and the download.",
     )

@@ -2,7 +2,7 @@
 
 Where the weights come from, in order:
 
-1. ``weights``: a local folder in the layout ``huggingface-cli download`` and
+1. ``weights``: a local folder in the layout ``hf download`` and
    ``save_pretrained`` write (``config.json``, ``model.safetensors`` or ``pytorch_model.bin``,
    ``vocab.txt`` or ``tokenizer.json``);
 2. the Hugging Face cache (``huggingface_hub.constants.HF_HUB_CACHE``, by default
@@ -56,7 +56,7 @@ RARE_RESIDUES = frozenset("UZOB")
 _STANDARD = frozenset("ACDEFGHIKLMNPQRSTVWY")
 
 _WAYS_OUT = (
-    "use --set teacher.weights=DIR to load a local ProtBert folder (huggingface-cli download "
+    "use --set teacher.weights=DIR to load a local ProtBert folder (hf download "
     "Rostlab/prot_bert --local-dir DIR), or --teacher none to train without a teacher"
 )
 
@@ -165,7 +165,7 @@ def load_protbert(model: str, weights: str | Path | None = None, download: bool 
     model:
         A Hugging Face repo id (``Rostlab/prot_bert``); used when ``weights`` is None.
     weights:
-        A local folder as ``save_pretrained`` or ``huggingface-cli download`` writes it.
+        A local folder as ``save_pretrained`` or ``hf download`` writes it.
     download:
         Whether to fetch a model missing from the cache from the Hub (after a short probe).
 
@@ -184,7 +184,7 @@ def load_protbert(model: str, weights: str | Path | None = None, download: bool 
             what = "is a file, not a folder" if folder.exists() else "does not exist"
             raise ComponentUnavailableError(
                 f"ProtBert weights folder {folder} {what} (teacher.weights); point it at a folder with "
-                "config.json, the model weights and vocab.txt (as huggingface-cli download or "
+                "config.json, the model weights and vocab.txt (as hf download or "
                 "save_pretrained writes it), or use --teacher none to train without a teacher"
             )
         bert, vocabulary = load_folder(folder, transformers)

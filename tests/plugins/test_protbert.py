@@ -281,7 +281,7 @@ def test_missing_hf_cache_without_download_is_one_line(hf_cache, no_network) -> 
     assert str(caught.value) == (
         f"ProtBert model 'Rostlab/prot_bert' is unavailable: not in the Hugging Face cache at {hf_cache} "
         "and downloading is off (teacher.download = false); use --set teacher.weights=DIR to load a "
-        "local ProtBert folder (huggingface-cli download Rostlab/prot_bert --local-dir DIR), or "
+        "local ProtBert folder (hf download Rostlab/prot_bert --local-dir DIR), or "
         "--teacher none to train without a teacher"
     )
 
@@ -339,7 +339,7 @@ def test_missing_or_unusable_folders(folder, tmp_path, no_network) -> None:
         protsteps.build("teacher", "protbert", weights=str(missing))
     assert str(caught.value) == (
         f"ProtBert weights folder {missing} does not exist (teacher.weights); point it at a folder with "
-        "config.json, the model weights and vocab.txt (as huggingface-cli download or save_pretrained "
+        "config.json, the model weights and vocab.txt (as hf download or save_pretrained "
         "writes it), or use --teacher none to train without a teacher"
     )
     with pytest.raises(ComponentUnavailableError, match="is a file, not a folder"):
