@@ -42,7 +42,10 @@ def write_protbert(
     random state is left untouched.
     """
     import torch
+    import transformers
     from transformers import BertConfig, BertForMaskedLM, BertTokenizer
+
+    from ._loading import _quiet
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -62,6 +65,7 @@ def write_protbert(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BertForMaskedLM(config)
-    model.save_pretrained(folder)
-    BertTokenizer(str(vocab), do_lower_case=False).save_pretrained(folder)
+    with _quiet(transformers):
+        model.save_pretrained(folder)
+        BertTokenizer(str(vocab), do_lower_case=False).save_pretrained(folder)
     return folder
