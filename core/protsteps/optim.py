@@ -86,7 +86,9 @@ def schedule_factor(
         raise ValueError(f"unknown schedule {schedule!r}; use constant, cosine or epoch_cosine")
     starts = list(epoch_starts)
     if schedule == "epoch_cosine" and len(starts) < 2:
-        raise ValueError("the epoch_cosine schedule needs the steps where epochs start (SchemeSetup.epoch_starts)")
+        raise ValueError(
+            "the epoch_cosine schedule needs the steps where epochs start (SchemeSetup.epoch_starts)"
+        )
     epochs = len(starts) - 1
 
     def factor(step: int) -> float:

@@ -18,8 +18,9 @@ A plugin adds presets through the hook ``protsteps_register_presets``::
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from typing import Any, Protocol
+
+import tomllib
 
 from .errors import ConfigError
 

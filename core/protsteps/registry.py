@@ -242,7 +242,7 @@ class Catalog:
         for impl in self.plugin_manager.hook.protsteps_register_presets.get_hookimpls():
             plugin = impl.plugin_name
             try:
-                declared = list(impl.function() or [])
+                declared: list[Any] = list(impl.function() or [])  # type: ignore[call-overload]
                 for preset in declared:
                     if not isinstance(preset, Preset):
                         raise TypeError(

@@ -112,11 +112,13 @@ class PseudoBilevelConfig:
         "(also the previous step's detached embeddings, as the released code at batch size 1).",
     )
     critic_projection: Projection = option(
-        "residual_mlp", "The critic's projections: residual_mlp (ours) or paper (the released code's NodeEmb)."
+        "residual_mlp",
+        "The critic's projections: residual_mlp (ours) or paper (the released code's NodeEmb).",
     )
     critic_hidden_dim: int = option(256, "Hidden width of the critic's residual MLPs (residual_mlp only).")
     critic_dim: int = option(
-        128, "Width of the critic's projections f_s(s), f_g(g); 0: the structure view's width (released code)."
+        128,
+        "Width of the critic's projections f_s(s), f_g(g); 0: the structure view's width (released code).",
     )
     critic_lr: float = option(1e-3, "Learning rate of the critic's own Adam optimiser (released code: 0.1).")
     critic_schedule: Literal["constant", "cosine", "epoch_cosine"] = option(
@@ -142,7 +144,9 @@ class PseudoBilevelConfig:
         if self.critic_every < 1:
             raise ValueError(f"critic_every must be at least 1, got {self.critic_every}")
         if self.critic_dim < 0:
-            raise ValueError(f"critic_dim must be >= 0 (0: the structure view's width), got {self.critic_dim}")
+            raise ValueError(
+                f"critic_dim must be >= 0 (0: the structure view's width), got {self.critic_dim}"
+            )
 
 
 def sequence_embedding(features: Tensor, batch: Batch) -> Tensor:
@@ -366,7 +370,11 @@ class PseudoBilevelScheme(Scheme):
                 "skipped",
                 f"pseudo_bilevel: step {self._steps + 1} has one protein and no other to contrast it "
                 "with, so the MI look-ahead is skipped on it (theta' = theta)"
-                + ("" if self.config.negatives == "previous" else '; negatives = "previous" pairs it with the previous step\'s'),
+                + (
+                    ""
+                    if self.config.negatives == "previous"
+                    else '; negatives = "previous" pairs it with the previous step\'s'
+                ),
             )
         lr = self.student.lr
         grad_norm = self.student.apply(loss)
@@ -437,7 +445,9 @@ class PseudoBilevelScheme(Scheme):
 
         def gradient(loss: Tensor) -> Tensor:
             grads = torch.autograd.grad(loss, params, allow_unused=True)
-            return _flat([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)])
+            return _flat(
+                [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+            )
 
         tail, _, _, _ = self.objective.look_ahead(batch, negatives)
         ahead = model.teacher_features(batch, tail=tail)

@@ -64,8 +64,17 @@ def test_default_preset_is_the_same_run_as_no_preset():
 def test_paper_preset_resolves_to_the_released_codes_settings():
     config = load_run_config(None, default_catalog(), preset="paper", components={"teacher": "none"})
     encoder = config.encoder.config
-    assert (encoder.activation, encoder.norm, encoder.hidden_dim, encoder.detach_input) == ("none", "none", 0, True)
-    assert (encoder.edge_weight, encoder.angle_encoding, encoder.angle_basis) == ("inverse_square", "paper", 128)
+    assert (encoder.activation, encoder.norm, encoder.hidden_dim, encoder.detach_input) == (
+        "none",
+        "none",
+        0,
+        True,
+    )
+    assert (encoder.edge_weight, encoder.angle_encoding, encoder.angle_basis) == (
+        "inverse_square",
+        "paper",
+        128,
+    )
     distance, dihedral = config.tasks
     assert (distance.config.num_pairs, distance.config.min_separation) == (0, 0)
     assert distance.config.pair_feature == "squared_difference"
@@ -97,13 +106,18 @@ def test_a_file_options_and_set_apply_on_top_of_a_preset(tmp_path: Path):
     assert config.tasks[0].config.num_pairs == 16 and config.tasks[0].config.min_separation == 2
     assert config.train.epochs == 4 and config.train.batch_size == 3
     # naming another component drops the preset's settings for that section
-    other = load_run_config(None, catalog, preset="fast", components={"encoder": "equivariant", "teacher": "none"})
+    other = load_run_config(
+        None, catalog, preset="fast", components={"encoder": "equivariant", "teacher": "none"}
+    )
     assert other.encoder.name == "equivariant"
 
 
 def test_merge_raw_leaves_its_inputs_alone():
     base = {"encoder": {"name": "gin", "hidden_dim": 8}, "tasks": [{"name": "distance", "num_pairs": 4}]}
-    over = {"encoder": {"num_layers": 3}, "tasks": [{"name": "distance", "weight": 2.0}, {"name": "dihedral"}]}
+    over = {
+        "encoder": {"num_layers": 3},
+        "tasks": [{"name": "distance", "weight": 2.0}, {"name": "dihedral"}],
+    }
     merged = merge_raw(base, over)
     assert merged["encoder"] == {"name": "gin", "hidden_dim": 8, "num_layers": 3}
     assert merged["tasks"] == [{"name": "distance", "num_pairs": 4, "weight": 2.0}, {"name": "dihedral"}]
@@ -115,7 +129,7 @@ def test_unknown_and_clashing_presets_are_one_line_errors(monkeypatch, capsys):
     catalog = Catalog.from_plugins({"fast": FastPresets(), "clash": ClashingPresets()})
     with pytest.raises(DuplicateComponentError, match="preset 'fast' is registered twice: by plugin 'fast'"):
         catalog.preset("fast")
-    with pytest.raises(UnknownComponentError, match="unknown preset 'papr'. Did you mean 'paper'"):
+    with pytest.raises(UnknownComponentError, match=r"unknown preset 'papr'\. Did you mean 'paper'"):
         default_catalog().preset("papr")
     monkeypatch.setattr(registry, "_DEFAULT", default_catalog())
     assert main(["pretrain", "--preset", "papr", "--out", "unused"]) == 1
@@ -162,7 +176,9 @@ def test_paper_preset_trains_at_batch_size_one_with_a_finite_mi_from_the_second_
     ]
     assert main(args) == 0
     captured = capsys.readouterr()
-    assert captured.err.count("MI look-ahead is skipped") + captured.out.count("MI look-ahead is skipped") == 1
+    assert (
+        captured.err.count("MI look-ahead is skipped") + captured.out.count("MI look-ahead is skipped") == 1
+    )
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["split"] == "train"]
     assert len(steps) == 6  # 3 proteins, batch size 1, 2 epochs

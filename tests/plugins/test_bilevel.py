@@ -4,6 +4,7 @@ the critic, and the teacher's stored weights staying put."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import pytest
@@ -56,7 +57,9 @@ def build(
 
 def singles(small_structures, count: int, dtype=torch.float32) -> list[protsteps.Batch]:
     """Batches of one protein each, distinct chains."""
-    return [protsteps.collate(protsteps.featurize(p)[:1]).to("cpu", dtype=dtype) for p in small_structures[:count]]
+    return [
+        protsteps.collate(protsteps.featurize(p)[:1]).to("cpu", dtype=dtype) for p in small_structures[:count]
+    ]
 
 
 def outer_loss(scheme, model, batch, seed: int) -> torch.Tensor:
@@ -211,7 +214,9 @@ def test_the_gnn_structure_view_is_a_constant_of_the_inner_step(small_structures
     s, g = objective.views(batch, model.teacher(batch.sequences))
     # the tail moves s, never g: no gradient path from g back to the tail ...
     assert all(grad is None for grad in torch.autograd.grad(g.sum(), list(tail.values()), allow_unused=True))
-    assert all(grad is not None for grad in torch.autograd.grad(s.sum(), list(tail.values()), allow_unused=True))
+    assert all(
+        grad is not None for grad in torch.autograd.grad(s.sum(), list(tail.values()), allow_unused=True)
+    )
     # ... so the inner gradient on the tail flows only through s
     s, g = objective.views(batch, model.teacher(batch.sequences))
     critic = composition.scheme.critic
@@ -230,7 +235,11 @@ def test_the_embedding_view_contains_the_sequence_view(small_structures, tiny_es
         small_structures,
         tiny_esm_weights,
         "pseudo_bilevel",
-        extra=["encoder.hidden_dim=0", 'encoder.residual="with_teacher"', 'scheme.structure_view="embedding"'],
+        extra=[
+            "encoder.hidden_dim=0",
+            'encoder.residual="with_teacher"',
+            'scheme.structure_view="embedding"',
+        ],
     )
     objective = composition.scheme.objective
     features = model.teacher(batch.sequences)
@@ -240,7 +249,9 @@ def test_the_embedding_view_contains_the_sequence_view(small_structures, tiny_es
     width = s.shape[1]
     assert torch.allclose(g[:, :width], mean_h[:, :width] + s, atol=1e-5)
     tail = model.teacher.tail_parameters()
-    assert all(grad is not None for grad in torch.autograd.grad(g.sum(), list(tail.values()), allow_unused=True))
+    assert all(
+        grad is not None for grad in torch.autograd.grad(g.sum(), list(tail.values()), allow_unused=True)
+    )
 
 
 def test_gnn_view_needs_an_encoder_that_exposes_its_structure_output():
@@ -294,7 +305,9 @@ def test_previous_negatives_make_batch_size_one_bilevel(small_structures, tiny_e
     corrupted, states = model.corrupt(second, torch.Generator().manual_seed(1))
     joint_loss, _ = model(corrupted, states, model.teacher_features(corrupted).detach())
     joint = torch.autograd.grad(joint_loss, model.student_parameters(), allow_unused=True)
-    difference = sum(float((a - (b if b is not None else 0)).norm()) for a, b in zip(bilevel, joint, strict=True))
+    difference = sum(
+        float((a - (b if b is not None else 0)).norm()) for a, b in zip(bilevel, joint, strict=True)
+    )
     assert difference > 1e-4 * sum(float(a.norm()) for a in bilevel)
     for batch, seed in ((second, 1), (third, 2)):
         values = scheme.step(batch, torch.Generator().manual_seed(seed))
@@ -303,7 +316,9 @@ def test_previous_negatives_make_batch_size_one_bilevel(small_structures, tiny_e
 
 
 def test_in_batch_negatives_at_batch_size_one_equal_joint(small_structures, tiny_esm_weights):
-    composition, model, _ = build(small_structures, tiny_esm_weights, "pseudo_bilevel", extra=["scheme.inner_lr=0.5"])
+    composition, model, _ = build(
+        small_structures, tiny_esm_weights, "pseudo_bilevel", extra=["scheme.inner_lr=0.5"]
+    )
     first, second = singles(small_structures, 2)
     composition.scheme.step(first, torch.Generator().manual_seed(0))
     _, bilevel = composition.scheme.hypergradient(second, torch.Generator().manual_seed(1))
@@ -314,14 +329,18 @@ def test_in_batch_negatives_at_batch_size_one_equal_joint(small_structures, tiny
         assert torch.allclose(a, torch.zeros_like(a) if b is None else b)
 
 
-def test_resume_restores_the_previous_proteins_and_the_critics_queue(small_structures, tiny_esm_weights, one_thread):
+def test_resume_restores_the_previous_proteins_and_the_critics_queue(
+    small_structures, tiny_esm_weights, one_thread
+):
     extra = ['scheme.negatives="previous"', "scheme.critic_every=2"]
     batches = singles(small_structures, 4)
 
     def run(composition, chosen, start):
-        return [composition.scheme.step(b, torch.Generator().manual_seed(start + i)) for i, b in enumerate(chosen)]
+        return [
+            composition.scheme.step(b, torch.Generator().manual_seed(start + i)) for i, b in enumerate(chosen)
+        ]
 
-    straight, model, _ = build(small_structures, tiny_esm_weights, "pseudo_bilevel", extra=extra)
+    straight, _, _ = build(small_structures, tiny_esm_weights, "pseudo_bilevel", extra=extra)
     expected = run(straight, batches, 0)
 
     first, first_model, _ = build(small_structures, tiny_esm_weights, "pseudo_bilevel", extra=extra)
@@ -345,7 +364,10 @@ def test_resume_restores_the_previous_proteins_and_the_critics_queue(small_struc
 
 def test_the_critic_waits_for_every_second_step(small_structures, tiny_esm_weights):
     composition, _, _ = build(
-        small_structures, tiny_esm_weights, "pseudo_bilevel", extra=['scheme.negatives="previous"', "scheme.critic_every=2"]
+        small_structures,
+        tiny_esm_weights,
+        "pseudo_bilevel",
+        extra=['scheme.negatives="previous"', "scheme.critic_every=2"],
     )
     scheme = composition.scheme
     before = [p.detach().clone() for p in scheme.critic.parameters()]
@@ -387,7 +409,9 @@ def test_alpha_follows_the_students_schedule(small_structures, tiny_esm_weights)
         extra=['train.schedule="epoch_cosine"', "scheme.anneal_inner_lr=false"],
     )
     for step in range(7):
-        assert constant.scheme.step(batch, torch.Generator().manual_seed(step))["inner_lr"] == pytest.approx(alpha)
+        assert constant.scheme.step(batch, torch.Generator().manual_seed(step))["inner_lr"] == pytest.approx(
+            alpha
+        )
 
 
 def test_epoch_cosine_schedule_is_the_released_codes():
@@ -396,7 +420,7 @@ def test_epoch_cosine_schedule_is_the_released_codes():
     starts = [0, 3, 7, 8, 12, 15]  # five epochs of unequal length
     factor = schedule_factor("epoch_cosine", 0, 15, starts)
     released = [(1 + math.cos(math.pi * e / 5)) / 2 for e in range(5)]  # adjust_learning_rate
-    for epoch, (a, b) in enumerate(zip(starts, starts[1:], strict=False)):
+    for epoch, (a, b) in enumerate(itertools.pairwise(starts)):
         for step in range(a, b):
             assert math.isclose(factor(step), released[epoch])
     with pytest.raises(ValueError, match="epoch_cosine schedule needs"):

@@ -323,7 +323,9 @@ def test_all_pairs_loss_is_the_released_codes_full_cross_entropy(batch: Batch) -
         s, e = int(batch.ptr[b]), int(batch.ptr[b + 1])
         z, pos = node[s:e], batch.pos[s:e]
         features = (z[None, :, :] - z[:, None, :]).square().reshape(-1, 8)
-        target = torch.floor(torch.clamp((pos[None] - pos[:, None]).norm(dim=-1).reshape(-1), 0, 149) / 5).long()
+        target = torch.floor(
+            torch.clamp((pos[None] - pos[:, None]).norm(dim=-1).reshape(-1), 0, 149) / 5
+        ).long()
         total = total + nn.functional.cross_entropy(task.head(features), target, reduction="sum")
     expected = total / sum(n * n for n in batch.lengths.tolist())
     assert math.isclose(float(out.loss), float(expected), rel_tol=1e-5)
