@@ -23,7 +23,7 @@ from protsteps.registry import default_catalog
 from protsteps.runconfig import DataConfig, TrainConfig
 
 REFERENCE = Path(__file__).resolve().parent / "reference"
-BUILT_IN_PLUGINS = ("structure", "gnn", "tasks", "esm", "bilevel")
+BUILT_IN_PLUGINS = ("structure", "gnn", "tasks", "esm", "protbert", "bilevel")
 
 
 def _cell(text: object) -> str:
