@@ -8,6 +8,8 @@ not):
 2. rows without a split get a seeded stratified one (default 80/10/10; rows of one group stay
    together); when the label file gives splits but no validation (or test) rows, that part is
    drawn from the training rows the same way;
+   a protein on two sides of the split (the same structure, PDB chain, sequence or group) and
+   a test set of fewer than 10 proteins are warned about, on stderr and in the notes;
 3. a head (:class:`~protsteps.downstream.ClassificationHead`) is trained on the pooled protein
    embedding: ``probe`` keeps the encoder frozen (embeddings are computed once), ``full``
    trains the encoder too; the teacher is always frozen;
@@ -63,6 +65,7 @@ from ..runconfig import RunConfig, load_run_config
 from ..training import Distributed, pick_device
 from . import _metrics as M
 from ._labels import LabelledChain, LabelledSet, Skipped, Split, rarest_label, stratified_split
+from ._leakage import leakage_notes, small_test_note
 from ._model import Backbone, ClassificationHead, encode, forward, load_backbone, scratch_backbone
 from ._plots import plot_confusion, plot_learning_curve
 
@@ -455,6 +458,21 @@ def finetune(
     )
     for note in coverage_notes:
         display.message(note)
+    dataset = GraphDataset([e.entry for e in examples], report.cache_dir)
+    graphs: Any = dataset
+    if int(dataset.lengths.sum()) <= _PRELOAD_RESIDUES:
+        graphs = [dataset[i] for i in range(len(dataset))]
+    leak_notes = leakage_notes(
+        [e.row for e in examples],
+        [str(e.entry["chain"]) for e in examples],
+        [graphs[i].sequence for i in range(len(examples))],
+        [e.split for e in examples],
+        group_column=data.settings.get("group_column"),
+        pdb_chain_column=data.settings.get("pdb_chain_column"),
+        columns=data.columns,
+    ) + small_test_note(len(parts["test"]))
+    for note in leak_notes:
+        display.warn(note)
     display.message(
         f"{len(classes)} classes, {'multi' if multi else 'single'}-label | proteins: "
         f"{len(parts['train'])} train, {len(parts['valid'])} valid, {len(parts['test'])} test"
@@ -485,11 +503,6 @@ def finetune(
                 targets_all[i, class_index[label]] = 1.0
     else:
         targets_all = torch.tensor([class_index[e.row.labels[0]] for e in examples], dtype=torch.long)
-
-    dataset = GraphDataset([e.entry for e in examples], report.cache_dir)
-    graphs: Any = dataset
-    if int(dataset.lengths.sum()) <= _PRELOAD_RESIDUES:
-        graphs = [dataset[i] for i in range(len(dataset))]
 
     torch.manual_seed(config.seed)  # the same head initialisation whatever the backbone
     head = ClassificationHead(
@@ -611,7 +624,7 @@ def finetune(
         "train_support": {
             c: int(sum(1 for i in parts["train"] if c in examples[i].row.labels)) for c in classes
         },
-        "notes": data.notes + split_notes + coverage_notes + backbone.notes,
+        "notes": data.notes + split_notes + coverage_notes + leak_notes + backbone.notes,
         "history": history,
         "seconds": {
             "featurize": featurize_seconds,

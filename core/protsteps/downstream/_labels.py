@@ -93,6 +93,9 @@ class LabelledChain:
     group: rows with the same group go to the same split when splits are drawn
         (e.g. the same protein in two files); ``None``: its own group.
     origin: where the row came from (``labels.tsv:12``), for messages.
+    pdb_chain: the PDB chain the row is (``1abc.a``, from a ``pdb_chain``-like column of
+        the manifest), used to warn when one chain is on two sides of a split; ``None``:
+        unknown.
     """
 
     path: str
@@ -101,6 +104,7 @@ class LabelledChain:
     split: Split | None = None
     group: str | None = None
     origin: str = ""
+    pdb_chain: str | None = None
 
     @property
     def spec(self) -> str:
@@ -132,6 +136,7 @@ class LabelledSet:
     skipped: the rows that cannot be used, each with the reason; never dropped silently.
     notes: what was decided while reading (e.g. which of two files was taken).
     settings: how the rows were read (format and options), recorded in a run's settings.
+    columns: the label file's columns (a manifest's header), for advice in messages.
     """
 
     source: str
@@ -140,6 +145,7 @@ class LabelledSet:
     skipped: list[Skipped] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    columns: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def multi_label(self) -> bool:
@@ -151,12 +157,14 @@ class LabelledSet:
         return sorted({label for row in self.rows for label in row.labels})
 
     def write(self, path: str | os.PathLike[str]) -> None:
-        """Write the rows as a TSV manifest (absolute paths; ``split`` and ``group`` when
-        any row has one), readable by :func:`read_manifest`."""
+        """Write the rows as a TSV manifest (absolute paths; ``split``, ``group`` and
+        ``pdb_chain`` when any row has one), readable by :func:`read_manifest`."""
         with_split = any(r.split for r in self.rows)
         with_group = any(r.group for r in self.rows)
+        with_pdb_chain = any(r.pdb_chain for r in self.rows)
         header = ["path", "chain", self.label_column] + (["split"] if with_split else [])
         header += ["group"] if with_group else []
+        header += ["pdb_chain"] if with_pdb_chain else []
         buffer = io.StringIO()
         writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
         writer.writerow(header)
@@ -164,6 +172,7 @@ class LabelledSet:
             row = [r.path, r.chain or "", LABEL_SEPARATOR.join(r.labels)]
             row += [r.split or ""] if with_split else []
             row += [r.group or ""] if with_group else []
+            row += [r.pdb_chain or ""] if with_pdb_chain else []
             writer.writerow(row)
         atomic_write_text(path, buffer.getvalue())
 
@@ -279,6 +288,10 @@ def read_manifest(
         require_column(path, header, split_column, "--split-column")
     if group_column:
         require_column(path, header, group_column, "--group-column")
+    from ._leakage import find_pdb_chain_column, normalize_pdb_chain
+
+    used = ["path", "chain", label_column, split_column, group_column or ""]
+    pdb_chain_column = find_pdb_chain_column(header, [cells for _, cells in rows], used)
     base = path.parent
     labelled: list[LabelledChain] = []
     skipped: list[Skipped] = []
@@ -306,7 +319,8 @@ def read_manifest(
         if has_split and cells[split_column]:
             split = normalize_split(cells[split_column], f"{path}:{line}")
         group = cells[group_column] or None if group_column else None
-        labelled.append(LabelledChain(str(file), chain, labels, split, group, origin))
+        pdb_chain = normalize_pdb_chain(cells[pdb_chain_column]) if pdb_chain_column else None
+        labelled.append(LabelledChain(str(file), chain, labels, split, group, origin, pdb_chain))
     given = [r.split for r in labelled]
     if has_split and any(given) and not all(given):
         line_of_missing = next(r.origin for r in labelled if r.split is None).rpartition(":")[2]
@@ -319,8 +333,9 @@ def read_manifest(
         "split_column": split_column,
         "group_column": group_column,
         "label_separator": label_separator,
+        "pdb_chain_column": pdb_chain_column,
     }
-    return LabelledSet(str(path), label_column, labelled, skipped, settings=settings)
+    return LabelledSet(str(path), label_column, labelled, skipped, settings=settings, columns=list(header))
 
 
 def _units(groups: Sequence[str | None]) -> list[list[int]]:
