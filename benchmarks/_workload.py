@@ -33,11 +33,14 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
 
 
-def real_chains(folder: Path, count: int, min_length: int, max_length: int) -> list[protsteps.ProteinGraph]:
+def real_chains(
+    folder: Path, count: int, min_length: int, max_length: int, distinct: bool = False
+) -> list[protsteps.ProteinGraph]:
     """The first ``count`` chains (sorted file order) of ``min_length`` to ``max_length``
     residues under ``folder``, read through ``protsteps.featurize``; unreadable files are
-    passed over."""
+    passed over. ``distinct``: each sequence once (the chains of a homodimer are one)."""
     chosen: list[protsteps.ProteinGraph] = []
+    seen: set[str] = set()
     for path in sorted(
         p for p in folder.rglob("*") if p.is_file() and (".pdb" in p.name or ".cif" in p.name)
     ):
@@ -45,7 +48,10 @@ def real_chains(folder: Path, count: int, min_length: int, max_length: int) -> l
             graphs = protsteps.featurize(path)
         except StructureError:
             continue
-        chosen.extend(g for g in graphs if min_length <= g.num_nodes <= max_length)
+        for g in graphs:
+            if min_length <= g.num_nodes <= max_length and not (distinct and g.sequence in seen):
+                seen.add(g.sequence)
+                chosen.append(g)
         if len(chosen) >= count:
             return chosen[:count]
     if not chosen:
