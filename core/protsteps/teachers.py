@@ -49,7 +49,9 @@ __all__ = [
     "TrunkCache",
     "TrunkKey",
     "TrunkTailTeacher",
+    "check_tail_settings",
     "probe",
+    "tail_settings",
     "tensor_fingerprint",
     "windows",
 ]
@@ -60,6 +62,32 @@ TAIL_MIN_FILL = 0.9
 
 #: how long :func:`probe` waits before declaring a download site unreachable
 PROBE_TIMEOUT_S = 3.0
+
+
+def check_tail_settings(config: Any) -> None:
+    """Refuse, before any weights are loaded, the shared settings of a trunk/tail teacher's
+    config (``trainable_layers``, ``max_tokens``, ``cache_mb``) that cannot work."""
+    if config.trainable_layers < 0:
+        raise ConfigError(f"[teacher] trainable_layers: {config.trainable_layers} must be >= 0")
+    if config.max_tokens < 1:
+        raise ConfigError(f"[teacher] max_tokens: {config.max_tokens} must be at least 1")
+    if config.cache_mb < 0:
+        raise ConfigError(f"[teacher] cache_mb: {config.cache_mb} must be >= 0")
+
+
+def tail_settings(config: Any) -> dict[str, Any]:
+    """The :class:`TrunkTailTeacher` keyword arguments a teacher config gives (``layer``,
+    ``trainable_layers``, ``window``, ``stride``, ``max_tokens``, and the trunk cache made from
+    ``cache``, ``cache_mb``, ``cache_dir``), so that every teacher reads them the same way."""
+    cache = TrunkCache(config.cache_mb * 2**20, config.cache_dir) if config.cache else None
+    return {
+        "layer": config.layer,
+        "trainable_layers": config.trainable_layers,
+        "window": config.window,
+        "stride": config.stride,
+        "max_tokens": config.max_tokens,
+        "cache": cache,
+    }
 
 
 def windows(length: int, window: int, stride: int) -> list[tuple[int, int]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from protsteps import BuildContext
 from protsteps.errors import ConfigError
-from protsteps.teachers import TrunkCache
+from protsteps.teachers import check_tail_settings, tail_settings
 
 from ._config import MAX_WINDOW, ESMConfig
 from ._loading import load_esm2
@@ -19,12 +19,7 @@ def _check(config: ESMConfig) -> None:
         raise ConfigError(f"[teacher] window: {config.window} must be in 1..{MAX_WINDOW} residues")
     if not 1 <= config.stride <= config.window:
         raise ConfigError(f"[teacher] stride: {config.stride} must be in 1..window ({config.window})")
-    if config.max_tokens < 1:
-        raise ConfigError(f"[teacher] max_tokens: {config.max_tokens} must be at least 1")
-    if config.cache_mb < 0:
-        raise ConfigError(f"[teacher] cache_mb: {config.cache_mb} must be >= 0")
-    if config.trainable_layers < 0:
-        raise ConfigError(f"[teacher] trainable_layers: {config.trainable_layers} must be >= 0")
+    check_tail_settings(config)
 
 
 def build_esm_teacher(config: ESMConfig, context: BuildContext) -> ESMTeacher:
@@ -35,19 +30,13 @@ def build_esm_teacher(config: ESMConfig, context: BuildContext) -> ESMTeacher:
     """
     _check(config)
     loaded = load_esm2(config.model, weights=config.weights, download=config.download)
-    cache = TrunkCache(config.cache_mb * 2**20, config.cache_dir) if config.cache else None
     teacher = ESMTeacher(
         loaded.model,
         loaded.alphabet,
         name=loaded.name,
-        layer=config.layer,
-        trainable_layers=config.trainable_layers,
-        window=config.window,
-        stride=config.stride,
-        max_tokens=config.max_tokens,
-        cache=cache,
         weights_path=loaded.path,
         source=loaded.source,
+        **tail_settings(config),
     )
     if context.device is not None:
         teacher.to(context.device)

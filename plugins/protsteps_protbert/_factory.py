@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from protsteps import BuildContext
 from protsteps.errors import ConfigError
-from protsteps.teachers import TrunkCache
+from protsteps.teachers import check_tail_settings, tail_settings
 
 from ._config import ProtBertConfig
 from ._loading import load_protbert
@@ -22,12 +22,7 @@ def _check(config: ProtBertConfig) -> None:
         raise ConfigError(f"[teacher] stride: {config.stride} must be at least 1 residue")
     if config.stride is not None and config.window is not None and config.stride > config.window:
         raise ConfigError(f"[teacher] stride: {config.stride} must be in 1..window ({config.window})")
-    if config.max_tokens < 1:
-        raise ConfigError(f"[teacher] max_tokens: {config.max_tokens} must be at least 1")
-    if config.cache_mb < 0:
-        raise ConfigError(f"[teacher] cache_mb: {config.cache_mb} must be >= 0")
-    if config.trainable_layers < 0:
-        raise ConfigError(f"[teacher] trainable_layers: {config.trainable_layers} must be >= 0")
+    check_tail_settings(config)
 
 
 def build_protbert_teacher(config: ProtBertConfig, context: BuildContext) -> ProtBertTeacher:
@@ -38,19 +33,13 @@ def build_protbert_teacher(config: ProtBertConfig, context: BuildContext) -> Pro
     """
     _check(config)
     loaded = load_protbert(config.model, weights=config.weights, download=config.download)
-    cache = TrunkCache(config.cache_mb * 2**20, config.cache_dir) if config.cache else None
     teacher = ProtBertTeacher(
         loaded.model,
         loaded.vocabulary,
         name=loaded.name,
-        layer=config.layer,
-        trainable_layers=config.trainable_layers,
-        window=config.window,
-        stride=config.stride,
-        max_tokens=config.max_tokens,
-        cache=cache,
         weights_path=loaded.path,
         source=loaded.source,
+        **tail_settings(config),
     )
     if context.device is not None:
         teacher.to(context.device)
