@@ -298,6 +298,8 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
             failed.append({"source": item, "error": f"{path}: no such file or folder"})
         elif selection is not None or is_structure_path(path) or _looks_like_structure(path):
             add(item, path, selection)
+        elif depth == 0 and (columns := label_file_columns(path)) is not None:
+            failed.append({"source": item, "error": label_file_message(path, columns)})
         elif depth == 0 and _is_path_list(path):
             base = path.parent
             for line in path.read_text("utf-8").splitlines():
@@ -329,6 +331,58 @@ def _looks_like_structure(path: Path) -> bool:
     return head[:2] == b"\x1f\x8b" or head.lstrip().startswith(
         (b"data_", b"HEADER", b"ATOM  ", b"HETATM", b"CRYST1")
     )
+
+
+#: header cells that name the structure file in a label file (a manifest)
+_PATH_COLUMNS = ("path", "file", "filename", "file_name", "structure", "structure_file", "pdb_file")
+#: header cells that a label file has beside its path column
+_LABEL_COLUMNS = ("chain", "label", "split", "class", "pdb_chain", "group", "id")
+
+
+def label_file_columns(path: str | os.PathLike[str]) -> list[str] | None:
+    """The header of ``path`` when it looks like a label file (a CSV/TSV manifest for
+    ``protsteps finetune``) rather than a list of paths: a first line of tab- or
+    comma-separated cells, one naming the structure file (``path``, ``file``, ...) and
+    another a chain, label, split or class column (``scop2_class``, ``ec_number`` ...)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(65536)
+        text = head.decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return None
+    first = next((line for line in text.splitlines() if line.strip() and not line.startswith("#")), "")
+    delimiter = "\t" if "\t" in first else "," if "," in first else None
+    if delimiter is None:
+        return None
+    cells = [c.strip().strip('"') for c in first.split(delimiter)]
+    lowered = [c.lower() for c in cells]
+    if len(cells) < 2 or not any(c in _PATH_COLUMNS for c in lowered):
+        return None
+    labelled = any(
+        c in _LABEL_COLUMNS or c.endswith(("_class", "_label", "label", "_number", "_split")) for c in lowered
+    )
+    return cells if labelled else None
+
+
+def label_file_message(path: str | os.PathLike[str], columns: Sequence[str], command: str = "") -> str:
+    """What to say about a label file given where structures are expected."""
+    shown = ", ".join(columns[:6]) + (", ..." if len(columns) > 6 else "")
+    who = f"{command} takes" if command else "give"
+    return (
+        f"{path}: this looks like a label file (columns: {shown}); {who} structure files, folders "
+        "or path lists (one path per line); labels are for protsteps finetune"
+    )
+
+
+def refuse_label_files(inputs: Iterable[str | os.PathLike[str]], command: str) -> None:
+    """Raise a :class:`ProtstepsError` when one of ``inputs`` is a label file (see
+    :func:`label_file_columns`), before any work: ``command`` names what was run."""
+    for item in inputs:
+        path, selection = split_selection(os.fspath(item))
+        if selection is None and path.is_file() and not is_structure_path(path):
+            columns = label_file_columns(path)
+            if columns is not None:
+                raise ProtstepsError(label_file_message(path, columns, command))
 
 
 def _is_path_list(path: Path) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,7 +47,7 @@ _NODE_FIELDS = (
 _EDGE_FIELDS = ("edge_distance", "edge_vector", "edge_attr")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class ProteinGraph:
     """One protein chain as a residue graph.
 
@@ -88,6 +89,15 @@ class ProteinGraph:
 
     def __post_init__(self) -> None:
         self.validate()
+
+    def __repr__(self) -> str:
+        # one line, not the tensors: ProteinGraph(source='1abc.pdb', chain='A', residues=58, edges=812)
+        features = self.node_attr.shape[1], self.edge_attr.shape[1]
+        extra = f", node_attr={features[0]}, edge_attr={features[1]}" if any(features) else ""
+        return (
+            f"ProteinGraph(source={self.source!r}, chain={self.chain_id!r}, residues={self.num_nodes}, "
+            f"edges={self.num_edges}{extra})"
+        )
 
     @property
     def num_nodes(self) -> int:
@@ -138,7 +148,7 @@ class ProteinGraph:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class Batch:
     """Several :class:`ProteinGraph` concatenated into one disconnected graph.
 
@@ -177,6 +187,15 @@ class Batch:
     @property
     def num_graphs(self) -> int:
         return len(self.sequences)
+
+    def __repr__(self) -> str:
+        # one line, not the tensors: Batch(proteins=3, residues=250, edges=3100, device=cpu, chains=[...])
+        chains = [f"{Path(s).name}:{c}" for s, c in zip(self.sources, self.chain_ids, strict=True)]
+        shown = ", ".join(chains[:3]) + (f", ... ({len(chains) - 3} more)" if len(chains) > 3 else "")
+        return (
+            f"Batch(proteins={self.num_graphs}, residues={self.num_nodes}, edges={self.num_edges}, "
+            f"device={self.device}, chains=[{shown}])"
+        )
 
     @property
     def num_nodes(self) -> int:

@@ -311,17 +311,68 @@ class Catalog:
 
     def get(self, kind: str, name: str) -> Entry:
         """The entry registered as ``name`` for ``kind``; errors list the known names (and
-        the plugins that failed to load, which might have provided it)."""
+        the plugins that failed to load, which might have provided it), and when ``name``
+        is a value of some component's setting (an ESM-2 model name given as the teacher),
+        the command that sets it."""
         registry = self.registry(kind)
         try:
             return registry.get(name)
         except UnknownComponentError as exc:
-            if not self.failures:
+            extra = [self.setting_hint(kind, name) or ""]
+            if self.failures:
+                failed = ", ".join(sorted({f.plugin for f in self.failures}))
+                extra.append(f"Plugins that failed to load (`protsteps plugins` says why): {failed}")
+            extra = [text for text in extra if text]
+            if not extra:
                 raise
-            failed = ", ".join(sorted({f.plugin for f in self.failures}))
-            raise UnknownComponentError(
-                f"{exc}. Plugins that failed to load (`protsteps plugins` says why): {failed}"
-            ) from None
+            original = str(exc.args[0]) if exc.args else str(exc)
+            raise UnknownComponentError(". ".join([original, *extra])) from None
+
+    def setting_hint(self, kind: str, value: str) -> str | None:
+        """When ``value`` (given as a ``kind`` name) is one of the choices of a component's
+        setting, the options that select that component and set it, e.g. ``--teacher esm
+        --set teacher.model=esm2_t6_8M_UR50D``; components of ``kind`` first, at most two.
+        A preset's name says ``--preset NAME``."""
+        if value in self.presets:
+            return f"'{value}' is a preset (a whole run file): use --preset {value}"
+        matches = [
+            (entry, field.name)
+            for entry in self.entries()
+            for field in fields_of(entry.config)
+            if field.choices and value in field.choices
+        ]
+        same_kind = [m for m in matches if m[0].kind == kind]
+        matches = (same_kind or matches)[:2]
+        if not matches:
+            return None
+        described = " or ".join(f"{entry.kind} {entry.name}'s {field}" for entry, field in matches)
+        commands = " or ".join(
+            f"--task {entry.name} --set tasks.{entry.name}.{field}={value}"
+            if entry.kind == "task"
+            else f"--{entry.kind} {entry.name} --set {entry.kind}.{field}={value}"
+            for entry, field in matches
+        )
+        return f"'{value}' is a value of {described}: use {commands}"
+
+    def taking_settings(self, kind: str, settings: Mapping[str, Any]) -> list[str]:
+        """The names of the ``kind`` components whose config accepts ``settings`` (every key
+        a setting, every value valid), e.g. the teachers that a ``model = ...`` fits. When a
+        value is one of a component's listed choices (``esm2_t6_8M_UR50D`` for ``esm``'s
+        ``model``), only the components that list it are named."""
+        scored = []
+        for entry in self.registry(kind):
+            try:
+                from_dict(entry.config, settings, section=kind)
+            except Exception:  # any refusal: this component does not fit
+                continue
+            listed = sum(
+                1
+                for field in fields_of(entry.config)
+                if field.name in settings and field.choices and settings[field.name] in field.choices
+            )
+            scored.append((listed, entry.name))
+        best = max((listed for listed, _ in scored), default=0)
+        return [name for listed, name in scored if listed == best]
 
     def entries(self, kind: str | None = None) -> list[Entry]:
         kinds = [kind] if kind is not None else list(KINDS)

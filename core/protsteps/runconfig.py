@@ -276,9 +276,12 @@ def _choice(catalog: Catalog, section: str, value: Any, label: str | None = None
         raise ConfigError(f"{label} weight: expected a number, got {weight!r}")
     if name in RESERVED_NAMES.get(section, ()):
         if table:
+            takers = catalog.taking_settings(_KIND[section], table)
+            fix = " or ".join(f"--{section} {taker}" for taker in takers[:3])
             raise ConfigError(
                 f"{label}: {section} '{name}' takes no settings, got {', '.join(table)}; "
                 f"name a {_KIND[section]} to configure it"
+                + (f': {fix} (in a run file: [{section}] name = "{takers[0]}")' if takers else "")
             )
         return ComponentChoice(name=name)
     kind = _KIND[section]

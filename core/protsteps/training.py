@@ -28,6 +28,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,6 +40,7 @@ import torch
 from torch import nn
 
 from . import _toml
+from ._text import count
 from ._version import __version__
 from .errors import ConfigError, ProtstepsError
 from .export import encoder_record
@@ -300,7 +302,11 @@ def prepare_run_folder(out: Path, resume: bool) -> RunPaths:
     paths = RunPaths(out)
     if resume:
         if not paths.last.exists():
-            raise ProtstepsError(f"cannot resume {out}: {paths.last} does not exist")
+            raise ProtstepsError(
+                f"cannot resume {out}: the run saved no checkpoint ({paths.last} does not exist), so "
+                f"there is nothing to continue; start it afresh: rm -r {out} and run the same "
+                "command again, or give a new --out"
+            )
         return paths
     if paths.last.exists() or paths.metrics.exists():
         raise ProtstepsError(
@@ -366,7 +372,7 @@ def _pretrain(
     checkpoint = load_checkpoint(paths.last) if resume else None
     if checkpoint is not None and int(checkpoint["epoch"]) > config.train.epochs:
         raise ProtstepsError(
-            f"{out} has already completed {checkpoint['epoch']} epochs; resuming with "
+            f"{out} has already completed {count(int(checkpoint['epoch']), 'epoch')}; resuming with "
             f"{config.train.epochs} would rewrite its record (give --epochs {checkpoint['epoch']} or more)"
         )
 
@@ -552,11 +558,40 @@ def _pretrain(
     )
 
 
+@contextmanager
+def removed_on_failure(out: Path, *, resume: bool, is_main: bool = True) -> Iterator[None]:
+    """Take back what a new run wrote into ``out`` when it fails (an error, Ctrl-C) before
+    saving a checkpoint: the folder itself when the run made it, else the files and folders
+    it added. A resumed run, a run with ``checkpoints/last.pt`` (it can be resumed), and
+    processes other than rank 0 leave everything as it is."""
+    existed = out.is_dir()
+    before = {p.name for p in out.iterdir()} if existed else set()
+    try:
+        yield
+    except BaseException:
+        if not resume and is_main and not RunPaths(out).last.exists() and out.is_dir():
+            if not existed:
+                shutil.rmtree(out, ignore_errors=True)
+            else:
+                for entry in out.iterdir():
+                    if entry.name not in before:
+                        if entry.is_dir() and not entry.is_symlink():
+                            shutil.rmtree(entry, ignore_errors=True)
+                        else:
+                            entry.unlink(missing_ok=True)
+        raise
+
+
 def resume_config(out: Path, catalog: Catalog) -> RunConfig:
     """The resolved config of an existing run folder."""
     path = RunPaths(out).config
+    if not out.is_dir():
+        raise ProtstepsError(f"cannot resume {out}: no such folder; start a run with --out {out}")
     if not path.exists():
-        raise ProtstepsError(f"cannot resume {out}: {path} does not exist")
+        raise ProtstepsError(
+            f"cannot resume {out}: it holds no run ({path} does not exist); start one with --out "
+            f"{out}, or give the folder of the run to continue"
+        )
     return RunConfig.from_dict(load_raw(path), catalog)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._text import count
 from .data import GraphDataset, LengthBatchSampler
 from .errors import ProtstepsError
 from .featurize import FeaturizeReport, featurize_many
@@ -152,24 +153,25 @@ def prepare_training_data(
     entries = [e for e in report.ok if int(e["residues"]) >= config.data.min_residues]
     short = len(report.ok) - len(entries)
     display.message(
-        f"structures: {report.files} files -> {len(report.ok)} chains"
+        f"structures: {count(report.files, 'file')} -> {count(len(report.ok), 'chain')}"
         + (f" ({short} shorter than {config.data.min_residues} residues left out)" if short else "")
     )
     if report.failed:
         display.warn(
-            f"warning: {len(report.failed)} inputs could not be used (first: {report.failed[0]['error']}); "
+            f"warning: {count(len(report.failed), 'input')} could not be used (first: {report.failed[0]['error']}); "
             "every one with its reason in featurize-report.json"
         )
     if not entries:
         reasons = "; ".join(str(f["error"]) for f in report.failed[:3])
         raise ProtstepsError(
-            f"no usable training chains from {len(inputs)} inputs" + (f" ({reasons})" if reasons else "")
+            f"no usable training chains from {count(len(inputs), 'input')}"
+            + (f" ({reasons})" if reasons else "")
         )
     dataset = GraphDataset(entries, report.cache_dir)
     train_idx, valid_idx = split_by_source(entries, config.train.valid_fraction, config.train.seed)
     train = dataset.subset(train_idx)
     valid = dataset.subset(valid_idx) if valid_idx else None
-    display.message(f"training on {len(train)} chains, validating on {len(valid) if valid else 0}")
+    display.message(f"training on {count(len(train), 'chain')}, validating on {len(valid) if valid else 0}")
     if config.train.max_residues == 0 and config.train.batch_size < 1:
         raise ProtstepsError("[train] batch_size must be >= 1 when max_residues is 0")
     sampler = LengthBatchSampler(

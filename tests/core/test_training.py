@@ -250,7 +250,7 @@ def test_inputs_that_cannot_be_used_are_a_warning_even_when_quiet(small_structur
     )
     assert main([*args, "--epochs", "1"]) == 0  # cli_args passes -q
     err = capsys.readouterr().err
-    assert f"warning: 1 inputs could not be used (first: {missing}: no such file or folder)" in err
+    assert f"warning: 1 input could not be used (first: {missing}: no such file or folder)" in err
 
 
 def test_resume_refuses_fewer_epochs_than_done_and_bad_training_values(small_structures, tmp_path, capsys):

@@ -2,11 +2,13 @@
 
 Each command lives in its own module and adds itself to :data:`app`. Errors that protsteps
 raises on purpose (:class:`~protsteps.errors.ProtstepsError`) are printed as one line and
-exit with status 1; Typer's usage errors exit with status 2.
+exit with status 1; Typer's usage errors exit with status 2. Under ``torchrun`` every process
+meets the same error, so only rank 0 prints it; the others exit with the same status quietly.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -27,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except ProtstepsError as exc:
+        if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 says it once
+            return 1
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:

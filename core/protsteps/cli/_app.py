@@ -6,6 +6,7 @@ import typer
 from rich.console import Console
 
 from .._version import __version__
+from ._help import Group
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -28,6 +29,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    cls=Group,  # help screens with every option's default and no <bool> tags
 )
 
 

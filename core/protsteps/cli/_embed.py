@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from .._text import count
 from ..errors import ProtstepsError
 from ._app import StructureInputs, app, console, err_console
 
@@ -59,17 +60,17 @@ def embed(
         )
     if len(result) == 0:
         raise ProtstepsError(
-            f"nothing could be embedded: {len(result.failed)} inputs failed"
+            f"nothing could be embedded: {count(len(result.failed), 'input')} failed"
             + (f" (first: {result.failed[0]['error']})" if result.failed else "")
         )
     result.save(out)
     console.print(
-        f"{len(result)} chains embedded (d = {result.embeddings.shape[1]}"
+        f"{count(len(result), 'chain')} embedded (d = {result.embeddings.shape[1]}"
         + (
             f", {result.residue_embeddings.shape[0]} residues"
             if result.residue_embeddings is not None
             else ""
         )
-        + f"), {len(result.failed)} inputs failed -> {escape(str(out))}",
+        + f"), {count(len(result.failed), 'input')} failed -> {escape(str(out))}",
         highlight=False,
     )

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .._text import count
 from ..config import parse_value
 from ..errors import ConfigError, ProtstepsError
 from ..featurize import FileResult, default_cache_dir, featurize_many
@@ -104,12 +105,12 @@ def featurize(
     failed_files = len({row["source"] for row in report.failed})
     if not report.ok:
         raise ProtstepsError(
-            f"nothing could be featurized: {failed_files} of {files} inputs failed "
+            f"nothing could be featurized: {failed_files} of {count(files, 'input')} failed "
             f"(first: {report.failed[0]['error'] if report.failed else 'no inputs'}); reasons in {report_path}"
         )
     first = f" (first: {escape(report.failed[0]['error'])})" if report.failed else ""
     console.print(
-        f"{chains} chains from {files - counts['failed']} files "
+        f"{count(chains, 'chain')} from {count(files - counts['failed'], 'file')} "
         f"({report.cache_hits} from the cache), {len(report.failed)} failed{first}; "
         f"report: {escape(str(report_path))}; cache: {escape(str(report.cache_dir))}",
         highlight=False,

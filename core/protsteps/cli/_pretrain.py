@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from .._text import count
 from ..config import from_dict, to_dict
 from ..errors import ProtstepsError
 from ..registry import default_catalog
@@ -133,20 +134,29 @@ def pretrain(
             sets=set_ or [],
             preset=preset,
         )
-    result = run_pretrain(run_config, out, catalog, resume=resume is not None, show_progress=not quiet)
+    from ..featurize import refuse_label_files
+    from ..training import removed_on_failure
+
+    refuse_label_files(run_config.data.inputs, "pretrain")
+    # a run that fails before its first checkpoint takes back what it wrote
+    with removed_on_failure(out, resume=resume is not None, is_main=os.environ.get("RANK", "0") == "0"):
+        result = run_pretrain(run_config, out, catalog, resume=resume is not None, show_progress=not quiet)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary is enough
         return
     if result.interrupted:
         err_console.print(
-            f"interrupted at step {result.steps} ({result.epochs_completed} epochs done); "
+            f"interrupted at step {result.steps} ({count(result.epochs_completed, 'epoch')} done); "
             f"checkpoints/last.pt is saved; continue with: protsteps pretrain --resume {out}",
             highlight=False,
         )
         raise typer.Exit(130)
     best = f"{result.best_valid_loss:.4f}" if result.best_valid_loss is not None else "n/a"
     console.print(
-        f"done: {result.steps} steps, {result.epochs_completed} epochs, best validation loss {best}"
-        + (f", {result.skipped_batches} batches skipped" if result.skipped_batches else ""),
+        f"done: {count(result.steps, 'step')}, {count(result.epochs_completed, 'epoch')}, "
+        f"best validation loss {best}"
+        + (
+            f", {count(result.skipped_batches, 'batch', 'batches')} skipped" if result.skipped_batches else ""
+        ),
         highlight=False,
     )
     console.print(f"run folder: {out}  (encoder: {out / 'encoder.pt'})", highlight=False)

@@ -52,6 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import _toml
+from .._text import count
 from .._version import __version__
 from ..config import option, to_dict
 from ..data import GraphDataset, LengthBatchSampler
@@ -343,7 +344,7 @@ def _origin_order(skipped: Skipped) -> tuple[str, int]:
 def _summarise_skipped(skipped: Sequence[Skipped], total: int, path: Path) -> str:
     first = "; ".join(f"{s.origin}: {s.reason}" for s in skipped[:3])
     return (
-        f"{len(skipped)} of {total} labelled rows cannot be used (first: {first}); "
+        f"{len(skipped)} of {count(total, 'labelled row')} cannot be used (first: {first}); "
         f"every one with its reason in {path}"
     )
 
@@ -651,7 +652,7 @@ def _final_line(metrics: Mapping[str, Any], metric: str) -> str:
     )
     return (
         f"best epoch {metrics['best_epoch']}: valid {metric} {fmt(valid[metric])} | "
-        f"test {metric} {fmt(test[metric])}{extra} ({test['proteins']} proteins)"
+        f"test {metric} {fmt(test[metric])}{extra} ({count(test['proteins'], 'protein')})"
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _text
 from ..files import atomic_write_bytes
 
 __all__ = ["plot_learning_curve", "plot_confusion"]
@@ -91,7 +92,7 @@ def plot_confusion(
                         )
         axis.set_xlabel("predicted")
         axis.set_ylabel("true")
-        axis.set_title(f"{split} ({int(matrix.sum())} proteins)", fontsize=10)
+        axis.set_title(f"{split} ({_text.count(int(matrix.sum()), 'protein')})", fontsize=10)
     if title:
         figure.suptitle(title, fontsize=10)
     _save(figure, path)

@@ -107,7 +107,7 @@ def test_embed_cli_errors(pretrain_run, small_structures, graph_cache, tmp_path,
     assert "the file name must end in .npz or .parquet" in capsys.readouterr().err
     assert main([*base, str(tmp_path / "missing.pdb"), "--out", str(tmp_path / "e.npz")]) == 1
     err = capsys.readouterr().err
-    assert "nothing could be embedded: 1 inputs failed (first:" in err and "missing.pdb" in err
+    assert "nothing could be embedded: 1 input failed (first:" in err and "missing.pdb" in err
     assert not (tmp_path / "e.npz").exists()
     assert main([*base, str(small_structures[0]), "--out", str(tmp_path / "e.npz")]) == 0
     with np.load(tmp_path / "e.npz") as npz:
