@@ -57,6 +57,7 @@ from typing import Any, Literal
 import tomllib
 
 from . import _toml
+from ._text import count
 from .config import closest, from_dict, option, parse_value, to_dict
 from .errors import ConfigError
 from .registry import Catalog
@@ -334,7 +335,9 @@ def apply_set(raw: dict[str, Any], assignment: str) -> None:
         if selector.isdigit():
             index = int(selector)
             if index >= len(tasks):
-                raise ConfigError(f"--set {assignment!r}: there are only {len(tasks)} tasks")
+                raise ConfigError(
+                    f"--set {assignment!r}: there {'is' if len(tasks) == 1 else 'are'} only {count(len(tasks), 'task')}"
+                )
             target = tasks[index]
         else:
             matches = [t for t in tasks if t.get("name") == selector]

@@ -12,7 +12,7 @@ import pytest
 from protsteps import collate, featurize, registry
 from protsteps._text import count
 from protsteps.cli import main
-from protsteps.errors import UnknownComponentError
+from protsteps.errors import ConfigError, UnknownComponentError
 from protsteps.registry import Catalog, default_catalog
 from protsteps.runconfig import load_run_config
 
@@ -182,6 +182,8 @@ def test_graphs_and_batches_have_short_reprs(small_structures):
 def test_counts_read_as_english(small_structures, tmp_path, capsys):
     assert (count(1, "file"), count(2, "file"), count(0, "epoch")) == ("1 file", "2 files", "0 epochs")
     assert count(1, "batch", "batches") == "1 batch" and count(3, "batch", "batches") == "3 batches"
+    with pytest.raises(ConfigError, match=r"there is only 1 task$"):
+        load_run_config(None, default_catalog(), tasks=["distance"], sets=["tasks.1.weight=2"])
     out = tmp_path / "run"
     args = pretrain_args(small_structures[:2], out, tmp_path / "cache", "--epochs", "1")
     args.remove("-q")

@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from .._text import count
 from ..structure import SUFFIXES, is_structure_path
 from ._labels import (
     LabelledChain,
@@ -178,7 +179,7 @@ def protfunct(
     notes = []
     if ambiguous:
         notes.append(
-            f"{ambiguous} chains matched several files differing only in case; the exact spelling "
+            f"{count(ambiguous, 'chain')} matched several files differing only in case; the exact spelling "
             "(else the first in sorted order) was taken"
         )
     settings = {"format": "protfunct", "structures": str(index.root)}
