@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+#: protsteps' automatic thread count follows OMP_NUM_THREADS: the tests run on one thread per
+#: process (pytest -n 2 on two cores; the ``one_thread`` fixture says why), whatever the load
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 SHARED_DATA = Path(os.environ.get("PROTSTEPS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 STRUCTURES = SHARED_DATA / "structures"
 LABELS = SHARED_DATA / "labels"

@@ -4,13 +4,19 @@ reading back the records protsteps writes.
 Each write goes to a temporary file in the destination's folder, is flushed and fsynced,
 and is renamed over the destination (``os.replace`` is atomic on POSIX and Windows). A
 process killed mid-write leaves at worst a stray ``.tmp`` file beside an intact original.
+
+The temporary file is created with mode ``0o666`` and the process's umask, exactly as
+``open(path, "w")`` would create the destination (``tempfile.mkstemp`` would make every
+file ``0o600``, unreadable to teammates and to other users of a shared cache); the kernel
+applies the umask (and a folder's default ACL) itself, so nothing reads or changes the
+process-wide umask.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -30,7 +36,7 @@ def atomic_write(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -44,6 +50,29 @@ def atomic_write(
         except FileNotFoundError:
             pass
         raise
+
+
+#: flags of a new temporary file: exclusive (never an existing file or a planted symlink)
+_TEMP_FLAGS = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new file beside ``path`` (``.NAME.<random>.tmp``), open for writing, with the
+    permissions the umask gives a new file (``0o644`` under the usual ``022``)."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, _TEMP_FLAGS, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name beside {path}")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:

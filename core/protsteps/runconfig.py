@@ -128,6 +128,12 @@ class TrainConfig:
         "stop", "On a NaN/inf loss: stop naming the batch's structures, or skip the batch and count it."
     )
     workers: int = option(0, "Data-loading worker processes.")
+    threads: int = option(
+        0,
+        "CPU threads of torch in each training process (0: auto: OMP_NUM_THREADS when set, else "
+        "the physical cores shared among this node's processes and their loader workers, at most "
+        "the whole cores the load average leaves idle; see docs/pretraining.md).",
+    )
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "epochs", "batch_size", "log_every")
@@ -140,6 +146,7 @@ class TrainConfig:
             "grad_clip",
             "checkpoint_every",
             "workers",
+            "threads",
         )
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")

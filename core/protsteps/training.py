@@ -9,6 +9,8 @@ A run lives in one folder::
       checkpoints/best.pt    the checkpoint with the lowest validation loss
       encoder.pt             the encoder's weights and config, loadable on their own
                              (:func:`protsteps.export.load_encoder`)
+      learning_curve.png     train and validation loss per task over steps (at the end,
+                             on resume, and at a validation at most every few minutes)
 
 Determinism: batch order comes from ``(seed, epoch)``; every step reseeds the random
 generators from ``(seed, step, rank)``. A run resumed from ``last.pt`` therefore takes the
@@ -51,6 +53,7 @@ from .optim import NonFiniteLossError, SchemeSetup
 from .progress import ProgressDisplay
 from .registry import Catalog
 from .runconfig import RunConfig, load_raw
+from .threads import ThreadChoice, using_threads
 
 __all__ = ["RunPaths", "Distributed", "PretrainResult", "pretrain", "load_checkpoint"]
 
@@ -80,6 +83,10 @@ class RunPaths:
     @property
     def encoder(self) -> Path:
         return self.root / "encoder.pt"
+
+    @property
+    def curve(self) -> Path:
+        return self.root / "learning_curve.png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +234,52 @@ def step_status(values: Mapping[str, float]) -> str:
     return "  ".join(f"{k} {v:.4g}" for k, v in values.items() if k.endswith("loss") or k == "mi")
 
 
+def progress_line(
+    step: int, total: int, epoch: int, values: Mapping[str, float], valid: float | None, eta: str
+) -> str:
+    """A plain progress line (log files): step, training losses since the last log line, the
+    last validation loss and the time left."""
+    valid_text = f"{valid:.4g}" if valid is not None else "n/a"
+    return (
+        f"step {step}/{total} ({100 * step / max(total, 1):.0f}%) epoch {epoch}  {step_status(values)}  "
+        f"valid loss {valid_text}  ETA {eta}"
+    )
+
+
+#: at a validation, learning_curve.png is redrawn when the last drawing is this old
+_CURVE_SECONDS = 120.0
+
+
+def _last_valid_loss(path: Path) -> float | None:
+    from .training_plots import read_metrics
+
+    losses = [r["loss"] for r in read_metrics(path) if r.get("split") == "valid" and "loss" in r]
+    return float(losses[-1]) if losses else None
+
+
+class _CurveWriter:
+    """learning_curve.png from metrics.jsonl, by rank 0; a drawing that fails is a warning,
+    never the end of a run."""
+
+    def __init__(self, paths: RunPaths, enabled: bool, display: ProgressDisplay) -> None:
+        self.paths, self.enabled, self.display = paths, enabled, display
+        self.drawn = time.monotonic()  # a short run draws once, at its end
+
+    def write(self, at_most_every: float = 0.0) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.drawn < at_most_every:
+            return
+        self.drawn = now
+        from .training_plots import plot_pretrain_curves
+
+        try:
+            plot_pretrain_curves(self.paths.metrics, self.paths.curve, f"pretrain {self.paths.root.name}")
+        except Exception as exc:  # a plot is not worth a run
+            self.display.warn(f"warning: {self.paths.curve} was not drawn: {type(exc).__name__}: {exc}")
+
+
 @contextmanager
 def _interrupts_as_flag() -> Iterator[dict[str, bool]]:
     """SIGINT/SIGTERM set a flag; the loop checkpoints and stops at the next step boundary."""
@@ -272,7 +325,9 @@ def _wrap_for(dist: Distributed, find_unused: bool) -> Callable[[nn.Module], nn.
     return wrap
 
 
-def run_summary(composition: Composition, device: torch.device, dist: Distributed) -> str:
+def run_summary(
+    composition: Composition, device: torch.device, dist: Distributed, threads: ThreadChoice | None = None
+) -> str:
     """One line saying what will be trained, for the start of a run."""
     config = composition.config
     teacher = composition.model.teacher
@@ -285,6 +340,7 @@ def run_summary(composition: Composition, device: torch.device, dist: Distribute
     return (
         f"featurizer {config.featurizer.name} | encoder {config.encoder.name} | tasks {tasks} | "
         f"teacher {teacher_text} | scheme {config.scheme.name} | device {device}{processes}"
+        + (f" | {threads.describe()}" if threads is not None else "")
     )
 
 
@@ -338,17 +394,19 @@ def pretrain(
     torch.use_deterministic_algorithms(config.train.deterministic, warn_only=device.type == "cuda")
     owns_group = _init_distributed(dist, device)
     try:
-        return _pretrain(
-            config,
-            out,
-            catalog,
-            dist,
-            device,
-            resume=resume,
-            show_progress=show_progress,
-            data_source=data_source,
-            max_steps=max_steps,
-        )
+        with using_threads(config.train.threads, workers=config.train.workers) as threads:
+            return _pretrain(
+                config,
+                out,
+                catalog,
+                dist,
+                device,
+                resume=resume,
+                show_progress=show_progress,
+                data_source=data_source,
+                max_steps=max_steps,
+                threads=threads,
+            )
     finally:
         if owns_group:
             torch.distributed.destroy_process_group()
@@ -365,6 +423,7 @@ def _pretrain(
     show_progress: bool,
     data_source: Callable[..., Any] | None,
     max_steps: int | None,
+    threads: ThreadChoice | None = None,
 ) -> PretrainResult:
     from .training_data import prepare_training_data
 
@@ -386,7 +445,7 @@ def _pretrain(
     display = ProgressDisplay("pretrain", show_progress and dist.is_main, warnings=dist.is_main)
     for note in composition.notes:
         display.message(note)
-    display.message(run_summary(composition, device, dist))
+    display.message(run_summary(composition, device, dist, threads))
 
     data = (data_source or prepare_training_data)(
         resolved, composition.featurizer, dist=dist, display=display, run_dir=out if dist.is_main else None
@@ -425,6 +484,10 @@ def _pretrain(
         display.message(f"resuming {out} at step {step}")
     metrics = MetricsLog(paths.metrics, dist.is_main)
     metrics.truncate_after(step)
+    curve = _CurveWriter(paths, dist.is_main, display)
+    if checkpoint is not None:
+        curve.write()  # the run so far, before it goes on
+    last_valid = _last_valid_loss(paths.metrics) if dist.is_main else None
 
     display.start(total_steps, step)
     averages = Averages()
@@ -482,6 +545,13 @@ def _pretrain(
                     step += 1
                     residues_since += batch.num_nodes * dist.world_size
                     averages.add(values)
+                    means = averages.means()
+                    display.update(
+                        step,
+                        f"epoch {epoch} loss {means.get('loss', math.nan):.4g}"
+                        + (f" valid {last_valid:.4g}" if last_valid is not None else ""),
+                        progress_line(step, total_steps, epoch, means, last_valid, display.eta(step)),
+                    )
                     if step % resolved.train.log_every == 0 or step in (stop_at, epoch_end):
                         elapsed = max(time.perf_counter() - time_since, 1e-9)
                         record = {
@@ -491,14 +561,9 @@ def _pretrain(
                             **averages.means(),
                             "residues_per_second": residues_since / elapsed,
                             "skipped_batches": skipped,
+                            "threads": torch.get_num_threads(),
                         }
                         metrics.write(record)
-                        means = averages.means()
-                        display.update(
-                            step,
-                            f"epoch {epoch} loss {means.get('loss', math.nan):.4g}",
-                            f"step {step}/{total_steps} epoch {epoch} {step_status(means)}",
-                        )
                         averages.clear()
                         residues_since = 0
                         time_since = time.perf_counter()
@@ -518,6 +583,8 @@ def _pretrain(
                         metrics.write(
                             {"step": step, "epoch": epochs_completed - 1, "split": "valid", **valid_loss}
                         )
+                        last_valid = valid_loss["loss"]
+                        curve.write(at_most_every=_CURVE_SECONDS)
                     score = valid_loss["loss"] if valid_loss is not None else None
                     improved = dist.is_main and (score is None or score < best)
                     if improved:
@@ -532,6 +599,7 @@ def _pretrain(
                 save(paths.last, epochs_completed)
     finally:
         display.close()
+        curve.write()
     if dist.is_main and not paths.encoder.exists():
         export_encoder()
     if dist.enabled:

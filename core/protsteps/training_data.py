@@ -16,6 +16,7 @@ from .data import GraphDataset, LengthBatchSampler
 from .errors import ProtstepsError
 from .featurize import FeaturizeReport, featurize_many
 from .graph import Batch, collate
+from .progress import FileProgress
 from .runconfig import RunConfig
 
 __all__ = ["TrainingData", "prepare_training_data", "split_by_source", "validation_loss"]
@@ -135,12 +136,15 @@ def prepare_training_data(
     cache_dir = config.data.cache_dir or None
 
     def run() -> FeaturizeReport:
+        watch = FileProgress(display.message)
         return featurize_many(
             inputs,
             config.featurizer.name,
             config.featurizer.config,
             cache_dir=cache_dir,
             workers=max(1, config.train.workers),
+            on_total=watch.total,
+            on_result=watch.result,
         )
 
     if dist.is_main:

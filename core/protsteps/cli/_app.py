@@ -22,6 +22,13 @@ StructureInputs = Annotated[
     ),
 ]
 
+#: the ``--threads`` option of every command that computes
+THREADS_HELP = (
+    "CPU threads for torch (0: auto: OMP_NUM_THREADS when set, else the physical cores shared "
+    "among processes, fewer when the load average says the machine is busy). On a shared "
+    "machine, 1 is a safe choice."
+)
+
 app = typer.Typer(
     name="protsteps",
     help="Structure-aware protein self-supervised learning (STEPS), composed from plugins.",

@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from .._text import count
 from ..errors import ProtstepsError
-from ._app import StructureInputs, app, console, err_console
+from ._app import THREADS_HELP, StructureInputs, app, console, err_console
 
 
 @app.command()
@@ -30,6 +30,7 @@ def embed(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     cache_dir: Annotated[Path | None, typer.Option(help="Featurize cache folder.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Featurizing processes.")] = 1,
+    threads: Annotated[int, typer.Option(min=0, help=THREADS_HELP)] = 0,
 ) -> None:
     """Embed protein chains with a pretrained encoder and write them with their source and chain ids.
 
@@ -37,21 +38,25 @@ def embed(
     """
     from ..downstream import embed as run_embed
     from ..downstream._embed import _is_parquet, require_pyarrow
+    from ..threads import allow_interop, using_threads
+
+    allow_interop()
 
     if _is_parquet(out):
         require_pyarrow()  # before any work: fail in one line when it is missing
     elif out.suffix.lower() != ".npz":
         raise ProtstepsError(f"--out {out}: the file name must end in .npz or .parquet")
-    result = run_embed(
-        inputs,
-        from_,
-        per_residue=per_residue,
-        batch_size=batch_size,
-        max_residues=max_residues,
-        device=device,
-        cache_dir=cache_dir,
-        workers=workers,
-    )
+    with using_threads(threads):
+        result = run_embed(
+            inputs,
+            from_,
+            per_residue=per_residue,
+            batch_size=batch_size,
+            max_residues=max_residues,
+            device=device,
+            cache_dir=cache_dir,
+            workers=workers,
+        )
     for failure in result.failed[:5]:
         err_console.print(f"[yellow]failed:[/] {escape(failure['error'])}", highlight=False, soft_wrap=True)
     if len(result.failed) > 5:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,8 +15,9 @@ from .._text import count
 from ..config import parse_value
 from ..errors import ConfigError, ProtstepsError
 from ..featurize import FileResult, default_cache_dir, featurize_many
+from ..progress import Ticker, format_duration
 from ..structure import READERS
-from ._app import StructureInputs, app, console, err_console
+from ._app import THREADS_HELP, StructureInputs, app, console, err_console
 
 
 def parse_settings(pairs: list[str]) -> dict[str, Any]:
@@ -53,11 +55,20 @@ def featurize(
     reader: Annotated[
         str, typer.Option(help=f"Structure reader: {' or '.join(READERS)} (the Bio.PDB reference).")
     ] = "columnar",
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=0, help=THREADS_HELP + " With --workers above 1, each worker process uses one thread."
+        ),
+    ] = 0,
 ) -> None:
     """Featurize structures into the cache and write OUT/report.json.
 
-    Every input ends up in the report: each usable chain as an "ok" row, each file (or chain) that could not be used as a "failed" row with the reason. Exits 0 when at least one chain was featurized, 1 otherwise.
+    Every input ends up in the report: each usable chain as an "ok" row, each file (or chain) that could not be used as a "failed" row with the reason. Exits 0 when at least one chain was featurized, 1 otherwise. Outside a terminal (a log file), progress is a line every 30 seconds (PROTSTEPS_PROGRESS_SECONDS) and at the end.
     """
+    from ..threads import allow_interop, using_threads
+
+    allow_interop()
     if reader not in READERS:
         raise ConfigError(f"--reader: {reader!r} is not one of {', '.join(READERS)}")
     config = parse_settings(settings or [])
@@ -75,19 +86,37 @@ def featurize(
         transient=False,
     )
     task = progress.add_task("featurize", total=None, ok=0, failed=0, rate="")
+    # outside a terminal (a log file): plain lines, the first, one every interval, the last
+    lines = None if err_console.is_terminal else Ticker()
+    total_files = {"n": 0}
 
     def on_total(total: int) -> None:
         started = time.perf_counter()  # after plugin discovery: the rate is per structure
         clock["started"] = started
+        total_files["n"] = total
+        if lines is not None:
+            lines.restart()
         progress.update(task, total=total)
 
     def on_result(result: FileResult) -> None:
         counts["ok" if result.ok else "failed"] += 1
         done = counts["ok"] + counts["failed"]
         rate = done / max(time.perf_counter() - clock["started"], 1e-9)
-        progress.update(task, advance=1, ok=counts["ok"], failed=counts["failed"], rate=f"{rate:.1f} files/s")
+        if lines is None:
+            progress.update(
+                task, advance=1, ok=counts["ok"], failed=counts["failed"], rate=f"{rate:.1f} files/s"
+            )
+        elif lines.due(done, total_files["n"]):
+            total = total_files["n"]
+            eta = format_duration((total - done) / rate) if rate > 0 else "?"
+            err_console.print(
+                f"featurize: {done}/{total} files ({100 * done / max(total, 1):.0f}%), {counts['ok']} ok, "
+                f"{counts['failed']} failed, {rate:.1f} files/s, ETA {eta}",
+                highlight=False,
+                markup=False,
+            )
 
-    with progress:
+    with using_threads(threads, workers=workers - 1), progress if lines is None else nullcontext():
         report = featurize_many(
             inputs,
             featurizer,

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from ..errors import ProtstepsError
-from ._app import app, console
+from ._app import THREADS_HELP, app, console
 
 Format = Literal["manifest", "protfunct", "deeploc"]
 
@@ -146,6 +146,7 @@ def finetune(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Featurize cache folder.")] = None,
     workers: Annotated[int | None, typer.Option(help="Featurizing processes.")] = None,
+    threads: Annotated[int | None, typer.Option(min=0, help=THREADS_HELP)] = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -171,6 +172,9 @@ def finetune(
     from ..config import from_dict
     from ..downstream import FinetuneConfig
     from ..downstream import finetune as run_finetune
+    from ..threads import allow_interop
+
+    allow_interop()
 
     scratch = from_.strip().lower() == "none"
     if not scratch and (config is not None or teacher is not None or set_):
@@ -199,6 +203,7 @@ def finetune(
         "device": device,
         "cache_dir": str(cache_dir) if cache_dir else None,
         "workers": workers,
+        "threads": threads,
     }
     settings = from_dict(
         FinetuneConfig, {k: v for k, v in values.items() if v is not None}, section="finetune"

@@ -13,7 +13,7 @@ from ..config import from_dict, to_dict
 from ..errors import ProtstepsError
 from ..registry import default_catalog
 from ..runconfig import TrainConfig, load_run_config
-from ._app import app, console, err_console
+from ._app import THREADS_HELP, app, console, err_console
 
 
 @app.command()
@@ -70,11 +70,15 @@ def pretrain(
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Featurize cache folder.")] = None,
+    threads: Annotated[int | None, typer.Option(min=0, help=THREADS_HELP)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Pretrain an encoder on structures (STEPS); writes a run folder that can be resumed."""
+    from ..threads import allow_interop
     from ..training import pretrain as run_pretrain
     from ..training import resume_config
+
+    allow_interop()
 
     catalog = default_catalog()
     if resume is not None:
@@ -107,7 +111,9 @@ def pretrain(
             )
         run_config = resume_config(resume, catalog)
         # through the [train] validation, like a new run's options
-        overrides = {k: v for k, v in {"epochs": epochs, "device": device}.items() if v is not None}
+        overrides = {
+            k: v for k, v in {"epochs": epochs, "device": device, "threads": threads}.items() if v is not None
+        }
         run_config.train = from_dict(
             TrainConfig, {**to_dict(run_config.train), **overrides}, section="[train]"
         )
@@ -126,6 +132,7 @@ def pretrain(
                 "max_residues": max_residues,
                 "seed": seed,
                 "device": device,
+                "threads": threads,
             },
             data={
                 "inputs": list(inputs) if inputs else None,

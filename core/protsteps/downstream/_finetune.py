@@ -60,9 +60,10 @@ from ..errors import ProtstepsError
 from ..featurize import featurize_many
 from ..files import atomic_torch_save, atomic_write_text
 from ..optim import make_optimizer
-from ..progress import ProgressDisplay
+from ..progress import FileProgress, ProgressDisplay
 from ..registry import Catalog, default_catalog
 from ..runconfig import RunConfig, load_run_config
+from ..threads import ThreadChoice, using_threads
 from ..training import Distributed, pick_device
 from . import _metrics as M
 from ._labels import LabelledChain, LabelledSet, Skipped, Split, rarest_label, stratified_split
@@ -110,12 +111,19 @@ class FinetuneConfig:
     device: str = option("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
     cache_dir: str = option("", "Featurize cache folder ('': the default cache).")
     workers: int = option(1, "Featurizing processes.")
+    threads: int = option(
+        0,
+        "CPU threads of torch (0: auto: OMP_NUM_THREADS when set, else the physical cores, fewer "
+        "when the load average says the machine is busy).",
+    )
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: auto), got {self.threads}")
         fractions = list(self.split_fractions)
         if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
             raise ValueError(f"split_fractions must be three shares summing to 1, got {fractions}")
@@ -166,16 +174,19 @@ class Example:
 
 
 def _featurize(
-    data: LabelledSet, backbone: Backbone, config: FinetuneConfig
+    data: LabelledSet, backbone: Backbone, config: FinetuneConfig, display: ProgressDisplay | None = None
 ) -> tuple[list[tuple[LabelledChain, dict[str, Any]]], list[Skipped], Any]:
     """Featurize every row's structure; rows that give no single chain become skipped."""
     specs = list(dict.fromkeys(r.spec for r in data.rows))
+    watch = FileProgress(display.message if display is not None else lambda _: None)
     report = featurize_many(
         specs,
         backbone.featurizer["name"],
         backbone.featurizer.get("config", {}),
         cache_dir=config.cache_dir or None,
         workers=max(1, config.workers),
+        on_total=watch.total,
+        on_result=watch.result,
     )
     ok: dict[str, list[dict[str, Any]]] = {}
     for entry in report.ok:
@@ -378,8 +389,33 @@ def finetune(
     -------
     :class:`FinetuneResult` with the ``metrics.json`` document.
     """
-    started = time.perf_counter()
     config = config or FinetuneConfig()
+    with using_threads(config.threads) as threads:
+        return _finetune(
+            data,
+            pretrained,
+            out,
+            config,
+            scratch=scratch,
+            catalog=catalog,
+            show_progress=show_progress,
+            threads=threads,
+        )
+
+
+def _finetune(
+    data: LabelledSet,
+    pretrained: str | Path | Backbone | None,
+    out: str | Path,
+    config: FinetuneConfig,
+    *,
+    scratch: RunConfig | None,
+    catalog: Catalog | None,
+    show_progress: bool,
+    threads: ThreadChoice,
+) -> FinetuneResult:
+    """:func:`finetune` on ``threads`` torch threads."""
+    started = time.perf_counter()
     catalog = catalog or default_catalog()
     out = Path(out)
     prepare_out(out)
@@ -398,12 +434,13 @@ def finetune(
     display.message(
         f"backbone {backbone.origin} | encoder {backbone.record['encoder']['name']} "
         f"(d = {backbone.encoder.out_dim}) | featurizer {backbone.featurizer['name']} | "
-        f"teacher {backbone.teacher_description()} | mode {config.mode} | device {device}"
+        f"teacher {backbone.teacher_description()} | mode {config.mode} | device {device} | "
+        f"{threads.describe()}"
     )
 
     # -- data
     clock = time.perf_counter()
-    usable, failed, report = _featurize(data, backbone, config)
+    usable, failed, report = _featurize(data, backbone, config, display)
     featurize_seconds = time.perf_counter() - clock
     report.write(out / "featurize-report.json")
     # in label-file order, whether a row failed while reading the labels or featurizing
@@ -539,7 +576,8 @@ def finetune(
             with open(out / "history.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
             shown = {k: (math.nan if v is None else v) for k, v in record.items()}
-            display.update(epoch, epoch_line(shown, metric, best["epoch"]))
+            line = epoch_line(shown, metric, best["epoch"])
+            display.update(epoch, line, f"{line}  ({epoch}/{config.epochs} epochs, ETA {display.eta(epoch)})")
     finally:
         display.close()
     train_seconds = time.perf_counter() - clock
@@ -633,6 +671,7 @@ def finetune(
             "total": time.perf_counter() - started,
         },
         "device": str(device),
+        "threads": {"count": threads.threads, "chosen": threads.reason},
         "config": settings,
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
