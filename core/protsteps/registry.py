@@ -27,6 +27,7 @@ from .errors import (
     CompositionError,
     ConfigError,
     DuplicateComponentError,
+    ProtstepsError,
     UnknownComponentError,
 )
 from .presets import Preset, PresetEntry
@@ -395,7 +396,10 @@ class Catalog:
         batch attributes it requires are provided by the featurizer named in ``context``.
 
         ``config`` may be an instance of the component's config class; otherwise the config
-        is made from ``values``.
+        is made from ``values``. An exception other than a
+        :class:`~protsteps.errors.ProtstepsError` raised by the factory becomes a
+        :class:`~protsteps.errors.CompositionError` naming the kind, the name and the plugin,
+        with the original type and message, chained to it (``--debug`` prints both).
         """
         entry = self.get(kind, name)
         if config is None:
@@ -408,7 +412,14 @@ class Catalog:
             )
         context = context or BuildContext()
         check_requirements(kind, name, getattr(entry.factory, "requires", None), context)
-        component = entry.factory(config, context)
+        try:
+            component = entry.factory(config, context)
+        except ProtstepsError:
+            raise
+        except Exception as exc:  # a plugin's own error: one line that says whose it is
+            raise CompositionError(
+                f"{kind} '{name}' of plugin '{entry.plugin}' could not be built: {type(exc).__name__}: {exc}"
+            ) from exc
         check_requirements(kind, name, getattr(component, "requires", None), context)
         return component
 

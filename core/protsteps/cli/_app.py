@@ -46,11 +46,29 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+class _Options:
+    """Options of the root command that :func:`protsteps.cli.main` reads after a command."""
+
+    debug: bool = False
+
+
+options = _Options()
+
+
 @app.callback()
 def _root(
     version: Annotated[
         bool,
         typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
     ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help="On an error, print the full traceback (with the plugin's original exception) "
+            "before the one-line message.",
+        ),
+    ] = False,
 ) -> None:
     """Structure-aware protein self-supervised learning (STEPS), composed from plugins."""
+    options.debug = debug

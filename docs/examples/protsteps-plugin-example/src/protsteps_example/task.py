@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from protsteps import Batch, BuildContext, EncoderOutput, PretextTask, TaskOutput, option
+from protsteps.errors import CompositionError
 from protsteps.graph import UNKNOWN_RESIDUE
 
 
@@ -35,7 +36,8 @@ class ResidueTypeTask(PretextTask):
     def __init__(self, config: ResidueTypeConfig, context: BuildContext) -> None:
         super().__init__()
         if context.encoder_dim is None:
-            raise ValueError("residue_type needs the encoder's width (context.encoder_dim)")
+            # a composition that cannot work: protsteps' own error, printed as this one line
+            raise CompositionError("task 'residue_type' needs the encoder's width (context.encoder_dim)")
         self.config = config
         self.head = nn.Linear(context.encoder_dim, UNKNOWN_RESIDUE)
 
