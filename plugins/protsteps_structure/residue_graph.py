@@ -17,6 +17,7 @@ cache stays small without them.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 import numpy as np
@@ -55,6 +56,23 @@ class ResidueGraphConfig:
         MAX_PEPTIDE_BOND,
         "Longest C-N distance (Å) read as a peptide bond; angles across longer gaps are masked.",
     )
+    max_coordinate: float = option(
+        10000.0,
+        "Refuse chains with a backbone coordinate beyond this (Å) in absolute value; 0: no bound.",
+    )
+    min_ca_spread: float = option(
+        1.0,
+        "Refuse chains of 3 or more residues whose CA atoms all lie within this distance (Å) of "
+        "their centroid (a collapsed structure); 0: off.",
+    )
+    min_ca_ca: float = option(
+        1.0,
+        "Refuse chains where more than max_close_fraction of consecutive CA-CA distances are below "
+        "this (Å; a real one is 2.9-3.8 Å); 0: off.",
+    )
+    max_close_fraction: float = option(
+        0.5, "Fraction of consecutive CA-CA distances that may be below min_ca_ca (see there)."
+    )
 
     def __post_init__(self) -> None:
         for name in ("radius", "rbf_cutoff"):
@@ -73,6 +91,12 @@ class ResidueGraphConfig:
             raise ValueError("rbf needs rbf_cutoff when there are no radius edges (radius = 0)")
         if self.max_peptide_bond <= 0:
             raise ValueError(f"max_peptide_bond must be > 0, got {self.max_peptide_bond}")
+        for name in ("max_coordinate", "min_ca_spread", "min_ca_ca"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0 (0: off), got {value}")
+        if not 0.0 <= self.max_close_fraction <= 1.0:
+            raise ValueError(f"max_close_fraction must be in [0, 1], got {self.max_close_fraction}")
 
     @property
     def has_edges(self) -> bool:
@@ -91,6 +115,54 @@ class ResidueGraphConfig:
         parts = [f"{self.rbf}x0e"] if self.rbf else []
         parts += [f"1x{degree}{'e' if degree % 2 == 0 else 'o'}" for degree in range(self.sh_lmax + 1)]
         return " + ".join(parts)
+
+
+def _residue(chain: Chain, index: int) -> str:
+    return f"{chain.residue_names[index]} {chain.residue_numbers[index]}{chain.insertion_codes[index]}"
+
+
+def check_geometry(chain: Chain, config: ResidueGraphConfig, where: str) -> None:
+    """Refuse (:class:`StructureError`) a chain whose coordinates no real structure has:
+    non-finite ones, any beyond ``max_coordinate``, every CA within ``min_ca_spread`` of the
+    centroid, or more than ``max_close_fraction`` of consecutive CA-CA distances below
+    ``min_ca_ca``. Training never sees a chain whose distances can overflow."""
+    backbone = chain.backbone.astype(np.float64)
+    observed = chain.backbone_mask
+    finite = np.isfinite(backbone).all(-1) | ~observed
+    if not finite.all():
+        first = int(np.flatnonzero(~finite.all(-1))[0])
+        raise StructureError(
+            f"{where}: non-finite (NaN or infinite) coordinates, first at residue {_residue(chain, first)}"
+        )
+    if config.max_coordinate:
+        size = np.where(observed, np.abs(backbone).max(-1), 0.0)
+        beyond = size > config.max_coordinate
+        if beyond.any():
+            first = int(np.flatnonzero(beyond.any(-1))[0])
+            raise StructureError(
+                f"{where}: coordinate {size[first].max():.6g} Å at residue {_residue(chain, first)} is "
+                f"beyond max_coordinate = {config.max_coordinate:g} Å (an absurd position; set "
+                "max_coordinate higher, or 0, to accept it)"
+            )
+    ca = backbone[:, 1]
+    length = len(ca)
+    if config.min_ca_spread and length >= 3:
+        spread = float(np.sqrt(((ca - ca.mean(0)) ** 2).sum(-1)).max())
+        if spread < config.min_ca_spread:
+            raise StructureError(
+                f"{where}: all {length} CA atoms lie within {spread:.3g} Å of their centroid, below "
+                f"min_ca_spread = {config.min_ca_spread:g} Å (a collapsed structure, every atom at one "
+                "point; set min_ca_spread = 0 to accept it)"
+            )
+    if config.min_ca_ca and length >= 2:
+        step = np.sqrt(((ca[1:] - ca[:-1]) ** 2).sum(-1))
+        close = int((step < config.min_ca_ca).sum())
+        if close > config.max_close_fraction * len(step):
+            raise StructureError(
+                f"{where}: {close} of {len(step)} consecutive CA-CA distances are below min_ca_ca = "
+                f"{config.min_ca_ca:g} Å (real ones are 2.9-3.8 Å: a squashed structure; set "
+                "min_ca_ca = 0 to accept it)"
+            )
 
 
 class ResidueGraph(Featurizer):
@@ -125,14 +197,7 @@ class ResidueGraph(Featurizer):
             raise StructureError(
                 f"{where} has {length} residues, more than max_residues = {config.max_residues}"
             )
-        observed = chain.backbone[chain.backbone_mask]
-        if not np.isfinite(observed).all():
-            bad = np.flatnonzero(~np.isfinite(chain.backbone).all(-1).all(-1) & chain.backbone_mask.any(-1))
-            first = int(bad[0]) if len(bad) else 0
-            raise StructureError(
-                f"{where}: non-finite (NaN or infinite) coordinates, first at residue "
-                f"{chain.residue_names[first]} {chain.residue_numbers[first]}{chain.insertion_codes[first]}"
-            )
+        check_geometry(chain, config, where)
 
         pos64 = chain.backbone[:, 1].astype(np.float64)
         angles, defined = backbone_dihedrals(chain.backbone, chain.backbone_mask, config.max_peptide_bond)

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from protsteps import BuildContext, EncoderOutput, PretextTask, TaskOutput, option
 from protsteps.graph import Batch
 
-from ._distance import _encoder_dim
+from ._distance import _encoder_dim, refuse_non_finite
 
 __all__ = ["DihedralConfig", "DihedralTask", "mask_residues", "angular_error"]
 
@@ -172,6 +172,10 @@ class DihedralTask(PretextTask):
         node = output.node[masked]
         known = batch.dihedral_mask[masked][:, _PHI_PSI]
         target = torch.where(known, batch.dihedrals[masked][:, _PHI_PSI], 0.0).to(node.dtype)
+        scored = defined.bool()
+        refuse_non_finite(
+            batch, target[scored], batch.batch[masked][:, None].expand_as(scored)[scored], "dihedral", "angle"
+        )
         out = self.head(node)
         weight = defined.to(node.dtype)
         if self.config.objective == "periodic":

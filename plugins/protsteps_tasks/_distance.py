@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from protsteps import BuildContext, EncoderOutput, PretextTask, TaskOutput, option
 from protsteps.errors import CompositionError
 from protsteps.graph import Batch
+from protsteps.optim import NonFiniteLossError
 
 __all__ = ["DistanceConfig", "DistanceTask", "ResiduePairs", "sample_residue_pairs", "distance_bins"]
 
@@ -128,6 +129,21 @@ def distance_bins(distance: Tensor, num_bins: int = 30, bin_width: float = 5.0) 
     return torch.clamp(torch.div(distance, bin_width, rounding_mode="floor"), 0, num_bins - 1).long()
 
 
+def refuse_non_finite(batch: Batch, values: Tensor, protein: Tensor, task: str, what: str) -> None:
+    """Raise :class:`~protsteps.optim.NonFiniteLossError` naming the chains of ``batch``
+    (``protein``: the protein index of each of ``values``) where ``values`` is not finite."""
+    bad = ~torch.isfinite(values)
+    if not bool(bad.any()):
+        return
+    chains = sorted(set(protein[bad].tolist()))
+    names = [f"{batch.sources[i]}:{batch.chain_ids[i]}" for i in chains]
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    raise NonFiniteLossError(
+        f"task '{task}': non-finite {what} target ({int(bad.sum())} of {values.numel()}) in {shown}; "
+        "featurize with the geometry checks on (max_coordinate, min_ca_spread, min_ca_ca) to refuse such chains"
+    )
+
+
 def _encoder_dim(context: BuildContext, task: str) -> int:
     if context.encoder_dim is None or context.encoder_dim < 1:
         raise CompositionError(
@@ -170,8 +186,12 @@ class DistanceTask(PretextTask):
         return torch.cat([first + second, (first - second).square()], dim=-1)
 
     def targets(self, batch: Batch, pairs: ResiduePairs) -> Tensor:
-        """``[P] long`` distance bins of the pairs."""
+        """``[P] long`` distance bins of the pairs; a non-finite distance (a coordinate that
+        is NaN, infinite or so large that the distance overflows) raises
+        :class:`~protsteps.optim.NonFiniteLossError` naming the chain, before any bin is
+        indexed with it."""
         distance = (batch.pos[pairs.first] - batch.pos[pairs.second]).norm(dim=-1)
+        refuse_non_finite(batch, distance, batch.batch[pairs.first], "distance", "CA-CA distance")
         return distance_bins(distance, self.config.num_bins, self.config.bin_width)
 
     def forward(self, batch: Batch, output: EncoderOutput, state: Any = None) -> TaskOutput:

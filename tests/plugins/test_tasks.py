@@ -369,3 +369,31 @@ def test_paper_masking_scores_undefined_angles_against_zero() -> None:
     defined.head = paper.head
     out = defined(toy, EncoderOutput(torch.zeros(1, 4), torch.zeros(1, 4)), torch.tensor([0]))
     assert float(out.loss) < 1e-10 and out.metrics["angles"] == 1
+
+
+# ------------------------------------------------------------------ non-finite targets
+
+
+def test_non_finite_targets_are_refused_naming_the_chain(batch: Batch) -> None:
+    from protsteps.optim import NonFiniteLossError
+
+    second = int(batch.ptr[1])  # the first residue of the second protein
+    pos = batch.pos.clone()
+    pos[second] = torch.tensor([3.0e38, 3.0e38, 0.0])  # its distances overflow to inf
+    far = batch.replace(pos=pos)
+    distance = build("distance", encoder_dim=4, num_pairs=0, min_separation=0)
+    _, pairs = distance.corrupt(far)
+    output = EncoderOutput(torch.zeros(far.num_nodes, 4), torch.zeros(far.num_graphs, 4))
+    name = f"{batch.sources[1]}:{batch.chain_ids[1]}"
+    with pytest.raises(NonFiniteLossError, match=r"task 'distance': non-finite CA-CA distance") as info:
+        distance(far, output, pairs)
+    assert name in str(info.value) and f"{batch.sources[0]}:{batch.chain_ids[0]}" not in str(info.value)
+
+    dihedrals = batch.dihedrals.clone()
+    dihedrals[second:] = math.nan
+    broken = batch.replace(dihedrals=dihedrals)
+    dihedral = build("dihedral", encoder_dim=4)
+    masked = torch.arange(batch.num_nodes)
+    with pytest.raises(NonFiniteLossError, match=r"task 'dihedral': non-finite angle target") as info:
+        dihedral(broken, output, masked)
+    assert name in str(info.value)
