@@ -94,8 +94,38 @@ class Component:
 class BuildContext:
     """What a factory may need to know about the rest of the composition.
 
-    ``provides`` is ``None`` when unknown (e.g. a component built alone in a notebook); the
-    requirement check is then skipped.
+    :func:`~protsteps.model.compose` builds the featurizer, then the teacher, the encoder,
+    the tasks and the scheme, and each later component sees more: every field is ``None``
+    when unknown (a component built alone in a notebook, or a field that only later
+    components get). ``provides`` ``None`` skips the requirement check.
+
+    Attributes
+    ----------
+    provides:
+        The batch attributes the featurizer fills (its ``provides``).
+    featurizer, featurizer_config:
+        The featurizer's name and its config object (e.g. a ``ResidueGraphConfig``: read
+        ``radius`` or ``rbf`` from it when a layer depends on them).
+    edge_attr_irreps, node_attr_irreps:
+        How the columns of ``batch.edge_attr`` / ``batch.node_attr`` transform, as e3nn
+        irreps strings in column order (the featurizer's ``edge_attr_irreps`` /
+        ``node_attr_irreps``): ``"16x0e + 1x0e + 1x1o"``; ``""`` when it fills none.
+    edge_attr_dim, node_attr_dim:
+        The number of columns of ``batch.edge_attr`` / ``batch.node_attr`` (the
+        featurizer's ``edge_attr_dim`` / ``node_attr_dim`` when it has them, else the
+        dimension of the irreps); 0 when the featurizer fills none.
+    teacher_dim:
+        Width of the teacher's per-residue features; ``None`` without a teacher.
+    encoder_dim:
+        The encoder's ``out_dim``, for tasks and schemes.
+    device:
+        Where the component will run, when known.
+    encoder, structure_dim:
+        The encoder's name and the width of its :attr:`EncoderOutput.structure` (``None``
+        when it does not expose one), for tasks and schemes.
+    tasks:
+        The composed pretext tasks' names mapped to their weights, in run-file order, for
+        schemes (``context.tasks["distance"] == 1.0``).
     """
 
     provides: frozenset[str] | None = None
@@ -103,10 +133,14 @@ class BuildContext:
     teacher_dim: int | None = None
     encoder_dim: int | None = None
     device: torch.device | None = None
-    #: the encoder's name and the width of its :attr:`EncoderOutput.structure` (``None``
-    #: when it does not expose one), for schemes and tasks built after it
     encoder: str | None = None
     structure_dim: int | None = None
+    featurizer_config: Any = None
+    edge_attr_irreps: str | None = None
+    node_attr_irreps: str | None = None
+    edge_attr_dim: int | None = None
+    node_attr_dim: int | None = None
+    tasks: Mapping[str, float] | None = None
 
 
 @dataclasses.dataclass
@@ -226,6 +260,13 @@ class Scheme(abc.ABC):
     :class:`~protsteps.optim.NonFiniteLossError` before changing any parameter when a loss is
     not finite. :meth:`state_dict` holds everything needed to resume (optimizer, scheduler
     and any module the scheme owns).
+
+    A step goes corrupt (:meth:`~protsteps.model.PretrainModel.corrupt`) -> teacher
+    (``teacher_features``) -> encoder and tasks (``setup.wrap(model)(batch, states,
+    features)``) -> finiteness check -> optimiser step; :mod:`protsteps.optim` has the helpers
+    (:class:`~protsteps.optim.StudentOptimisation`,
+    :func:`~protsteps.optim.raise_if_not_finite`, :func:`~protsteps.optim.logs_to_floats`).
+    "Write a scheme" in ``docs/plugins.md`` is the whole contract.
     """
 
     @abc.abstractmethod

@@ -26,6 +26,7 @@ from .components import BuildContext, Encoder, Featurizer, Teacher
 from .config import to_dict
 from .errors import ProtstepsError
 from .files import read_torch_record
+from .model import featurizer_context
 from .registry import Catalog, default_catalog
 
 __all__ = ["ENCODER_FORMAT", "Pretrained", "encoder_record", "load_encoder", "load_pretrained"]
@@ -67,6 +68,17 @@ def _resolve(path: Path) -> Path:
     return path / "encoder.pt" if path.is_dir() else path
 
 
+def _featurizer_context(record: dict[str, Any], catalog: Catalog) -> BuildContext:
+    """The context the encoder was built in at pretraining (featurizer name, config, widths
+    and irreps of its attributes), so that an encoder sized by them is rebuilt the same."""
+    section = record.get("featurizer") or {}
+    name = section.get("name")
+    if name is None:
+        return BuildContext()
+    config = catalog.make_config("featurizer", name, section.get("config", {}))
+    return featurizer_context(name, catalog.build("featurizer", name, config=config), config)
+
+
 @dataclasses.dataclass
 class Pretrained:
     """A pretrained encoder with the featurizer and teacher it was trained with."""
@@ -87,7 +99,9 @@ def load_encoder(path: Path, catalog: Catalog | None = None) -> tuple[Encoder, d
         "encoder",
         section["name"],
         config=catalog.make_config("encoder", section["name"], section.get("config", {})),
-        context=BuildContext(teacher_dim=record.get("teacher_dim")),
+        context=dataclasses.replace(
+            _featurizer_context(record, catalog), teacher_dim=record.get("teacher_dim")
+        ),
     )
     try:
         encoder.load_state_dict(record["state_dict"])

@@ -22,7 +22,14 @@ from .graph import Batch
 from .registry import Catalog
 from .runconfig import ComponentChoice, RunConfig
 
-__all__ = ["AUTO_TEACHER", "Composition", "PretrainModel", "compose", "resolve_teacher"]
+__all__ = [
+    "AUTO_TEACHER",
+    "Composition",
+    "PretrainModel",
+    "compose",
+    "featurizer_context",
+    "resolve_teacher",
+]
 
 #: the teacher tried for ``[teacher] name = "auto"``, with its default settings
 AUTO_TEACHER = "esm"
@@ -148,15 +155,62 @@ def _describe(config: Any) -> str:
     return str(model) if model is not None else type(config).__name__
 
 
+def _attribute_columns(
+    featurizer: Any, attribute: str, provides: frozenset[str]
+) -> tuple[str | None, int | None]:
+    """The irreps and the width of ``edge_attr`` or ``node_attr`` as ``featurizer`` fills it:
+    ``("", 0)`` when it fills none; the width from its ``<attribute>_dim`` when it has one,
+    else the dimension of the irreps; ``None`` when unknown."""
+    irreps = getattr(featurizer, f"{attribute}_irreps", None)
+    width = getattr(featurizer, f"{attribute}_dim", None)
+    if isinstance(width, bool) or not isinstance(width, int):
+        width = None
+    if width is None and irreps is not None:
+        from e3nn import o3  # only here: importing e3nn takes a while
+
+        try:
+            width = o3.Irreps(irreps).dim
+        except (ValueError, AssertionError) as exc:
+            raise CompositionError(
+                f"featurizer {type(featurizer).__name__}: {attribute}_irreps {irreps!r} is not an e3nn "
+                f"irreps string ({exc})"
+            ) from None
+    if attribute not in provides and not width:
+        return ("" if irreps is None else irreps), 0
+    return irreps, width
+
+
+def featurizer_context(name: str, featurizer: Featurizer, config: Any) -> BuildContext:
+    """The :class:`BuildContext` that the featurizer ``name`` (built from ``config``) gives the
+    components built after it: what it provides, its config, and the irreps and widths of
+    ``edge_attr`` and ``node_attr``."""
+    provides = frozenset(getattr(featurizer, "provides", frozenset()))
+    edge_irreps, edge_dim = _attribute_columns(featurizer, "edge_attr", provides)
+    node_irreps, node_dim = _attribute_columns(featurizer, "node_attr", provides)
+    return BuildContext(
+        provides=provides,
+        featurizer=name,
+        featurizer_config=config,
+        edge_attr_irreps=edge_irreps,
+        node_attr_irreps=node_irreps,
+        edge_attr_dim=edge_dim,
+        node_attr_dim=node_dim,
+    )
+
+
 def compose(config: RunConfig, catalog: Catalog, *, build_teacher: bool = True) -> Composition:
-    """Build the featurizer, teacher, encoder, tasks and scheme of ``config``.
+    """Build the featurizer, teacher, encoder, tasks and scheme of ``config``, in that order,
+    each with a :class:`BuildContext` of what was built before it: the featurizer's
+    :func:`featurizer_context` for all, ``teacher_dim`` from the teacher on, the encoder's
+    ``encoder_dim``, name and ``structure_dim`` for tasks and scheme, and ``tasks`` (names to
+    weights) for the scheme.
 
     Raises :class:`~protsteps.errors.CompositionError` when components cannot work together
     (missing batch attributes, a scheme that needs a teacher without one).
     """
     notes: list[str] = []
     featurizer = catalog.build("featurizer", config.featurizer.name, config=config.featurizer.config)
-    provides = frozenset(getattr(featurizer, "provides", frozenset()))
+    featurized = featurizer_context(config.featurizer.name, featurizer, config.featurizer.config)
     teacher: Teacher | None = None
     teacher_choice = config.teacher
     if build_teacher:
@@ -164,7 +218,7 @@ def compose(config: RunConfig, catalog: Catalog, *, build_teacher: bool = True) 
         if note:
             notes.append(note)
     teacher_dim = teacher.embed_dim if teacher is not None else None
-    context = BuildContext(provides=provides, featurizer=config.featurizer.name, teacher_dim=teacher_dim)
+    context = dataclasses.replace(featurized, teacher_dim=teacher_dim)
     encoder = catalog.build("encoder", config.encoder.name, config=config.encoder.config, context=context)
     task_context = dataclasses.replace(
         context,
@@ -182,7 +236,8 @@ def compose(config: RunConfig, catalog: Catalog, *, build_teacher: bool = True) 
             raise CompositionError(f"scheme auto: the '{name}' scheme is not installed")
         scheme_choice = ComponentChoice(name, catalog.make_config("scheme", name))
         notes.append(f"scheme auto -> {name} ({'with' if teacher is not None else 'no'} teacher)")
-    scheme = catalog.build("scheme", scheme_choice.name, config=scheme_choice.config, context=task_context)
+    scheme_context = dataclasses.replace(task_context, tasks={t.name: t.weight for t in config.tasks})
+    scheme = catalog.build("scheme", scheme_choice.name, config=scheme_choice.config, context=scheme_context)
     model = PretrainModel(encoder, tasks, {t.name: t.weight for t in config.tasks}, teacher)
     resolved = dataclasses.replace(config, teacher=teacher_choice, scheme=scheme_choice)
     return Composition(config=resolved, featurizer=featurizer, model=model, scheme=scheme, notes=notes)

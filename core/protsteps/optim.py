@@ -1,9 +1,22 @@
-"""What schemes share: the setup they receive, optimisers, schedules, finiteness checks.
+"""What schemes share: the setup they receive, the student's optimiser, schedules, finiteness
+checks and what a step returns. The public toolkit of a scheme plugin; the built-in schemes
+(``joint``, ``pseudo_bilevel``) use only this module and :class:`~protsteps.model.PretrainModel`.
 
 A scheme's :meth:`~protsteps.Scheme.setup` receives a :class:`SchemeSetup`. ``wrap`` turns a
 module into what the step should call: the module itself in one process, a
 ``DistributedDataParallel`` around it under ``torchrun``, so that a scheme written once
-runs in both.
+runs in both. A step of the ``joint`` scheme, with these helpers:
+
+>>> batch, states = model.corrupt(batch, generator)                  # doctest: +SKIP
+>>> with torch.no_grad():                                            # doctest: +SKIP
+...     features = model.teacher_features(batch)
+>>> loss, logs = step_module(batch, states, features)                # doctest: +SKIP
+>>> raise_if_not_finite(loss, batch, setup.distributed)              # doctest: +SKIP
+>>> lr = student.lr                                                  # doctest: +SKIP
+>>> grad_norm = student.apply(loss)                                  # doctest: +SKIP
+>>> {"loss": float(loss), "lr": lr, "grad_norm": grad_norm, **logs_to_floats(logs)}  # doctest: +SKIP
+
+See "Writing a scheme" in ``docs/plugins.md`` for the whole contract.
 """
 
 from __future__ import annotations
@@ -11,22 +24,29 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from .errors import ProtstepsError
 
+if TYPE_CHECKING:
+    from .graph import Batch
+
 __all__ = [
     "NonFiniteLossError",
     "SchemeSetup",
+    "StudentOptimisation",
     "all_finite",
     "all_processes",
+    "describe_batch",
+    "logs_to_floats",
     "make_optimizer",
     "make_scheduler",
     "mean_across_processes",
+    "raise_if_not_finite",
     "schedule_factor",
 ]
 
@@ -149,3 +169,118 @@ def mean_across_processes(tensors: list[Tensor], distributed: bool) -> None:
     for t in tensors:
         t.copy_(flat[offset : offset + t.numel()].view_as(t))
         offset += t.numel()
+
+
+class StudentOptimisation:
+    """The optimiser, learning-rate schedule and gradient clipping of the student's parameters
+    (:meth:`~protsteps.model.PretrainModel.student_parameters`: encoder and task heads), as
+    ``[train]`` configures them. Both built-in schemes use it; a scheme plugin that updates the
+    student the usual way should too, so that ``[train]`` means the same under every scheme.
+
+    Parameters
+    ----------
+    setup:
+        The scheme's :class:`SchemeSetup`. Reads ``model``, ``train.lr``,
+        ``train.weight_decay``, ``train.schedule``, ``train.warmup_steps``,
+        ``train.grad_clip``, ``total_steps`` and ``epoch_starts``.
+
+    Attributes
+    ----------
+    params:
+        The student's parameters, in the order the optimiser holds them.
+    optimizer:
+        Adam, or AdamW when ``train.weight_decay > 0`` (:func:`make_optimizer`).
+    scheduler:
+        A ``LambdaLR`` with :func:`schedule_factor`, stepped once per :meth:`apply`.
+    grad_clip:
+        The maximal gradient norm; 0 or less: no clipping.
+
+    Examples
+    --------
+    >>> student = StudentOptimisation(setup)        # doctest: +SKIP
+    >>> lr = student.lr                             # the rate this step uses  # doctest: +SKIP
+    >>> grad_norm = student.apply(loss)             # backward, clip, step  # doctest: +SKIP
+    """
+
+    def __init__(self, setup: SchemeSetup) -> None:
+        self.params: list[nn.Parameter] = setup.model.student_parameters()
+        train = setup.train
+        self.optimizer = make_optimizer(self.params, train.lr, train.weight_decay)
+        self.scheduler = make_scheduler(
+            self.optimizer, train.schedule, train.warmup_steps, setup.total_steps, setup.epoch_starts
+        )
+        self.grad_clip: float = train.grad_clip
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next :meth:`apply` uses (log it before calling :meth:`apply`)."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    @property
+    def lr_factor(self) -> float:
+        """The schedule's current multiplier of ``train.lr`` (warm-up and decay)."""
+        return float(self.scheduler.get_last_lr()[0]) / float(self.scheduler.base_lrs[0])
+
+    def apply(self, loss: Tensor) -> float:
+        """Backpropagate ``loss`` into the student's parameters only (not the teacher's nor any
+        module the scheme owns), clip the gradient norm to ``grad_clip``, take one optimiser
+        and one schedule step.
+
+        Parameters
+        ----------
+        loss:
+            A finite scalar (check it with :func:`raise_if_not_finite` first).
+
+        Returns
+        -------
+        float
+            The gradient norm before clipping.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward(inputs=self.params)
+        norm = torch.nn.utils.clip_grad_norm_(
+            self.params, self.grad_clip if self.grad_clip > 0 else float("inf")
+        )
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(norm)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimiser's and the schedule's state, for :meth:`Scheme.state_dict`."""
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (resume continues exactly)."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+def describe_batch(batch: Batch) -> str:
+    """The structures of a batch as ``source:chain``, the first 8 and how many more, for
+    error messages (``non-finite loss nan on batch of 1abc.cif:A, 2xyz.pdb:B``)."""
+    names = [f"{source}:{chain}" for source, chain in zip(batch.sources, batch.chain_ids, strict=True)]
+    shown = ", ".join(names[:8])
+    return shown + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+
+
+def logs_to_floats(logs: Mapping[str, Tensor | float]) -> dict[str, float]:
+    """What :meth:`Scheme.step` returns from per-task logs: every value as a float.
+
+    Parameters
+    ----------
+    logs:
+        ``<task>/loss`` and ``<task>/<metric>`` as 0-d tensors or numbers, as
+        :meth:`~protsteps.model.PretrainModel.pretext_loss` returns them.
+    """
+    return {k: float(v) for k, v in logs.items()}
+
+
+def raise_if_not_finite(loss: Tensor, batch: Batch, distributed: bool) -> None:
+    """Raise :class:`NonFiniteLossError` naming the batch's structures when ``loss`` is NaN or
+    infinite in any process. Call it before changing any parameter: the training loop then
+    stops with the last checkpoint intact (all processes together under ``torchrun``: it is a
+    collective, so every process must call it)."""
+    if not all_finite(loss.detach(), distributed):
+        raise NonFiniteLossError(
+            f"non-finite loss {float(loss.detach())} on batch of {describe_batch(batch)}"
+        )

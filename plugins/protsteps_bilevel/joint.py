@@ -15,74 +15,25 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from protsteps import Batch, BuildContext, Scheme
 from protsteps.optim import (
-    NonFiniteLossError,
     SchemeSetup,
-    all_finite,
-    make_optimizer,
-    make_scheduler,
+    StudentOptimisation,
+    describe_batch,
+    logs_to_floats,
+    raise_if_not_finite,
 )
+
+# importable from here too, as before they moved into protsteps.optim
+__all__ = ["JointConfig", "JointScheme", "StudentOptimisation", "describe_batch", "logs_to_floats"]
 
 
 @dataclasses.dataclass
 class JointConfig:
     """The joint scheme has no settings of its own: learning rate, schedule and clipping
     are in ``[train]``."""
-
-
-def describe_batch(batch: Batch) -> str:
-    """The structures of a batch, for error messages."""
-    names = [f"{source}:{chain}" for source, chain in zip(batch.sources, batch.chain_ids, strict=True)]
-    shown = ", ".join(names[:8])
-    return shown + (f" and {len(names) - 8} more" if len(names) > 8 else "")
-
-
-def logs_to_floats(logs: Mapping[str, Tensor | float]) -> dict[str, float]:
-    return {k: float(v) for k, v in logs.items()}
-
-
-class StudentOptimisation:
-    """The optimiser, schedule and clipping of the student's parameters, shared by the
-    schemes."""
-
-    def __init__(self, setup: SchemeSetup) -> None:
-        self.params = setup.model.student_parameters()
-        train = setup.train
-        self.optimizer = make_optimizer(self.params, train.lr, train.weight_decay)
-        self.scheduler = make_scheduler(
-            self.optimizer, train.schedule, train.warmup_steps, setup.total_steps, setup.epoch_starts
-        )
-        self.grad_clip = train.grad_clip
-
-    @property
-    def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
-    @property
-    def lr_factor(self) -> float:
-        """The schedule's current multiplier of ``train.lr`` (warm-up and decay)."""
-        return float(self.scheduler.get_last_lr()[0]) / float(self.scheduler.base_lrs[0])
-
-    def apply(self, loss: Tensor) -> float:
-        """Backpropagate ``loss`` into the student only, clip, step; returns the gradient norm."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward(inputs=self.params)
-        norm = torch.nn.utils.clip_grad_norm_(
-            self.params, self.grad_clip if self.grad_clip > 0 else float("inf")
-        )
-        self.optimizer.step()
-        self.scheduler.step()
-        return float(norm)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
 
 
 class JointScheme(Scheme):
@@ -107,10 +58,7 @@ class JointScheme(Scheme):
         with torch.no_grad():
             features = model.teacher_features(batch)
         loss, logs = self._step_module(batch, states, features)
-        if not all_finite(loss.detach(), self._setup.distributed):
-            raise NonFiniteLossError(
-                f"non-finite loss {float(loss.detach())} on batch of {describe_batch(batch)}"
-            )
+        raise_if_not_finite(loss, batch, self._setup.distributed)
         lr = self._student.lr
         grad_norm = self._student.apply(loss)
         return {"loss": float(loss.detach()), "lr": lr, "grad_norm": grad_norm, **logs_to_floats(logs)}

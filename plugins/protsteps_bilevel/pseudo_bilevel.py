@@ -66,17 +66,17 @@ from torch import Tensor, nn
 from protsteps import Batch, BuildContext, EncoderOutput, Scheme, option
 from protsteps.errors import CompositionError
 from protsteps.optim import (
-    NonFiniteLossError,
     SchemeSetup,
-    all_finite,
+    StudentOptimisation,
     all_processes,
+    logs_to_floats,
     make_optimizer,
     mean_across_processes,
+    raise_if_not_finite,
     schedule_factor,
 )
 from protsteps.scatter import scatter_mean
 
-from .joint import StudentOptimisation, describe_batch, logs_to_floats
 from .mi import Critic, Projection, jensen_shannon_loss
 
 StructureView = Literal["gnn", "embedding"]
@@ -360,11 +360,7 @@ class PseudoBilevelScheme(Scheme):
         if self.config.diagnostics and self._steps % setup.train.log_every == 0:
             diagnostics = self.diagnose(batch, states, negatives)
         loss, logs, s, g = self.step_module(batch, states, negatives)
-        finite = all_finite(loss.detach(), setup.distributed)
-        if not finite:
-            raise NonFiniteLossError(
-                f"non-finite loss {float(loss.detach())} on batch of {describe_batch(batch)}"
-            )
+        raise_if_not_finite(loss, batch, setup.distributed)
         if "mi_skipped" in logs:
             self._say_once(
                 "skipped",

@@ -115,6 +115,37 @@ def test_installed_plugin_components_build_from_a_run_config(plugin_env, tmp_pat
     assert result.stdout.split() == ["SequenceCNN", "32", "True"]
 
 
+def test_pretrain_runs_with_the_plugins_scheme_and_ramps_the_weight(plugin_env, tmp_path, small_structures):
+    """The example's scheme, through the CLI: built with the task list in its context,
+    stepping with protsteps.optim's public helpers, its weight schedule in metrics.jsonl."""
+    run = tmp_path / "run"
+    common = ["--cache-dir", str(tmp_path / "cache"), "-q"]
+    args = ["-m", "protsteps", "pretrain", *map(str, small_structures[:3]), "--out", str(run), *common]
+    args += ["--teacher", "none", "--encoder", "sequence_cnn", "--task", "distance", "--task", "residue_type"]
+    args += ["--scheme", "task_ramp", "--batch-size", "1", "--epochs", "1", "--set", "train.valid_fraction=0"]
+    for setting in (
+        "scheme.ramp_steps=2",
+        "train.log_every=1",
+        "encoder.hidden_dim=16",
+        "tasks.distance.num_pairs=16",
+    ):
+        args += ["--set", setting]
+    _run(plugin_env, *args)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["split"] == "train"]
+    assert [r["weight/residue_type"] for r in steps] == [0.5, 1.0, 1.0]  # the first task is not ramped
+    assert all("weight/distance" not in r and r["residue_type/loss"] > 0 for r in steps)
+    assert 'name = "task_ramp"' in (run / "config.toml").read_text()
+
+    # a task the run does not train is refused when the run is composed, in one line
+    bad = [*args[: args.index("--out") + 1], str(tmp_path / "bad"), *args[args.index("--out") + 2 :]]
+    refused = _run(plugin_env, *bad, "--set", 'scheme.ramped=["dihedral"]', check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "error: scheme 'task_ramp' ramps dihedral, which the run does not train (its tasks: distance, residue_type)"
+    )
+
+
 def _one_module_plugin(folder: Path, name: str, hooks: str) -> Path:
     """A plugin package ``protsteps-NAME`` whose entry point ``NAME`` is ``protsteps_NAME.hooks``."""
     root = folder / f"{name}-plugin"

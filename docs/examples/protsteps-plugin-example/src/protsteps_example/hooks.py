@@ -5,6 +5,7 @@ from __future__ import annotations
 from protsteps import Component, hookimpl
 
 from .encoder import SequenceCNN, SequenceCNNConfig
+from .scheme import TaskRampConfig, TaskRampScheme
 from .task import ResidueTypeConfig, ResidueTypeTask
 
 
@@ -28,5 +29,17 @@ def protsteps_register_tasks() -> list[Component]:
             factory=ResidueTypeTask,
             config=ResidueTypeConfig,
             description="Masked residue-type prediction (cross-entropy over 20 amino acids).",
+        )
+    ]
+
+
+@hookimpl
+def protsteps_register_schemes() -> list[Component]:
+    return [
+        Component(
+            name="task_ramp",
+            factory=TaskRampScheme,
+            config=TaskRampConfig,
+            description="Joint training whose chosen tasks' weights rise linearly from 0 over ramp_steps.",
         )
     ]
