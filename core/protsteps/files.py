@@ -10,20 +10,40 @@ The temporary file is created with mode ``0o666`` and the process's umask, exact
 file ``0o600``, unreadable to teammates and to other users of a shared cache); the kernel
 applies the umask (and a folder's default ACL) itself, so nothing reads or changes the
 process-wide umask.
+
+It also holds what keeps a run folder to one writer (:func:`run_folder_lock`, which also
+clears the temporary files of writes that a kill cut short) and strict JSON lines for the
+metrics files (:func:`strict_json_line`).
 """
 
 from __future__ import annotations
 
 import io
+import json
+import math
 import os
+import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save"]
+from .errors import ProtstepsError
+
+__all__ = [
+    "FolderInUseError",
+    "LOCK_NAME",
+    "atomic_torch_save",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "remove_stale_temporaries",
+    "run_folder_lock",
+    "strict_json_line",
+]
 
 
 def atomic_write(
@@ -95,8 +115,6 @@ def read_torch_record(path: Path, what: str, record_format: int) -> dict[str, An
     (no code runs), whose ``"format"`` entry is ``record_format``; otherwise a
     :class:`~protsteps.errors.ProtstepsError` naming ``what`` (e.g. "checkpoint"), the path
     and the reason."""
-    from .errors import ProtstepsError
-
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -106,3 +124,108 @@ def read_torch_record(path: Path, what: str, record_format: int) -> dict[str, An
     if not isinstance(record, dict) or record.get("format") != record_format:
         raise ProtstepsError(f"{path} is not a protsteps {what} (format {record_format})")
     return record
+
+
+# ---------------------------------------------------------------------------- run folders
+
+#: the lock file of a run folder (holds the pid and command of the process that writes it)
+LOCK_NAME = ".protsteps.lock"
+
+#: the name :func:`_create_temporary` gives a temporary file
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
+
+
+class FolderInUseError(ProtstepsError):
+    """Another process holds the run folder's lock."""
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that killed atomic writes left in ``folder`` and its
+    direct subfolders (``checkpoints/``); only call it while holding the folder's lock.
+    Returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    places = [folder, *(p for p in _entries(folder) if p.is_dir() and not p.is_symlink())]
+    for place in places:
+        for entry in _entries(place):
+            if _TEMPORARY.match(entry.name) and entry.is_file() and not entry.is_symlink():
+                try:
+                    entry.unlink()
+                except FileNotFoundError:
+                    continue
+                removed.append(entry)
+    return removed
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
+
+
+@contextmanager
+def run_folder_lock(folder: str | os.PathLike[str], command: str) -> Iterator[Path]:
+    """Hold an exclusive lock on the run folder ``folder`` (created if needed) for the
+    block: ``fcntl.flock`` on ``folder/.protsteps.lock``, which records this process's pid
+    and ``command``. Another process that asks for it meanwhile gets a
+    :class:`FolderInUseError` naming the holder's pid and the folder. Once the lock is held,
+    the temporary files of writes that a kill cut short are removed
+    (:func:`remove_stale_temporaries`). The lock goes with the process (a killed holder
+    leaves no stale lock). Where ``fcntl`` is missing (Windows) the folder is not locked."""
+    folder = Path(folder)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(folder)
+        yield folder / LOCK_NAME
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        raise ProtstepsError(
+            f"{folder}: cannot create its lock file {path} ({exc.strerror or exc})"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+            pid = holder[0] if holder and holder[0].isdigit() else "unknown"
+            what = f" ({' '.join(holder[1:])})" if len(holder) > 1 else ""
+            raise FolderInUseError(
+                f"{folder} is in use by another protsteps process (pid {pid}{what}); one process "
+                "writes a run folder at a time: wait for it to end, or give another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
+        remove_stale_temporaries(folder)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def strict_json_line(record: Mapping[str, Any]) -> str:
+    """``record`` as one line of strict JSON: a NaN or infinite number becomes ``null`` and
+    its key is listed under ``"nonfinite"`` (``{"loss": null, "nonfinite": ["loss"]}``;
+    nested keys as ``a.b``), so every line parses with any JSON reader."""
+    nonfinite: list[str] = []
+
+    def clean(value: Any, key: str) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            nonfinite.append(key)
+            return None
+        if isinstance(value, Mapping):
+            return {k: clean(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    cleaned = clean(record, "")
+    if nonfinite:
+        cleaned["nonfinite"] = nonfinite
+    return json.dumps(cleaned, allow_nan=False)

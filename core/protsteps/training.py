@@ -4,7 +4,9 @@ A run lives in one folder::
 
     RUNDIR/
       config.toml            the resolved run config (``auto`` replaced by what it became)
-      metrics.jsonl          one JSON object per logging step and per validation
+      metrics.jsonl          one JSON object per logging step and per validation (strict
+                             JSON: a non-finite value is null, its key listed in "nonfinite")
+      .protsteps.lock        held by the process that writes the folder (one at a time)
       checkpoints/last.pt    everything needed to resume exactly (written atomically)
       checkpoints/best.pt    the checkpoint with the lowest validation loss
       encoder.pt             the encoder's weights and config, loadable on their own
@@ -34,7 +36,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,14 @@ from ._text import count
 from ._version import __version__
 from .errors import ConfigError, ProtstepsError
 from .export import encoder_record
-from .files import atomic_torch_save, atomic_write_text, read_torch_record
+from .files import (
+    FolderInUseError,
+    atomic_torch_save,
+    atomic_write_text,
+    read_torch_record,
+    run_folder_lock,
+    strict_json_line,
+)
 from .graph import Batch
 from .model import Composition, compose
 from .optim import NonFiniteLossError, SchemeSetup
@@ -199,7 +208,7 @@ class MetricsLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, allow_nan=True) + "\n")
+            fh.write(strict_json_line(record) + "\n")
             fh.flush()
 
 
@@ -253,7 +262,11 @@ _CURVE_SECONDS = 120.0
 def _last_valid_loss(path: Path) -> float | None:
     from .training_plots import read_metrics
 
-    losses = [r["loss"] for r in read_metrics(path) if r.get("split") == "valid" and "loss" in r]
+    losses = [
+        r["loss"]
+        for r in read_metrics(path)
+        if r.get("split") == "valid" and isinstance(r.get("loss"), (int, float))
+    ]
     return float(losses[-1]) if losses else None
 
 
@@ -393,8 +406,13 @@ def pretrain(
     device = pick_device(config.train.device, dist)
     torch.use_deterministic_algorithms(config.train.deterministic, warn_only=device.type == "cuda")
     owns_group = _init_distributed(dist, device)
+    # one writer per run folder: rank 0 holds its lock for the whole run (a resume of a
+    # folder that is not there is refused by prepare_run_folder, without creating it)
+    lock = (
+        run_folder_lock(out, "pretrain") if dist.is_main and (out.is_dir() or not resume) else nullcontext()
+    )
     try:
-        with using_threads(config.train.threads, workers=config.train.workers) as threads:
+        with lock, using_threads(config.train.threads, workers=config.train.workers) as threads:
             return _pretrain(
                 config,
                 out,
@@ -636,6 +654,8 @@ def removed_on_failure(out: Path, *, resume: bool, is_main: bool = True) -> Iter
     before = {p.name for p in out.iterdir()} if existed else set()
     try:
         yield
+    except FolderInUseError:
+        raise  # the folder is another process's: touch nothing
     except BaseException:
         if not resume and is_main and not RunPaths(out).last.exists() and out.is_dir():
             if not existed:

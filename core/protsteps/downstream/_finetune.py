@@ -58,7 +58,7 @@ from ..config import option, to_dict
 from ..data import GraphDataset, LengthBatchSampler
 from ..errors import ProtstepsError
 from ..featurize import featurize_many
-from ..files import atomic_torch_save, atomic_write_text
+from ..files import atomic_torch_save, atomic_write_text, run_folder_lock, strict_json_line
 from ..optim import make_optimizer
 from ..progress import FileProgress, ProgressDisplay
 from ..registry import Catalog, default_catalog
@@ -390,7 +390,7 @@ def finetune(
     :class:`FinetuneResult` with the ``metrics.json`` document.
     """
     config = config or FinetuneConfig()
-    with using_threads(config.threads) as threads:
+    with run_folder_lock(Path(out), "finetune"), using_threads(config.threads) as threads:
         return _finetune(
             data,
             pretrained,
@@ -574,7 +574,7 @@ def _finetune(
                 best = {"epoch": epoch, "key": key, "state": trainer.snapshot()}
             history.append(record)
             with open(out / "history.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(strict_json_line(record) + "\n")
             shown = {k: (math.nan if v is None else v) for k, v in record.items()}
             line = epoch_line(shown, metric, best["epoch"])
             display.update(epoch, line, f"{line}  ({epoch}/{config.epochs} epochs, ETA {display.eta(epoch)})")
@@ -664,7 +664,7 @@ def _finetune(
             c: int(sum(1 for i in parts["train"] if c in examples[i].row.labels)) for c in classes
         },
         "notes": data.notes + split_notes + coverage_notes + leak_notes + backbone.notes,
-        "history": history,
+        "history": [json.loads(strict_json_line(h)) for h in history],
         "seconds": {
             "featurize": featurize_seconds,
             "train": train_seconds,
