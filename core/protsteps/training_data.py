@@ -16,6 +16,7 @@ from .data import GraphDataset, LengthBatchSampler
 from .errors import ProtstepsError
 from .featurize import FeaturizeReport, featurize_many
 from .graph import Batch, collate
+from .optim import NonFiniteLossError
 from .progress import FileProgress
 from .runconfig import RunConfig
 
@@ -41,21 +42,34 @@ def split_by_source(entries: list[dict[str, Any]], fraction: float, seed: int) -
 
 @torch.no_grad()
 def validation_loss(
-    model: Any, batches: Iterator[Batch], seed: int, device: torch.device
+    model: Any, batches: Iterator[Batch], seed: int, device: torch.device, skip_nonfinite: bool = False
 ) -> dict[str, float] | None:
     """Mean losses and metrics of ``model`` over ``batches`` with fixed corruption (the same
-    masks at every validation), the teacher's stored tail and the model in eval mode."""
+    masks at every validation), the teacher's stored tail and the model in eval mode.
+
+    A batch on which a task refuses its targets (:class:`~protsteps.optim.NonFiniteLossError`)
+    is passed over and counted (``skipped_batches``) with ``skip_nonfinite``; otherwise the
+    error goes on, saying it came from the validation."""
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
     weight = 0
+    skipped = 0
     try:
         for index, batch in enumerate(batches):
             batch = batch.to(device)
             generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
             corrupted, states = model.corrupt(batch, generator)
             features = model.teacher_features(corrupted)
-            loss, _, logs = model.pretext_loss(corrupted, states, features)
+            try:
+                loss, _, logs = model.pretext_loss(corrupted, states, features)
+            except NonFiniteLossError as exc:
+                if not skip_nonfinite:
+                    raise NonFiniteLossError(
+                        f'validation: {exc}; set [train] nonfinite = "skip" to pass over such batches'
+                    ) from None
+                skipped += 1
+                continue
             values = {"loss": float(loss), **{k: float(v) for k, v in logs.items()}}
             for key, value in values.items():
                 sums[key] = sums.get(key, 0.0) + value * batch.num_graphs
@@ -63,8 +77,12 @@ def validation_loss(
     finally:
         model.train(was_training)
     if weight == 0:
-        return None
-    return {key: value / weight for key, value in sums.items()}
+        # every batch passed over: a loss that is no loss (never the best), and the count
+        return {"loss": math.nan, "skipped_batches": float(skipped)} if skipped else None
+    result = {key: value / weight for key, value in sums.items()}
+    if skipped:
+        result["skipped_batches"] = float(skipped)
+    return result
 
 
 @dataclasses.dataclass
@@ -111,7 +129,9 @@ class TrainingData:
     def validate(self, model: Any, config: RunConfig, device: torch.device) -> dict[str, float] | None:
         if self.valid is None:
             return None
-        return validation_loss(model, self.valid_batches(), config.train.seed, device)
+        return validation_loss(
+            model, self.valid_batches(), config.train.seed, device, config.train.nonfinite == "skip"
+        )
 
 
 def bundled_inputs() -> list[str]:

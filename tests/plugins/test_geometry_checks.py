@@ -178,3 +178,36 @@ def test_a_chain_that_overflows_a_distance_is_a_non_finite_loss_not_a_crash(
     assert "huge.cif:" in err and "Traceback" not in err
     assert main(["pretrain", *common, "--out", str(tmp_path / "skip"), "--set", "train.nonfinite=skip"]) == 0
     assert "1 batch skipped" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_validation_chain_that_overflows_a_distance_follows_nonfinite_too(
+    small_structures, structures_dir, tmp_path, capsys
+):
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in small_structures[:3]:
+        shutil.copy(path, data / path.name)
+    mutate_cif_ca(structures_dir / CIF, data / "huge.cif", "3.0e38")
+    common = [str(data), "--cache-dir", str(tmp_path / "cache"), "--teacher", "none", "--epochs", "1"]
+    common += [
+        "--batch-size",
+        "4",
+        "-q",
+        "--set",
+        "encoder.hidden_dim=16",
+        "--set",
+        "featurizer.max_coordinate=0",
+    ]
+    # seed 0 puts huge.cif, one of 4 files, in the validation set
+    common += ["--set", "train.valid_fraction=0.25", "--set", "tasks.distance.num_pairs=0"]
+    assert main(["pretrain", *common, "--out", str(tmp_path / "stop")]) == 1
+    err = capsys.readouterr().err
+    assert "validation: task 'distance': non-finite CA-CA distance" in err and "huge.cif:" in err
+    assert "Traceback" not in err
+    run = tmp_path / "skip"
+    assert main(["pretrain", *common, "--out", str(run), "--set", "train.nonfinite=skip"]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (valid,) = [r for r in records if r["split"] == "valid"]
+    assert valid["skipped_batches"] == 1 and valid["loss"] is None and valid["nonfinite"] == ["loss"]
+    assert all(r["skipped_batches"] == 0 for r in records if r["split"] == "train")
