@@ -328,7 +328,7 @@ def test_all_pairs_loss_is_the_released_codes_full_cross_entropy(batch: Batch) -
         ).long()
         total = total + nn.functional.cross_entropy(task.head(features), target, reduction="sum")
     expected = total / sum(n * n for n in batch.lengths.tolist())
-    assert math.isclose(float(out.loss), float(expected.detach()), rel_tol=1e-5)
+    assert math.isclose(float(out.loss.detach()), float(expected.detach()), rel_tol=1e-5)
 
 
 def test_paper_masking_draws_among_all_residues_and_shows_undefined_angles_as_zero(batch: Batch) -> None:
