@@ -150,27 +150,29 @@ def test_pretrain_on_a_folder_with_a_bad_file_finishes_and_reports_it(
     assert "min_ca_spread" in failed[0]["error"]
 
 
+def _overflowing_run(small_structures, structures_dir, tmp_path) -> list[str]:
+    """pretrain arguments for three good chains and one with a CA at 3e38, the coordinate
+    bound switched off."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in small_structures[:3]:
+        shutil.copy(path, data / path.name)
+    mutate_cif_ca(structures_dir / CIF, data / "huge.cif", "3.0e38")
+    return [
+        str(data),
+        *("--cache-dir", str(tmp_path / "cache"), "--teacher", "none", "--epochs", "1"),
+        *("--batch-size", "4", "-q", "--set", "encoder.hidden_dim=16"),
+        *("--set", "featurizer.max_coordinate=0"),
+    ]
+
+
 @pytest.mark.slow
 def test_a_chain_that_overflows_a_distance_is_a_non_finite_loss_not_a_crash(
     small_structures, structures_dir, tmp_path, capsys
 ):
     """With the coordinate bound switched off, a coordinate of 3e38 overflows a distance:
     the distance task refuses it naming the chain, and ``nonfinite`` decides."""
-    data = tmp_path / "data"
-    data.mkdir()
-    for path in small_structures[:3]:
-        shutil.copy(path, data / path.name)
-    mutate_cif_ca(structures_dir / CIF, data / "huge.cif", "3.0e38")
-    common = [str(data), "--cache-dir", str(tmp_path / "cache"), "--teacher", "none", "--epochs", "1"]
-    common += [
-        "--batch-size",
-        "4",
-        "-q",
-        "--set",
-        "encoder.hidden_dim=16",
-        "--set",
-        "featurizer.max_coordinate=0",
-    ]
+    common = _overflowing_run(small_structures, structures_dir, tmp_path)
     common += ["--set", "train.valid_fraction=0", "--set", "tasks.distance.num_pairs=0"]
     assert main(["pretrain", *common, "--out", str(tmp_path / "stop")]) == 1
     err = capsys.readouterr().err
@@ -184,21 +186,7 @@ def test_a_chain_that_overflows_a_distance_is_a_non_finite_loss_not_a_crash(
 def test_a_validation_chain_that_overflows_a_distance_follows_nonfinite_too(
     small_structures, structures_dir, tmp_path, capsys
 ):
-    data = tmp_path / "data"
-    data.mkdir()
-    for path in small_structures[:3]:
-        shutil.copy(path, data / path.name)
-    mutate_cif_ca(structures_dir / CIF, data / "huge.cif", "3.0e38")
-    common = [str(data), "--cache-dir", str(tmp_path / "cache"), "--teacher", "none", "--epochs", "1"]
-    common += [
-        "--batch-size",
-        "4",
-        "-q",
-        "--set",
-        "encoder.hidden_dim=16",
-        "--set",
-        "featurizer.max_coordinate=0",
-    ]
+    common = _overflowing_run(small_structures, structures_dir, tmp_path)
     # seed 0 puts huge.cif, one of 4 files, in the validation set
     common += ["--set", "train.valid_fraction=0.25", "--set", "tasks.distance.num_pairs=0"]
     assert main(["pretrain", *common, "--out", str(tmp_path / "stop")]) == 1
