@@ -166,6 +166,8 @@ class Catalog:
         self.presets: dict[str, PresetEntry] = {}
         #: preset name -> the error every use of a name that two plugins register raises
         self.preset_conflicts: dict[str, DuplicateComponentError] = {}
+        #: plugin name -> (version, distribution name) of the plugins loaded from packages
+        self._packages = self._distributions()
         self._collect()
         self._collect_presets()
 
@@ -198,21 +200,22 @@ class Catalog:
                 found[name] = (dist.version, dist.project_name)
         return found
 
+    def _version(self, plugin: str) -> str:
+        return self._packages.get(plugin, ("", ""))[0]
+
+    def _owner(self, plugin: str) -> str:
+        """``plugin 'NAME' (package DIST)``, for errors that name who registered what."""
+        package = self._packages.get(plugin, ("", ""))[1]
+        return f"plugin '{plugin}'" + (f" (package {package})" if package else "")
+
     def _collect(self) -> None:
-        distributions = self._distributions()
-        versions = {plugin: version for plugin, (version, _) in distributions.items()}
-
-        def owner(plugin: str) -> str:
-            package = distributions.get(plugin, ("", ""))[1]
-            return f"plugin '{plugin}'" + (f" (package {package})" if package else "")
-
         for kind, hook_name in _HOOKS.items():
             hook = getattr(self.plugin_manager.hook, hook_name)
             for impl in hook.get_hookimpls():
                 plugin = impl.plugin_name
                 try:
                     declared = impl.function()
-                    entries = [self._entry(kind, plugin, versions.get(plugin, ""), c) for c in declared or []]
+                    entries = [self._entry(kind, plugin, self._version(plugin), c) for c in declared or []]
                 except (ConfigError, TypeError) as exc:
                     self.failures.append(PluginFailure(plugin, str(exc)))
                     continue
@@ -226,20 +229,15 @@ class Catalog:
                     if entry.name in registry:
                         other = registry.get(entry.name).plugin
                         error = DuplicateComponentError(
-                            f"{kind} '{entry.name}' is registered twice: by {owner(other)} and by "
-                            f"{owner(entry.plugin)}; uninstall one of them"
+                            f"{kind} '{entry.name}' is registered twice: by {self._owner(other)} and by "
+                            f"{self._owner(entry.plugin)}; uninstall one of them"
                         )
                     else:
                         registry.add(entry)
                         continue
                     registry.set_aside(entry.name, error)
 
-    def _owner(self, plugin: str) -> str:
-        package = self._distributions().get(plugin, ("", ""))[1]
-        return f"plugin '{plugin}'" + (f" (package {package})" if package else "")
-
     def _collect_presets(self) -> None:
-        versions = {plugin: version for plugin, (version, _) in self._distributions().items()}
         for impl in self.plugin_manager.hook.protsteps_register_presets.get_hookimpls():
             plugin = impl.plugin_name
             try:
@@ -258,7 +256,7 @@ class Catalog:
                     continue
                 existing = self.presets.pop(preset.name, None)
                 if existing is None:
-                    self.presets[preset.name] = PresetEntry(preset, plugin, versions.get(plugin, ""))
+                    self.presets[preset.name] = PresetEntry(preset, plugin, self._version(plugin))
                     continue
                 self.preset_conflicts[preset.name] = DuplicateComponentError(
                     f"preset '{preset.name}' is registered twice: by {self._owner(existing.plugin)} and "

@@ -49,6 +49,7 @@ __all__ = [
     "TrunkCache",
     "TrunkKey",
     "TrunkTailTeacher",
+    "assert_rows_line_up",
     "check_tail_settings",
     "probe",
     "tail_settings",
@@ -88,6 +89,23 @@ def tail_settings(config: Any) -> dict[str, Any]:
         "max_tokens": config.max_tokens,
         "cache": cache,
     }
+
+
+def assert_rows_line_up(teacher: Teacher, graphs: Sequence[Any], atol: float = 1e-5) -> None:
+    """Check the contract encoders rely on, for any teacher: embedding a batch's sequences
+    gives ``[N, embed_dim]`` rows where row ``ptr[b] + i`` is residue ``i`` of protein ``b``,
+    the same (to ``atol``) as embedding that protein alone. Raises ``AssertionError``.
+
+    ``graphs`` are :class:`~protsteps.graph.ProteinGraph` objects (``protsteps.featurize``)."""
+    from .graph import collate
+
+    batch = collate(list(graphs))
+    features = teacher(batch.sequences)
+    expected = (batch.num_nodes, teacher.embed_dim)
+    assert tuple(features.shape) == expected, f"teacher rows {tuple(features.shape)}, expected {expected}"
+    for b, sequence in enumerate(batch.sequences):
+        rows = features[int(batch.ptr[b]) : int(batch.ptr[b + 1])]
+        torch.testing.assert_close(rows, teacher([sequence]), rtol=0, atol=atol)
 
 
 def windows(length: int, window: int, stride: int) -> list[tuple[int, int]]:

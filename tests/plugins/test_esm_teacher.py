@@ -9,6 +9,7 @@ import torch
 
 import protsteps
 from protsteps.errors import ConfigError
+from protsteps.teachers import assert_rows_line_up
 from protsteps_esm import ESMTeacher, normalize_sequence, windows
 from protsteps_esm.testing import structure_sequences, write_esm2_checkpoint
 
@@ -229,10 +230,4 @@ def test_rows_line_up_with_a_featurized_batch(tiny: Path, structures_dir: Path) 
         *protsteps.featurize(structures_dir / "masif" / "1t6b_X.pdb.gz"),
         *protsteps.featurize(structures_dir / "mdanalysis" / "5PTI.cif.gz"),
     ]
-    batch = protsteps.collate(graphs)
-    teacher = protsteps.build("teacher", "esm", weights=str(tiny))
-    features = teacher(batch.sequences)
-    assert features.shape == (batch.num_nodes, teacher.embed_dim)
-    for b, sequence in enumerate(batch.sequences):
-        rows = features[int(batch.ptr[b]) : int(batch.ptr[b + 1])]
-        torch.testing.assert_close(rows, teacher([sequence]), rtol=0, atol=1e-5)
+    assert_rows_line_up(protsteps.build("teacher", "esm", weights=str(tiny)), graphs)

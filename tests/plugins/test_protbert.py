@@ -21,7 +21,7 @@ import protsteps  # noqa: E402
 from protsteps.cli import main  # noqa: E402
 from protsteps.errors import ComponentUnavailableError, ConfigError  # noqa: E402
 from protsteps.export import load_encoder  # noqa: E402
-from protsteps.teachers import windows  # noqa: E402
+from protsteps.teachers import assert_rows_line_up, windows  # noqa: E402
 from protsteps_esm.testing import structure_sequences  # noqa: E402
 from protsteps_protbert import ProtBertTeacher, WeightsError  # noqa: E402
 from protsteps_protbert.testing import PROTBERT_VOCAB, write_protbert  # noqa: E402
@@ -105,13 +105,7 @@ def test_rows_line_up_with_a_featurized_batch(folder, structures_dir) -> None:
         *protsteps.featurize(structures_dir / "masif" / "1t6b_X.pdb.gz"),
         *protsteps.featurize(structures_dir / "mdanalysis" / "5PTI.cif.gz"),
     ]
-    batch = protsteps.collate(graphs)
-    teacher = protsteps.build("teacher", "protbert", weights=str(folder))
-    features = teacher(batch.sequences)
-    assert features.shape == (batch.num_nodes, teacher.embed_dim)
-    for b, sequence in enumerate(batch.sequences):
-        rows = features[int(batch.ptr[b]) : int(batch.ptr[b + 1])]
-        torch.testing.assert_close(rows, teacher([sequence]), rtol=0, atol=1e-5)
+    assert_rows_line_up(protsteps.build("teacher", "protbert", weights=str(folder)), graphs)
 
 
 def test_rare_residues_and_unknown_characters_are_x(folder, reference) -> None:
