@@ -30,6 +30,7 @@ from .errors import (
     ProtstepsError,
     UnknownComponentError,
 )
+from .extensions import Extensions
 from .presets import Preset, PresetEntry
 
 __all__ = [
@@ -170,6 +171,15 @@ class Catalog:
         self._packages = self._distributions()
         self._collect()
         self._collect_presets()
+        # -- extensions (heads, label formats, metrics, writers, callbacks, commands): see
+        # protsteps.extensions; collected like presets, their conflicts listed with the rest
+        self.extensions = Extensions()
+        self.extensions.collect(
+            pm,
+            self._owner,
+            self._version,
+            lambda plugin, error: self.failures.append(PluginFailure(plugin, error)),
+        )
 
     @classmethod
     def discover(cls, group: str = ENTRY_POINT_GROUP) -> Catalog:
@@ -281,6 +291,7 @@ class Catalog:
         return [
             *(error for registry in self.registries.values() for error in registry.conflicts.values()),
             *self.preset_conflicts.values(),
+            *self.extensions.all_conflicts(),
         ]
 
     @staticmethod
