@@ -20,6 +20,7 @@ import io
 import json
 import multiprocessing
 import os
+import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,12 @@ __all__ = [
     "featurize_many",
 ]
 
-#: bump when the cached layout or the reading rules change, so old entries are not reused
-CACHE_FORMAT = 1
+#: bump when the cached layout changes, so old entries are not reused (changes to the reading
+#: or featurizing code need no bump: their source is fingerprinted into every key)
+CACHE_FORMAT = 2
+
+#: the first bytes of a cache entry file: the layout, then the SHA-256 of the payload
+_ENTRY_MAGIC = b"protsteps-graphs-2\n"
 
 
 def featurize(
@@ -102,6 +107,9 @@ class FeaturizerSpec:
     config: Any
     plugin: str
     version: str
+    #: SHA-256 of the source files that decide the output: the featurizer's plugin package
+    #: and protsteps' readers (see :func:`code_fingerprint`)
+    code: str = ""
 
     @classmethod
     def create(
@@ -116,7 +124,8 @@ class FeaturizerSpec:
             raise ProtstepsError(
                 f"featurizer '{name}' expects a {entry.config.__name__} config, got {type(config).__name__}"
             )
-        return cls(name=name, config=config, plugin=entry.plugin, version=entry.version)
+        code = code_fingerprint(entry.factory)
+        return cls(name=name, config=config, plugin=entry.plugin, version=entry.version, code=code)
 
     def config_dict(self) -> dict[str, Any]:
         return to_dict(self.config)
@@ -127,10 +136,83 @@ class FeaturizerSpec:
     def identity(self) -> str:
         """Canonical JSON of everything about the featurizer that its output depends on."""
         return json.dumps(
-            {"name": self.name, "plugin": self.plugin, "version": self.version, "config": self.config_dict()},
+            {
+                "name": self.name,
+                "plugin": self.plugin,
+                "version": self.version,
+                "code": self.code,
+                "config": self.config_dict(),
+            },
             sort_keys=True,
             separators=(",", ":"),
         )
+
+
+#: protsteps' own modules whose code decides a featurized graph: the readers and the graph
+_READER_CODE = ("protsteps.structure", "protsteps.graph")
+
+#: file hashes by (path, size, mtime): a file is read again only when it changed
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _source_files(module_name: str) -> list[Path]:
+    """The ``.py`` files of a module's top-level package (or the module's own file)."""
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except Exception:
+        return []
+    top = module_name.partition(".")[0]
+    if module_name.startswith("protsteps.") or module_name == "protsteps":
+        top = module_name  # a part of protsteps: just that module or subpackage
+    try:
+        package = importlib.import_module(top)
+    except Exception:
+        package = module
+    locations = list(getattr(package, "__path__", []) or [])
+    if locations:
+        return sorted(p for folder in locations for p in Path(folder).rglob("*.py"))
+    file = getattr(package, "__file__", None)
+    return [Path(file)] if file else []
+
+
+def _hash_file(path: Path) -> str:
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing"
+    marker = (str(path), stat.st_size, stat.st_mtime_ns)
+    digest = _FILE_HASHES.get(marker)
+    if digest is None:
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            digest = "unreadable"
+        _FILE_HASHES[marker] = digest
+    return digest
+
+
+def code_fingerprint(factory: Any) -> str:
+    """SHA-256 over the source of what decides a featurizer's output: every ``.py`` file of
+    the package that defines ``factory`` (a plugin package, editable or not) and of
+    protsteps' readers. Editing any of them gives new cache keys, so the cache never serves
+    graphs made by older code (``protsteps featurize --refresh`` rebuilds regardless)."""
+    module_name = getattr(factory, "__module__", None) or ""
+    files: list[Path] = []
+    for name in (module_name, *_READER_CODE):
+        if name:
+            files.extend(_source_files(name))
+    digest = hashlib.sha256()
+    seen: set[str] = set()
+    for path in files:
+        real = os.path.realpath(path)
+        if real in seen:
+            continue
+        seen.add(real)
+        # the name inside its package, so moving a checkout elsewhere keeps the key
+        digest.update(f"{path.parent.name}/{path.name}:{_hash_file(path)}\n".encode())
+    return digest.hexdigest()
 
 
 def _featurize_bytes(
@@ -153,34 +235,60 @@ def _featurize_bytes(
 class GraphCache:
     """Featurized chains on disk, addressed by content.
 
-    One file per featurized input, ``root/ab/<file key>.pt``: a dict ``{"format", "source",
-    "chains": [{"chain", "residues", "graph"}], "errors"}`` where each ``graph`` is
-    ``ProteinGraph.to_dict()``, loadable with ``torch.load(weights_only=True)``. A chain's
-    key is ``<file key>:<chain id>``. Inputs that failed get an entry too (no chains, the
-    reasons), since the failure follows from the bytes and the config alone.
+    One file per featurized input, ``root/ab/<file key>.pt``: a header line naming the
+    layout, the SHA-256 of the payload, then the payload, a ``torch.save``d dict
+    ``{"format", "source", "chains": [{"chain", "residues", "graph"}], "errors"}`` where each
+    ``graph`` is ``ProteinGraph.to_dict()``, loadable with ``torch.load(weights_only=True)``.
+    A chain's key is ``<file key>:<chain id>``. Inputs that failed get an entry too (no
+    chains, the reasons), since the failure follows from the bytes, their name and the
+    config alone.
 
-    Entries are written atomically (temporary file + rename) but not fsynced: an entry
-    lost or damaged by a power failure reads as a miss and is rebuilt.
+    Entries are written atomically (temporary file + rename) but not fsynced. An entry whose
+    payload does not match its checksum (a bit flip, a torn write after a power failure) is
+    a miss: it is rebuilt, and :attr:`damaged` counts it.
     """
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root) if root else default_cache_dir()
+        #: entries found damaged (checksum mismatch, unreadable) by this object
+        self.damaged = 0
 
     def entry_path(self, key: str) -> Path:
         """The file of an entry, from a file key or a chain key."""
         file_key_ = key.split(":", 1)[0]
         return self.root / file_key_[:2] / f"{file_key_}.pt"
 
-    def load_entry(self, key: str) -> dict[str, Any] | None:
-        """The entry of a file key, or ``None`` when there is none (or an unreadable one)."""
+    def check_writable(self) -> None:
+        """Refuse, in one line, a cache folder that cannot be created or written."""
         try:
-            entry = torch.load(self.entry_path(key), map_location="cpu", weights_only=True)
+            self.root.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise ProtstepsError(
+                f"cache folder {self.root} is a file; pass --cache-dir with a folder"
+            ) from None
+        except OSError as exc:
+            raise ProtstepsError(
+                f"cache folder {self.root} cannot be created ({exc.strerror or exc}); pass --cache-dir "
+                "with a folder you can write"
+            ) from None
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise ProtstepsError(
+                f"cache folder {self.root} is not writable; pass --cache-dir with a folder you can write"
+            )
+
+    def load_entry(self, key: str) -> dict[str, Any] | None:
+        """The entry of a file key, or ``None`` when there is none or it is damaged (then
+        :attr:`damaged` goes up by one)."""
+        try:
+            blob = self.entry_path(key).read_bytes()
         except FileNotFoundError:
             return None
-        except Exception:  # a damaged entry is a miss; it will be rewritten
+        except OSError:
+            self.damaged += 1
             return None
-        if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT:
-            return None
+        entry = _unpack_entry(blob)
+        if entry is None:
+            self.damaged += 1
         return entry
 
     def store_entry(
@@ -194,7 +302,9 @@ class GraphCache:
         }
         buffer = io.BytesIO()
         torch.save(entry, buffer)
-        atomic_write_bytes(self.entry_path(key), buffer.getvalue(), fsync=False)
+        payload = buffer.getvalue()
+        header = _ENTRY_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+        atomic_write_bytes(self.entry_path(key), header + payload, fsync=False)
 
     def load_graph(self, key: str) -> ProteinGraph:
         """The graph of a chain key (``<file key>:<chain id>``)."""
@@ -204,14 +314,55 @@ class GraphCache:
             for chain in entry["chains"]:
                 if chain["chain"] == chain_id:
                     return ProteinGraph.from_dict(chain["graph"])
-        raise ProtstepsError(f"cache entry {key} is missing from {self.root}; run protsteps featurize again")
+        state = "damaged" if self.entry_path(key).exists() else "missing"
+        raise ProtstepsError(
+            f"cache entry {key} is {state} in {self.root}; run protsteps featurize again to rebuild it"
+        )
 
 
-def file_key(content_hash: str, spec_identity: str, selection: Sequence[str] | None, reader: str) -> str:
+def _unpack_entry(blob: bytes) -> dict[str, Any] | None:
+    """The entry in a cache file's bytes, or ``None`` when the header, the checksum or the
+    payload is not right."""
+    if not blob.startswith(_ENTRY_MAGIC):
+        return None
+    start = len(_ENTRY_MAGIC)
+    checksum, payload = blob[start : start + 64], blob[start + 65 :]
+    if blob[start + 64 : start + 65] != b"\n" or hashlib.sha256(payload).hexdigest().encode() != checksum:
+        return None
+    try:
+        entry = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT:
+        return None
+    return entry
+
+
+def name_rules(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a file's *name* decides about reading its bytes: the format its suffix names
+    (``None``: told from the content) and whether it is named ``.gz`` (then it must be
+    gzip). Part of the cache key, so that one content under two names is read by each
+    name's rules."""
+    from .structure._io import SUFFIXES, _base_suffix
+
+    return {"format": SUFFIXES.get(_base_suffix(path)), "named_gz": Path(path).name.lower().endswith(".gz")}
+
+
+def file_key(
+    content_hash: str,
+    spec_identity: str,
+    selection: Sequence[str] | None,
+    reader: str,
+    names: Mapping[str, Any] | None = None,
+) -> str:
+    """The cache key of one input: its bytes, what its name decides (:func:`name_rules`),
+    the featurizer (name, plugin, version, code, config), the chain selection and the
+    reader."""
     material = json.dumps(
         {
             "format": CACHE_FORMAT,
             "content": content_hash,
+            "name": dict(names) if names is not None else None,
             "featurizer": json.loads(spec_identity),
             "chains": list(selection) if selection is not None else None,
             "reader": reader,
@@ -238,6 +389,8 @@ class FileResult:
     ok: list[dict[str, Any]]
     errors: list[str]
     cached: bool = False
+    #: its cache entry was there but damaged, and was rebuilt
+    damaged: bool = False
 
 
 @dataclasses.dataclass
@@ -255,11 +408,14 @@ class FeaturizeReport:
     failed: list[dict[str, str]]
     files: int = 0
     cache_hits: int = 0
+    #: inputs whose cache entry was damaged (checksum mismatch) and rebuilt
+    cache_damaged: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The ``report.json`` document."""
         return {
             "featurizer": {"name": self.featurizer, "config": self.config},
+            "cache": {"hits": self.cache_hits, "damaged_rebuilt": self.cache_damaged},
             "ok": self.ok,
             "failed": self.failed,
         }
@@ -287,15 +443,22 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
     def visit(item: str, depth: int) -> None:
         path, selection = split_selection(item)
         if path.is_dir() and selection is None:
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_structure_path(p))
-            if not found:
+            named = sorted(p for p in path.rglob("*") if is_structure_path(p) and not p.is_dir())
+            found = []
+            for p in named:
+                problem = _not_a_regular_file(p)
+                if problem:
+                    failed.append({"source": str(p), "error": problem})
+                else:
+                    found.append(p)
+            if not named:
                 failed.append(
                     {"source": item, "error": f"{item}: folder holds no .pdb/.ent/.cif/.mmcif(.gz) file"}
                 )
             for p in found:
                 add(str(p), p, None)
-        elif not path.exists():
-            failed.append({"source": item, "error": f"{path}: no such file or folder"})
+        elif (problem := _not_a_regular_file(path)) is not None:
+            failed.append({"source": item, "error": problem})
         elif selection is not None or is_structure_path(path) or _looks_like_structure(path):
             add(item, path, selection)
         elif depth == 0 and (columns := label_file_columns(path)) is not None:
@@ -320,6 +483,27 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
     for item in inputs:
         visit(os.fspath(item), 0)
     return specs, failed
+
+
+def _not_a_regular_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an input file (missing, a dangling symlink, a pipe or
+    device), or ``None``. Decided from ``stat`` alone: a FIFO is never opened, since opening
+    one blocks and reading it consumes what it holds."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"{path}: dangling symlink (its target {os.readlink(path)} does not exist)"
+        return f"{path}: no such file or folder"
+    except OSError as exc:
+        return f"{path}: cannot read it ({exc.strerror or exc})"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return (
+        f"{path}: {kind}, not a regular file; protsteps reads each input more than once (to name, "
+        "hash and parse it), so save the stream to a file first (e.g. zcat x.pdb.gz > x.pdb)"
+    )
 
 
 def _looks_like_structure(path: Path) -> bool:
@@ -404,7 +588,9 @@ def _is_path_list(path: Path) -> bool:
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(spec: FeaturizerSpec, cache_root: str, reader: Reader, threads: int) -> None:
+def _init_worker(
+    spec: FeaturizerSpec, cache_root: str, reader: Reader, threads: int, refresh: bool = False
+) -> None:
     if threads:
         torch.set_num_threads(threads)
     _STATE.update(
@@ -413,6 +599,7 @@ def _init_worker(spec: FeaturizerSpec, cache_root: str, reader: Reader, threads:
         featurizer=spec.build(),
         cache=GraphCache(cache_root),
         reader=reader,
+        refresh=refresh,
     )
 
 
@@ -436,8 +623,11 @@ def _process_unguarded(spec_text: str) -> FileResult:
     cache: GraphCache = _STATE["cache"]
     file, selection = split_selection(spec_text)
     data = read_bytes(file)
-    key = file_key(hashlib.sha256(data).hexdigest(), _STATE["identity"], selection, _STATE["reader"])
-    entry = cache.load_entry(key)
+    key = file_key(
+        hashlib.sha256(data).hexdigest(), _STATE["identity"], selection, _STATE["reader"], name_rules(file)
+    )
+    damaged = cache.damaged
+    entry = None if _STATE.get("refresh") else cache.load_entry(key)
     if entry is not None:
         return _from_entry(spec_text, key, entry)
     try:
@@ -449,7 +639,7 @@ def _process_unguarded(spec_text: str) -> FileResult:
         {"source": spec_text, "chain": g.chain_id, "residues": g.num_nodes, "key": chain_key(key, g.chain_id)}
         for g in graphs
     ]
-    return FileResult(spec_text, rows, errors)
+    return FileResult(spec_text, rows, errors, damaged=cache.damaged > damaged)
 
 
 def _from_entry(spec_text: str, key: str, entry: dict[str, Any]) -> FileResult:
@@ -478,6 +668,7 @@ def featurize_many(
     reader: Reader = "columnar",
     on_result: Callable[[FileResult], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    refresh: bool = False,
 ) -> FeaturizeReport:
     """Featurize every structure of ``inputs`` through the cache.
 
@@ -495,6 +686,8 @@ def featurize_many(
     on_total, on_result:
         Progress callbacks: the number of structure files once known, then each file's
         :class:`FileResult` as it completes.
+    refresh:
+        Featurize every input again and overwrite its cache entry, whatever is cached.
 
     Returns
     -------
@@ -502,6 +695,7 @@ def featurize_many(
     """
     spec = FeaturizerSpec.create(featurizer, config)
     cache = GraphCache(cache_dir)
+    cache.check_writable()
     specs, failed_inputs = expand_inputs(inputs)
     if on_total is not None:
         on_total(len(specs) + len(failed_inputs))
@@ -516,11 +710,12 @@ def featurize_many(
             on_result(result)
 
     if workers <= 1 or len(specs) <= 1:
-        _init_worker(spec, str(cache.root), reader, threads=0)
+        _init_worker(spec, str(cache.root), reader, threads=0, refresh=refresh)
         for item in specs:
             record(_process(item))
     else:
-        _run_pool(specs, spec, cache, reader, workers, record)
+        initargs = (spec, str(cache.root), reader, 1, refresh)
+        run_in_processes(specs, _process, _init_worker, initargs, workers, record)
 
     ok: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = list(failed_inputs)
@@ -536,18 +731,8 @@ def featurize_many(
         failed=failed,
         files=len(specs) + len(failed_inputs),
         cache_hits=sum(1 for r in results.values() if r.cached),
+        cache_damaged=sum(1 for r in results.values() if r.damaged),
     )
-
-
-def _run_pool(
-    specs: list[str],
-    spec: FeaturizerSpec,
-    cache: GraphCache,
-    reader: Reader,
-    workers: int,
-    record: Callable[[FileResult], None],
-) -> None:
-    run_in_processes(specs, _process, _init_worker, (spec, str(cache.root), reader, 1), workers, record)
 
 
 def run_in_processes(

@@ -40,6 +40,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "prepare_output_folder",
     "remove_stale_temporaries",
     "run_folder_lock",
     "strict_json_line",
@@ -157,6 +158,23 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def prepare_output_folder(folder: str | os.PathLike[str], option: str = "") -> Path:
+    """Create ``folder`` (and its parents) for output, before any work: a path that is a
+    file, or a folder that cannot be created or written, is a :class:`ProtstepsError` in one
+    line naming it (and ``option``, the command-line option that gave it)."""
+    folder = Path(folder)
+    given = f"{option} {folder}" if option else str(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ProtstepsError(f"{given}: is a file, not a folder; give a folder for the output") from None
+    except OSError as exc:
+        raise ProtstepsError(f"{given}: cannot create the folder ({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ProtstepsError(f"{given}: the folder is not writable; give a folder you can write")
+    return folder
+
+
 def _entries(folder: Path) -> list[Path]:
     try:
         return sorted(folder.iterdir())
@@ -173,15 +191,13 @@ def run_folder_lock(folder: str | os.PathLike[str], command: str) -> Iterator[Pa
     the temporary files of writes that a kill cut short are removed
     (:func:`remove_stale_temporaries`). The lock goes with the process (a killed holder
     leaves no stale lock). Where ``fcntl`` is missing (Windows) the folder is not locked."""
-    folder = Path(folder)
+    folder = prepare_output_folder(folder)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
-        folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(folder)
         yield folder / LOCK_NAME
         return
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:

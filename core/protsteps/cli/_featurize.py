@@ -15,6 +15,7 @@ from .._text import count
 from ..config import parse_value
 from ..errors import ConfigError, ProtstepsError
 from ..featurize import FileResult, default_cache_dir, featurize_many
+from ..files import prepare_output_folder
 from ..progress import Ticker, format_duration
 from ..structure import READERS
 from ._app import THREADS_HELP, StructureInputs, app, console, err_console
@@ -61,6 +62,13 @@ def featurize(
             min=0, help=THREADS_HELP + " With --workers above 1, each worker process uses one thread."
         ),
     ] = 0,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh",
+            help="Featurize every input again and overwrite its cache entries, whatever is cached.",
+        ),
+    ] = False,
 ) -> None:
     """Featurize structures into the cache and write OUT/report.json.
 
@@ -73,6 +81,7 @@ def featurize(
         raise ConfigError(f"--reader: {reader!r} is not one of {', '.join(READERS)}")
     config = parse_settings(settings or [])
     cache = cache_dir or default_cache_dir()
+    prepare_output_folder(out, "--out")
     counts = {"ok": 0, "failed": 0}
     clock = {"started": time.perf_counter()}
     progress = Progress(
@@ -126,10 +135,13 @@ def featurize(
             reader=reader,  # type: ignore[arg-type]
             on_result=on_result,
             on_total=on_total,
+            refresh=refresh,
         )
-    out.mkdir(parents=True, exist_ok=True)
     report_path = out / "report.json"
-    report.write(report_path)
+    try:
+        report.write(report_path)
+    except OSError as exc:
+        raise ProtstepsError(f"{report_path}: cannot write the report ({exc.strerror or exc})") from None
     chains, files = len(report.ok), report.files
     failed_files = len({row["source"] for row in report.failed})
     if not report.ok:
@@ -138,9 +150,10 @@ def featurize(
             f"(first: {report.failed[0]['error'] if report.failed else 'no inputs'}); reasons in {report_path}"
         )
     first = f" (first: {escape(report.failed[0]['error'])})" if report.failed else ""
+    damaged = f", {report.cache_damaged} damaged cache entries rebuilt" if report.cache_damaged else ""
     console.print(
         f"{count(chains, 'chain')} from {count(files - counts['failed'], 'file')} "
-        f"({report.cache_hits} from the cache), {len(report.failed)} failed{first}; "
+        f"({report.cache_hits} from the cache{damaged}), {len(report.failed)} failed{first}; "
         f"report: {escape(str(report_path))}; cache: {escape(str(report.cache_dir))}",
         highlight=False,
     )
