@@ -9,6 +9,12 @@ Two formats of the paper's downstream tasks:
   accession, structures from the AlphaFold DB (``AF-<id>-F1-model_v<N>.pdb[.gz]``).
 
 Both report every labelled entry whose structure is not found as a :class:`Skipped` row.
+
+With the manifest (:func:`~protsteps.downstream.read_manifest`) they are the three label
+formats of the built-in plugin ``downstream`` (:func:`manifest_format`,
+:func:`protfunct_format`, :func:`deeploc_format`), registered through the hook
+``protsteps_register_label_formats`` like a plugin's; :func:`read_labels` reads a file in
+any registered format.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .._text import count
+from ..errors import ProtstepsError
+from ..extensions import LabelOptions
+from ..registry import Catalog, default_catalog
 from ..structure import SUFFIXES, is_structure_path
 from ._labels import (
     LabelledChain,
@@ -27,12 +36,23 @@ from ._labels import (
     Skipped,
     Split,
     normalize_split,
+    read_manifest,
     read_table,
     read_text,
     require_column,
 )
 
-__all__ = ["StructureIndex", "protfunct", "deeploc", "PROTFUNCT_LABELS", "DEEPLOC_ID_COLUMNS"]
+__all__ = [
+    "StructureIndex",
+    "protfunct",
+    "deeploc",
+    "PROTFUNCT_LABELS",
+    "DEEPLOC_ID_COLUMNS",
+    "read_labels",
+    "manifest_format",
+    "protfunct_format",
+    "deeploc_format",
+]
 
 #: label columns of the ProtFunct adapter: the full EC number or its first digit
 PROTFUNCT_LABELS = ("ec_number", "ec_class")
@@ -341,3 +361,78 @@ def deeploc(
         "split_column": split_name,
     }
     return LabelledSet(str(path), label_column, rows, skipped, notes, settings)
+
+
+# ---------------------------------------------------------------------------- label formats
+# The readers registered by the built-in plugin ``downstream``: ``(path, LabelOptions) ->
+# LabelledSet``, each applying its own defaults to the options not given.
+
+
+def manifest_format(path: Path, options: LabelOptions) -> LabelledSet:
+    """``--format manifest``: :func:`~protsteps.downstream.read_manifest`."""
+    return read_manifest(
+        path,
+        label_column=options.label_column or "label",
+        split_column=options.split_column or "split",
+        group_column=options.group_column,
+        label_separator=options.label_separator or ";",
+    )
+
+
+def protfunct_format(path: Path, options: LabelOptions) -> LabelledSet:
+    """``--format protfunct``: :func:`protfunct` (``path`` is the ProtFunct folder)."""
+    assert options.structures is not None  # the format needs structures: read_labels checks
+    return protfunct(path, options.structures, label_column=options.label_column or "ec_number")
+
+
+def deeploc_format(path: Path, options: LabelOptions) -> LabelledSet:
+    """``--format deeploc``: :func:`deeploc`."""
+    assert options.structures is not None
+    return deeploc(
+        path,
+        options.structures,
+        label_column=options.label_column or "location",
+        id_column=options.id_column,
+        split_column=options.split_column or "split",
+    )
+
+
+def read_labels(
+    path: str | os.PathLike[str],
+    format: str = "manifest",
+    options: LabelOptions | None = None,
+    catalog: Catalog | None = None,
+) -> LabelledSet:
+    """The :class:`LabelledSet` of ``path`` read by the label format registered as ``format``.
+
+    An option the format does not take is refused, and so is a missing ``structures`` for a
+    format that needs it, before the file is read. An exception other than a
+    ``ProtstepsError`` raised by a plugin's reader becomes one naming the format and plugin.
+    """
+    options = options or LabelOptions()
+    entry = (catalog or default_catalog()).extensions.get("label_format", format)
+    label_format = entry.record
+    refused = [f"--{name.replace('_', '-')}" for name in options.given() if name not in label_format.options]
+    if refused:
+        takes = ", ".join(f"--{o.replace('_', '-')}" for o in label_format.options) or "no options"
+        raise ProtstepsError(f"--format {format} does not take {', '.join(refused)} (it takes {takes})")
+    if label_format.needs_structures and options.structures is None:
+        raise ProtstepsError(
+            f"--format {format} needs --structures DIR (the folder holding the structure files)"
+        )
+    try:
+        data = label_format.read(Path(path), options)
+    except ProtstepsError:
+        raise
+    except Exception as exc:
+        raise ProtstepsError(
+            f"label format '{format}' of plugin '{entry.plugin}' could not read {path}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(data, LabelledSet):
+        raise ProtstepsError(
+            f"label format '{format}' of plugin '{entry.plugin}' returned {type(data).__name__}, "
+            "expected protsteps.downstream.LabelledSet"
+        )
+    data.settings.setdefault("format", format)
+    return data

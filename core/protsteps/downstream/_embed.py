@@ -1,4 +1,6 @@
-"""Embeddings of a pretrained encoder for other tools: ``.npz`` or Parquet files.
+"""Embeddings of a pretrained encoder for other tools: ``.npz`` or Parquet files (the two
+writers of the built-in plugin ``downstream``; a plugin adds others through the hook
+``protsteps_register_embeddings_writers``).
 
 ``.npz`` arrays (``numpy.load(path)`` reads them without pickle):
 
@@ -41,14 +43,15 @@ import torch
 from .._version import __version__
 from ..data import GraphDataset, LengthBatchSampler
 from ..errors import ProtstepsError
+from ..extensions import writer_for
 from ..featurize import FileResult, featurize_many
 from ..files import atomic_write_bytes
-from ..registry import Catalog
+from ..registry import Catalog, default_catalog
 from ..structure import split_selection
 from ..training import Distributed, pick_device
 from ._model import Backbone, batches_of, forward, load_backbone
 
-__all__ = ["Embeddings", "embed", "load_embeddings", "require_pyarrow"]
+__all__ = ["Embeddings", "embed", "load_embeddings", "require_pyarrow", "write_npz", "write_parquet"]
 
 PARQUET_HINT = "pip install 'protsteps[parquet]' (or pip install pyarrow)"
 
@@ -101,56 +104,67 @@ class Embeddings:
             raise ProtstepsError("these embeddings hold no per-residue arrays (embed with per_residue=True)")
         return self.residue_embeddings[self.offsets[index] : self.offsets[index + 1]]
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write ``.npz``, or Parquet when ``path`` ends in ``.parquet`` (atomically)."""
-        if _is_parquet(path):
-            atomic_write_bytes(path, self._parquet_bytes())
-            return
-        arrays: dict[str, np.ndarray] = {
-            "embeddings": self.embeddings.astype(np.float32, copy=False),
-            "source": np.asarray(self.source, dtype=str),
-            "chain": np.asarray(self.chain, dtype=str),
-            "residues": self.residues.astype(np.int64, copy=False),
-            "sequence": np.asarray(self.sequence, dtype=str),
-            "failed_source": np.asarray([f["source"] for f in self.failed], dtype=str),
-            "failed_error": np.asarray([f["error"] for f in self.failed], dtype=str),
-            "meta": np.asarray(json.dumps(self.meta)),
-        }
-        if self.residue_embeddings is not None:
-            arrays["residue_embeddings"] = self.residue_embeddings.astype(np.float32, copy=False)
-            arrays["residue_number"] = np.asarray(self.residue_number, dtype=np.int64)
-            arrays["offsets"] = np.asarray(self.offsets, dtype=np.int64)
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)  # type: ignore[arg-type]
-        atomic_write_bytes(path, buffer.getvalue())
+    def save(
+        self, path: str | os.PathLike[str], format: str | None = None, catalog: Catalog | None = None
+    ) -> None:
+        """Write the file with the embeddings writer named ``format``, else the one whose
+        suffix ends ``path`` (``.npz``, ``.parquet``, or a plugin's; see
+        :func:`protsteps.extensions.writer_for`)."""
+        writer = writer_for((catalog or default_catalog()).extensions, path, format)
+        if writer.check is not None:
+            writer.check()
+        writer.write(self, Path(path))
 
-    def _parquet_bytes(self) -> bytes:
-        pa = require_pyarrow()
-        import pyarrow.parquet as pq
 
-        width = int(self.embeddings.shape[1]) if self.embeddings.ndim == 2 else 0
-        flat = pa.array(self.embeddings.astype(np.float32).reshape(-1), type=pa.float32())
-        columns = {
-            "source": pa.array(self.source, type=pa.string()),
-            "chain": pa.array(self.chain, type=pa.string()),
-            "residues": pa.array(self.residues.astype(np.int64), type=pa.int64()),
-            "sequence": pa.array(self.sequence, type=pa.string()),
-            "embedding": pa.FixedSizeListArray.from_arrays(flat, width),
-        }
-        if self.residue_embeddings is not None and self.offsets is not None:
-            per_residue = pa.FixedSizeListArray.from_arrays(
-                pa.array(self.residue_embeddings.astype(np.float32).reshape(-1), type=pa.float32()), width
-            )
-            offsets = pa.array(np.asarray(self.offsets, dtype=np.int32), type=pa.int32())
-            columns["residue_embedding"] = pa.ListArray.from_arrays(offsets, per_residue)
-            columns["residue_number"] = pa.ListArray.from_arrays(
-                offsets, pa.array(np.asarray(self.residue_number, dtype=np.int64), type=pa.int64())
-            )
-        metadata = {"protsteps": json.dumps({**self.meta, "failed": self.failed})}
-        table = pa.table(columns).replace_schema_metadata(metadata)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        return bytes(sink.getvalue().to_pybytes())
+def write_npz(embeddings: Embeddings, path: Path) -> None:
+    """The ``npz`` writer: the arrays of the module docstring, atomically."""
+    arrays: dict[str, np.ndarray] = {
+        "embeddings": embeddings.embeddings.astype(np.float32, copy=False),
+        "source": np.asarray(embeddings.source, dtype=str),
+        "chain": np.asarray(embeddings.chain, dtype=str),
+        "residues": embeddings.residues.astype(np.int64, copy=False),
+        "sequence": np.asarray(embeddings.sequence, dtype=str),
+        "failed_source": np.asarray([f["source"] for f in embeddings.failed], dtype=str),
+        "failed_error": np.asarray([f["error"] for f in embeddings.failed], dtype=str),
+        "meta": np.asarray(json.dumps(embeddings.meta)),
+    }
+    if embeddings.residue_embeddings is not None:
+        arrays["residue_embeddings"] = embeddings.residue_embeddings.astype(np.float32, copy=False)
+        arrays["residue_number"] = np.asarray(embeddings.residue_number, dtype=np.int64)
+        arrays["offsets"] = np.asarray(embeddings.offsets, dtype=np.int64)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_parquet(embeddings: Embeddings, path: Path) -> None:
+    """The ``parquet`` writer: one row per chain (module docstring), atomically; needs pyarrow."""
+    pa = require_pyarrow()
+    import pyarrow.parquet as pq
+
+    width = int(embeddings.embeddings.shape[1]) if embeddings.embeddings.ndim == 2 else 0
+    flat = pa.array(embeddings.embeddings.astype(np.float32).reshape(-1), type=pa.float32())
+    columns = {
+        "source": pa.array(embeddings.source, type=pa.string()),
+        "chain": pa.array(embeddings.chain, type=pa.string()),
+        "residues": pa.array(embeddings.residues.astype(np.int64), type=pa.int64()),
+        "sequence": pa.array(embeddings.sequence, type=pa.string()),
+        "embedding": pa.FixedSizeListArray.from_arrays(flat, width),
+    }
+    if embeddings.residue_embeddings is not None and embeddings.offsets is not None:
+        per_residue = pa.FixedSizeListArray.from_arrays(
+            pa.array(embeddings.residue_embeddings.astype(np.float32).reshape(-1), type=pa.float32()), width
+        )
+        offsets = pa.array(np.asarray(embeddings.offsets, dtype=np.int32), type=pa.int32())
+        columns["residue_embedding"] = pa.ListArray.from_arrays(offsets, per_residue)
+        columns["residue_number"] = pa.ListArray.from_arrays(
+            offsets, pa.array(np.asarray(embeddings.residue_number, dtype=np.int64), type=pa.int64())
+        )
+    metadata = {"protsteps": json.dumps({**embeddings.meta, "failed": embeddings.failed})}
+    table = pa.table(columns).replace_schema_metadata(metadata)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(path, bytes(sink.getvalue().to_pybytes()))
 
 
 def load_embeddings(path: str | os.PathLike[str]) -> Embeddings:

@@ -36,6 +36,10 @@ __all__ = [
     "fmax",
     "average_precision",
     "FMAX_THRESHOLDS",
+    "accuracy_score",
+    "macro_f1_score",
+    "fmax_score",
+    "micro_aupr_score",
 ]
 
 #: the thresholds Fmax is taken over
@@ -154,3 +158,34 @@ def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
     recall = tp / positives
     steps = np.diff(np.r_[0.0, recall])
     return float((steps * precision).sum())
+
+
+# The registered metrics (plugin ``downstream``): ``(probabilities [P, C], targets) -> float``
+# with targets ``[P] int`` (single-label) or ``[P, C] bool`` (multi-label); see
+# :class:`protsteps.extensions.Metric`.
+
+
+def _predicted(probabilities: np.ndarray) -> np.ndarray:
+    p = np.asarray(probabilities)
+    return p.argmax(1) if len(p) else np.zeros(0, dtype=np.int64)
+
+
+def accuracy_score(probabilities: np.ndarray, targets: np.ndarray) -> float:
+    """Single-label accuracy of the most probable class."""
+    return accuracy(targets, _predicted(probabilities))
+
+
+def macro_f1_score(probabilities: np.ndarray, targets: np.ndarray) -> float:
+    """Single-label macro-F1 of the most probable class (classes present among the true or
+    predicted labels)."""
+    return macro_f1(targets, _predicted(probabilities), int(np.asarray(probabilities).shape[1]))
+
+
+def fmax_score(probabilities: np.ndarray, targets: np.ndarray) -> float:
+    """Multi-label protein-centric Fmax."""
+    return fmax(probabilities, targets)[0]
+
+
+def micro_aupr_score(probabilities: np.ndarray, targets: np.ndarray) -> float:
+    """Multi-label micro-averaged area under the precision-recall curve."""
+    return average_precision(probabilities, targets)

@@ -17,12 +17,22 @@ from torch import Tensor, nn
 
 from ..components import Encoder, EncoderOutput, Teacher
 from ..export import encoder_record, load_pretrained
+from ..extensions import HeadContext
 from ..graph import Batch, ProteinGraph, collate
 from ..model import compose
 from ..registry import Catalog
 from ..runconfig import RunConfig
 
-__all__ = ["Backbone", "ClassificationHead", "load_backbone", "scratch_backbone", "batches_of", "encode"]
+__all__ = [
+    "Backbone",
+    "ClassificationHead",
+    "load_backbone",
+    "scratch_backbone",
+    "batches_of",
+    "encode",
+    "mlp_head",
+    "linear_head",
+]
 
 
 class ClassificationHead(nn.Module):
@@ -68,6 +78,18 @@ class ClassificationHead(nn.Module):
             "hidden": self.hidden,
             "dropout": self.dropout,
         }
+
+
+def mlp_head(context: HeadContext) -> ClassificationHead:
+    """The ``mlp`` head: :class:`ClassificationHead` with ``[finetune] head_hidden`` hidden
+    units (0: a linear probe) and ``head_dropout``."""
+    return ClassificationHead(context.in_dim, context.num_classes, context.hidden, context.dropout)
+
+
+def linear_head(context: HeadContext) -> ClassificationHead:
+    """The ``linear`` head: ``LayerNorm -> Dropout -> Linear(d, C)`` whatever ``head_hidden``
+    says (the linear probe of representation-learning papers)."""
+    return ClassificationHead(context.in_dim, context.num_classes, 0, context.dropout)
 
 
 @dataclasses.dataclass
