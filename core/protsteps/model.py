@@ -16,9 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .components import BuildContext, Encoder, EncoderOutput, Featurizer, PretextTask, Teacher
+from .components import BuildContext, Encoder, EncoderOutput, Featurizer, PretextTask, TaskOutput, Teacher
 from .errors import ComponentUnavailableError, CompositionError
 from .graph import Batch
+from .optim import NonFiniteLossError
 from .registry import Catalog
 from .runconfig import ComponentChoice, RunConfig
 
@@ -96,7 +97,18 @@ class PretrainModel(nn.Module):
         total = output.node.new_zeros(())
         logs: dict[str, Tensor] = {}
         for name, task in self.tasks.items():
-            result = task(batch, output, states.get(name))
+            try:
+                result = task(batch, output, states.get(name))
+            except NonFiniteLossError:
+                if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+                    raise
+                # Under torchrun the other processes are already on their way into the step's
+                # collectives: a NaN loss takes this one there too, and the all-process
+                # finiteness check (raise_if_not_finite) then stops or skips every process at
+                # the same step instead of this one alone.
+                anchor = output.node if output.node is not None else output.graph
+                nan = anchor.sum() * float("nan") if anchor is not None else torch.tensor(float("nan"))
+                result = TaskOutput(loss=nan, metrics={})
             total = total + self.weights[name] * result.loss
             logs[f"{name}/loss"] = result.loss.detach()
             for key, value in result.metrics.items():
