@@ -147,6 +147,20 @@ class ProteinGraph:
     def from_dict(cls, data: dict[str, Any]) -> ProteinGraph:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
 
+    def to_pyg(self) -> Any:
+        """This graph as a ``torch_geometric.data.Data`` (``x``, ``pos``, ``edge_index``,
+        ``edge_attr`` and every field under its own name); see :mod:`protsteps.pyg`."""
+        from .pyg import to_pyg
+
+        return to_pyg(self)
+
+    @classmethod
+    def from_pyg(cls, data: Any) -> ProteinGraph:
+        """A graph from a ``torch_geometric.data.Data``; see :mod:`protsteps.pyg`."""
+        from .pyg import from_pyg
+
+        return from_pyg(data)
+
 
 @dataclasses.dataclass(repr=False)
 class Batch:
@@ -229,6 +243,12 @@ class Batch:
                 else:
                     changes[f.name] = value.to(device)
         return dataclasses.replace(self, **changes)
+
+    def to_pyg(self) -> Any:
+        """This batch as a ``torch_geometric.data.Batch``; see :mod:`protsteps.pyg`."""
+        from .pyg import batch_to_pyg
+
+        return batch_to_pyg(self)
 
     def pin_memory(self) -> Batch:
         changes = {
