@@ -16,13 +16,18 @@ scheme      one optimisation step over a batch                           :class:
 
 Components declare the batch attributes they need (``requires``) and featurizers the ones
 they fill (``provides``), so that a composition that cannot work fails when it is built.
+Beyond batch attributes, a :class:`Component` declares its *capabilities* (what it offers the
+others: an encoder's per-residue output, a teacher's trainable tail) and its *needs* (what it
+asks of the others: ``"encoder.per_residue"``, ``"teacher.tail"``, ``"batch>=2"``);
+:func:`~protsteps.model.compose` checks every need before anything is featurized or written
+(see :mod:`protsteps.capabilities`).
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
@@ -36,6 +41,9 @@ if TYPE_CHECKING:
 __all__ = [
     "KINDS",
     "Kind",
+    "ENCODER_CAPABILITIES",
+    "TEACHER_CAPABILITIES",
+    "Need",
     "GRAPH_ATTRIBUTES",
     "Component",
     "BuildContext",
@@ -67,6 +75,43 @@ GRAPH_ATTRIBUTES: frozenset[str] = frozenset(
 )
 
 
+#: What an encoder's output can offer (:class:`EncoderOutput`): ``per_residue`` (``node``),
+#: ``per_protein`` (``graph``), ``structure`` (the pre-residual ``structure`` view, with
+#: :attr:`Encoder.structure_dim`), ``vectors`` (``vectors``, with :attr:`Encoder.vector_irreps`).
+ENCODER_CAPABILITIES: dict[str, str] = {
+    "per_residue": "per-residue embeddings (EncoderOutput.node)",
+    "per_protein": "per-protein embeddings (EncoderOutput.graph)",
+    "structure": "the structure view before the teacher residual (EncoderOutput.structure)",
+    "vectors": "vector features with irreps (EncoderOutput.vectors)",
+}
+
+#: What a teacher can offer: ``tail``, a trainable tail (non-empty
+#: :meth:`Teacher.tail_parameters`).
+TEACHER_CAPABILITIES: dict[str, str] = {
+    "tail": "a trainable tail (Teacher.tail_parameters)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Need:
+    """One thing a component asks of the rest of the composition.
+
+    ``what`` is ``"teacher"`` (a teacher is composed), ``"teacher.CAPABILITY"`` or
+    ``"encoder.CAPABILITY"`` (that component offers the capability), or ``"batch>=N"``
+    (batches of at least ``N`` proteins: ``[train] batch_size`` when ``max_residues`` is 0).
+    ``hint`` is the way out the error adds (``'or set scheme.negatives = "previous"'``).
+    A plain string is a :class:`Need` without a hint.
+    """
+
+    what: str
+    hint: str = ""
+
+
+#: What :attr:`Component.capabilities` and :attr:`Component.needs` accept: a list, or a
+#: function of the component's config object that returns one.
+Declaration = Iterable[Any] | Callable[[Any], Iterable[Any]]
+
+
 @dataclasses.dataclass(frozen=True)
 class Component:
     """What a plugin registers: one named component of one kind.
@@ -82,12 +127,32 @@ class Component:
         A dataclass whose fields are made with :func:`protsteps.config.option`.
     description:
         One line for ``protsteps plugins``.
+    capabilities:
+        What the component offers the others beyond batch attributes (an encoder:
+        :data:`ENCODER_CAPABILITIES`; a teacher: :data:`TEACHER_CAPABILITIES`; any other
+        lower-case word a plugin's components agree on), as a list or a function of the
+        config (``lambda c: ["tail"] if c.trainable_layers else []``). ``None`` (the default):
+        read from the built component (its ``capabilities`` attribute, else an encoder offers
+        ``per_residue`` and ``per_protein``, plus ``structure`` when its ``structure_dim`` is
+        set and ``vectors`` when its ``vector_irreps`` is; a teacher offers ``tail`` when its
+        :meth:`Teacher.tail_parameters` is not empty). Declared here, they are checked before
+        anything is built.
+    needs:
+        What the component asks of the others: :class:`Need` records or strings
+        (``"encoder.per_residue"``, ``"teacher.tail"``, ``"batch>=2"``), as a list or a
+        function of the config.
+    auto:
+        For teachers and schemes: the component's place in ``name = "auto"`` (lower is tried
+        first; ties by name); ``None`` (the default) keeps it out of ``auto``.
     """
 
     name: str
     factory: Callable[[Any, BuildContext], Any]
     config: type
     description: str
+    capabilities: Declaration | None = None
+    needs: Declaration = ()
+    auto: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,11 +221,19 @@ class EncoderOutput:
     teacher at all, which is what makes it STEPS' structure view (the pseudo bi-level
     scheme's ``structure_view = "gnn"``). ``None`` when the encoder does not expose it;
     an encoder that does sets :attr:`Encoder.structure_dim` to ``d_s``.
+    vectors: [N, d_v] float or ``None``, per-residue features that transform as the e3nn
+    irreps :attr:`Encoder.vector_irreps` (``"8x1o"``: eight vectors per residue) when the
+    structure is rotated; an encoder that returns them sets ``vector_irreps``.
+
+    ``node`` or ``graph`` may be ``None`` for an encoder that does not produce it; such an
+    encoder declares its capabilities (see :class:`Component`) so that a task needing the
+    missing one is refused when the run is composed.
     """
 
     node: Tensor
     graph: Tensor
     structure: Tensor | None = None
+    vectors: Tensor | None = None
 
 
 @dataclasses.dataclass
@@ -207,6 +280,9 @@ class Encoder(nn.Module, abc.ABC):
     #: width of :attr:`EncoderOutput.structure`, or ``None`` when the encoder does not
     #: return one (the pseudo bi-level scheme's ``structure_view = "gnn"`` needs it)
     structure_dim: int | None = None
+    #: irreps of :attr:`EncoderOutput.vectors` (an e3nn irreps string), or ``None`` when the
+    #: encoder returns none
+    vector_irreps: str | None = None
 
     @abc.abstractmethod
     def forward(self, batch: Batch, teacher_features: Tensor | None = None) -> EncoderOutput: ...
@@ -240,6 +316,12 @@ class Teacher(nn.Module, abc.ABC):
 
     #: width of the per-residue embeddings
     embed_dim: int
+    #: ``True`` when the teacher's ``state_dict`` is rebuilt bit for bit from its config (its
+    #: weights come from a file or hub the config names, nothing is drawn at random): then
+    #: ``encoder.pt`` carries only a fingerprint of that state, unless training changed it.
+    #: ``False`` (the default): ``encoder.pt`` carries the whole ``state_dict``, so that
+    #: ``finetune`` and ``embed`` rebuild the teacher exactly.
+    stateless: ClassVar[bool] = False
 
     @abc.abstractmethod
     def tail_parameters(self) -> dict[str, Tensor]:

@@ -8,28 +8,60 @@ registry, without the training stack (schemes, optimisers, tasks)::
      "encoder": {"name": "gin", "config": {...}},
      "featurizer": {"name": "residue_graph", "config": {...}},
      "teacher": {"name": "esm", "config": {...}} or {"name": "none"},
+     "teacher_fingerprint": "<sha256>", "teacher_state": {...},
      "state_dict": {...}}
 
 The encoder was trained on the named featurizer's graphs and (when there was one) on the
 named teacher's features: embedding new proteins needs both again, which
 :func:`load_pretrained` builds.
+
+The teacher travels with the encoder: ``teacher_state`` is the teacher's ``state_dict`` (its
+trainable tail), kept unless the teacher is ``stateless`` (rebuilt bit for bit from its
+config, as ESM-2 and ProtBert are) and unchanged since it was built; ``teacher_fingerprint``
+(SHA-256 of that state) lets :func:`load_pretrained` check that the teacher it rebuilds is
+the one the encoder was trained with.
+
+A file from elsewhere never decides where protsteps writes: in the featurizer, encoder and
+teacher sections, a *location* setting (see :func:`is_location`) is used only when it names
+a regular file that exists here and is not a place to write (``weights = "esm2.pt"``); every
+other (``cache_dir``, a folder, a missing path) is dropped and takes the caller's value
+(``settings``) or its default.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
 from ._version import __version__
-from .components import BuildContext, Encoder, Featurizer, Teacher
-from .config import to_dict
-from .errors import ProtstepsError
+from .capabilities import built_capabilities, declared_capabilities
+from .components import ENCODER_CAPABILITIES, BuildContext, Encoder, Featurizer, Teacher
+from .config import fields_of, to_dict
+from .errors import CompositionError, ConfigError, ProtstepsError
 from .files import read_torch_record
-from .model import featurizer_context
+from .model import featurizer_context, teacher_state, teacher_state_fingerprint
 from .registry import Catalog, default_catalog
 
-__all__ = ["ENCODER_FORMAT", "Pretrained", "encoder_record", "load_encoder", "load_pretrained"]
+__all__ = [
+    "ENCODER_FORMAT",
+    "Pretrained",
+    "encoder_record",
+    "is_location",
+    "load_encoder",
+    "load_pretrained",
+    "require_encoder",
+    "restore_teacher",
+]
+
+#: a setting named like a place where something is written (never taken from a file)
+_WRITE_PLACE = re.compile(r"(^|_)(cache|dir|directory|folder|out|output|log|logs|save|tmp|temp)(_|$)")
+#: a setting named like a location on disk
+_LOCATION_NAME = re.compile(r"(^|_)(dir|directory|folder|path|file)$")
 
 ENCODER_FORMAT = 1
 
@@ -41,10 +73,22 @@ def _section(choice: Any) -> dict[str, Any]:
     return out
 
 
-def encoder_record(encoder: Encoder, config: Any, teacher_dim: int | None) -> dict[str, Any]:
+def encoder_record(
+    encoder: Encoder,
+    config: Any,
+    teacher_dim: int | None,
+    *,
+    teacher: Teacher | None = None,
+    teacher_fingerprint: str | None = None,
+) -> dict[str, Any]:
     """The contents of ``encoder.pt`` for ``encoder`` trained under the resolved run
-    ``config`` on teacher features of width ``teacher_dim`` (``None``: no teacher)."""
-    return {
+    ``config`` on teacher features of width ``teacher_dim`` (``None``: no teacher).
+
+    With ``teacher``, the record also holds the fingerprint of its state and the state itself
+    (``teacher_state``), unless the teacher is ``stateless`` and its state still has
+    ``teacher_fingerprint``, the fingerprint taken when it was built
+    (:attr:`~protsteps.model.PretrainModel.teacher_fingerprint`)."""
+    record: dict[str, Any] = {
         "format": ENCODER_FORMAT,
         "protsteps_version": __version__,
         "out_dim": int(encoder.out_dim),
@@ -54,13 +98,85 @@ def encoder_record(encoder: Encoder, config: Any, teacher_dim: int | None) -> di
         "teacher": _section(config.teacher),
         "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
     }
+    if teacher is not None:
+        state = teacher_state(teacher)
+        fingerprint = teacher_state_fingerprint(state)
+        record["teacher_fingerprint"] = fingerprint
+        unchanged = bool(getattr(teacher, "stateless", False)) and fingerprint == teacher_fingerprint
+        if state and not unchanged:
+            record["teacher_state"] = state
+    return record
 
 
-def _read(path: Path) -> dict[str, Any]:
+def is_location(name: str, type_name: str) -> bool:
+    """Whether the setting ``name`` (of type ``type_name``, as :func:`protsteps.config.fields_of`
+    writes it) is a location on disk: a path, or a name ending in ``_dir``, ``_path``,
+    ``_file``, ``_folder``."""
+    return "path" in type_name or bool(_LOCATION_NAME.search(name))
+
+
+def _usable_from_file(name: str, value: Any) -> bool:
+    """A location from a file is used only when it is a regular file that exists here (not a
+    folder, FIFO or device) and its name is not a place to write."""
+    if _WRITE_PLACE.search(name) or not isinstance(value, str) or not value:
+        return False
+    try:
+        return Path(value).is_file()
+    except OSError:
+        return False
+
+
+def _location_settings(kind: str, name: str, catalog: Catalog) -> set[str]:
+    try:
+        entry = catalog.get(kind, name)
+    except ProtstepsError:
+        return set()
+    return {f.name for f in fields_of(entry.config) if is_location(f.name, f.type)}
+
+
+def _own_locations(
+    record: dict[str, Any], catalog: Catalog, settings: Mapping[str, Mapping[str, Any]] | None
+) -> list[str]:
+    """Replace, in ``record``'s featurizer, encoder and teacher sections, every location
+    setting the file may not decide (see the module docstring) by the caller's ``settings``
+    (``{"teacher": {"cache_dir": "..."}}``) or the default; returns a note per dropped one."""
+    settings = dict(settings or {})
+    notes = []
+    for kind in ("featurizer", "encoder", "teacher"):
+        section = record.get(kind)
+        if not isinstance(section, dict) or not isinstance(section.get("name"), str):
+            continue
+        config = section.get("config")
+        values = dict(config) if isinstance(config, dict) else {}
+        locations = _location_settings(kind, section["name"], catalog)
+        for key in list(values):
+            if (key in locations or is_location(key, "")) and not _usable_from_file(key, values[key]):
+                notes.append(
+                    f"{kind}.{key} = {values.pop(key)!r} in the encoder file is not used (a location "
+                    "on the machine that wrote it)"
+                )
+        given = dict(settings.pop(kind, None) or {})
+        refused = sorted(set(given) - locations)
+        if refused:
+            raise ConfigError(
+                f"{kind} {section['name']}: {', '.join(refused)} cannot be set for a pretrained encoder (only "
+                f"its locations can: {', '.join(sorted(locations)) or 'it has none'}); the rest comes from "
+                "the encoder file"
+            )
+        values.update({k: str(v) for k, v in given.items() if v is not None})
+        section["config"] = values
+    if settings:
+        raise ConfigError(f"settings for {', '.join(sorted(settings))}: only featurizer, encoder and teacher")
+    return notes
+
+
+def _read(
+    path: Path, catalog: Catalog, settings: Mapping[str, Mapping[str, Any]] | None = None
+) -> tuple[dict[str, Any], list[str]]:
     record = read_torch_record(path, "encoder file", ENCODER_FORMAT)
     if "state_dict" not in record:
         raise ProtstepsError(f"{path} is not a protsteps encoder file (encoder.pt of a pretrain run)")
-    return record
+    return record, _own_locations(record, catalog, settings)
 
 
 def _resolve(path: Path) -> Path:
@@ -87,13 +203,25 @@ class Pretrained:
     featurizer: Featurizer
     teacher: Teacher | None
     record: dict[str, Any]
+    #: what was decided while loading (location settings of the file that were not used)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
-def load_encoder(path: Path, catalog: Catalog | None = None) -> tuple[Encoder, dict[str, Any]]:
+def load_encoder(
+    path: Path,
+    catalog: Catalog | None = None,
+    *,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[Encoder, dict[str, Any]]:
     """Rebuild the encoder of ``encoder.pt`` (or of a run folder) with its weights; returns
-    the encoder and the file's record."""
+    the encoder and the file's record (its location settings replaced as the module
+    docstring says)."""
     catalog = catalog or default_catalog()
-    record = _read(_resolve(path))
+    record, _ = _read(_resolve(path), catalog, settings)
+    return _encoder_of(record, path, catalog), record
+
+
+def _encoder_of(record: dict[str, Any], path: Path, catalog: Catalog) -> Encoder:
     section = record["encoder"]
     encoder = catalog.build(
         "encoder",
@@ -107,13 +235,49 @@ def load_encoder(path: Path, catalog: Catalog | None = None) -> tuple[Encoder, d
         encoder.load_state_dict(record["state_dict"])
     except RuntimeError as exc:
         raise ProtstepsError(f"{path}: the weights do not fit encoder '{section['name']}': {exc}") from None
-    return encoder, record
+    return encoder
 
 
-def load_pretrained(path: Path, catalog: Catalog | None = None, *, with_teacher: bool = True) -> Pretrained:
-    """The encoder of a run folder (or ``encoder.pt``) with its featurizer and teacher."""
+def restore_teacher(teacher: Teacher, record: Mapping[str, Any], where: str) -> None:
+    """Give ``teacher`` (rebuilt from the record's settings) the state it had when the
+    encoder file ``where`` was written: load ``teacher_state`` when the file has one, then
+    check the state against ``teacher_fingerprint``. Raises a one-line
+    :class:`~protsteps.errors.ProtstepsError` when they do not fit."""
+    name = record["teacher"]["name"]
+    state = record.get("teacher_state")
+    if state is not None:
+        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+            raise ProtstepsError(f"{where}: teacher_state is not a dict of tensors")
+        try:
+            teacher.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ProtstepsError(
+                f"{where}: the teacher state does not fit teacher '{name}': {first}"
+            ) from None
+    expected = record.get("teacher_fingerprint")
+    if expected is not None and teacher_state_fingerprint(teacher_state(teacher)) != expected:
+        raise ProtstepsError(
+            f"{where}: teacher '{name}' rebuilt from its settings is not the teacher the encoder was "
+            "trained with (its weights differ: another weights file or model version, or a plugin "
+            "teacher that declares itself stateless but is not); give it the same weights"
+        )
+
+
+def load_pretrained(
+    path: Path,
+    catalog: Catalog | None = None,
+    *,
+    with_teacher: bool = True,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Pretrained:
+    """The encoder of a run folder (or ``encoder.pt``) with its featurizer and teacher (its
+    trained state restored, see :func:`restore_teacher`).
+
+    ``settings`` gives the locations the file may not decide, per kind
+    (``{"teacher": {"cache_dir": "/scratch/trunks"}}``); other settings come from the file."""
     catalog = catalog or default_catalog()
-    record = _read(_resolve(path))
+    record, notes = _read(_resolve(path), catalog, settings)
     featurizer_section = record["featurizer"]
     featurizer = catalog.build(
         "featurizer",
@@ -135,5 +299,31 @@ def load_pretrained(path: Path, catalog: Catalog | None = None, *, with_teacher:
             f"{path}: teacher '{teacher_section['name']}' gives {teacher.embed_dim}-wide features, "
             f"the encoder was trained on {record.get('teacher_dim')}"
         )
-    encoder, record = load_encoder(path, catalog)
-    return Pretrained(encoder=encoder, featurizer=featurizer, teacher=teacher, record=record)
+    if teacher is not None:
+        restore_teacher(teacher, record, str(path))
+    encoder = _encoder_of(record, path, catalog)
+    return Pretrained(encoder=encoder, featurizer=featurizer, teacher=teacher, record=record, notes=notes)
+
+
+def require_encoder(
+    encoder: Encoder, record: Mapping[str, Any], capability: str, who: str, catalog: Catalog | None = None
+) -> None:
+    """Refuse, in one line naming ``who`` (``"embed --per-residue"``), the encoder and the
+    capability, an encoder of ``record`` (an ``encoder.pt`` record) that does not offer
+    ``capability`` (declared by its plugin, else read from ``encoder``)."""
+    catalog = catalog or default_catalog()
+    section = record.get("encoder") or {}
+    name = str(section.get("name", type(encoder).__name__))
+    declared = None
+    if name in catalog.registry("encoder"):
+        entry = catalog.get("encoder", name)
+        declared = declared_capabilities(
+            entry, catalog.make_config("encoder", name, section.get("config", {}))
+        )
+    offered = built_capabilities("encoder", encoder, declared)
+    if capability not in offered:
+        what = ENCODER_CAPABILITIES.get(capability, f"the capability '{capability}'")
+        raise CompositionError(
+            f"{who} needs {what} from the encoder, which encoder '{name}' does not offer (it offers: "
+            f"{', '.join(sorted(offered)) or 'nothing'})"
+        )

@@ -21,6 +21,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .capabilities import check_declarations, describe_entry
 from .components import KINDS, BuildContext, Component, Kind
 from .config import check_config_class, closest, fields_of, from_dict
 from .errors import (
@@ -32,6 +33,7 @@ from .errors import (
 )
 from .extensions import Extensions
 from .presets import Preset, PresetEntry
+from .schema import config_schema
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -65,15 +67,25 @@ class Entry:
     description: str
     plugin: str
     version: str
+    #: see :class:`~protsteps.components.Component`: declared capabilities (``None``: read
+    #: from the built component), needs, and the place in ``auto``
+    capabilities: Any = None
+    needs: Any = ()
+    auto: int | None = None
 
     def as_json(self) -> dict[str, Any]:
+        """The entry for ``protsteps plugins --json``: who registered it, what it requires
+        from each batch, its capabilities and needs under its default config, and its config
+        as a JSON Schema."""
         return {
             "kind": self.kind,
             "name": self.name,
             "plugin": self.plugin,
             "version": self.version,
             "description": self.description,
+            **describe_entry(self),
             "config": [f.as_json() for f in fields_of(self.config)],
+            "config_schema": config_schema(self.config),
         }
 
 
@@ -302,6 +314,7 @@ class Catalog:
                 "expected protsteps.Component"
             )
         check_config_class(component.config, f"{kind} '{component.name}' of plugin '{plugin}'")
+        check_declarations(kind, component, f"{kind} '{component.name}' of plugin '{plugin}'")
         return Entry(
             kind=kind,
             name=component.name,
@@ -310,6 +323,9 @@ class Catalog:
             description=component.description,
             plugin=plugin,
             version=version,
+            capabilities=component.capabilities,
+            needs=component.needs,
+            auto=component.auto,
         )
 
     def registry(self, kind: str) -> Registry:

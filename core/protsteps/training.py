@@ -534,7 +534,13 @@ def _pretrain(
     def export_encoder() -> None:
         if dist.is_main:
             atomic_torch_save(
-                encoder_record(model.encoder, resolved, model.teacher.embed_dim if model.teacher else None),
+                encoder_record(
+                    model.encoder,
+                    resolved,
+                    model.teacher.embed_dim if model.teacher else None,
+                    teacher=model.teacher,
+                    teacher_fingerprint=model.teacher_fingerprint,
+                ),
                 paths.encoder,
             )
 

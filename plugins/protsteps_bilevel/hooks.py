@@ -7,7 +7,7 @@ from importlib.resources import files
 from protsteps import Component, Preset, hookimpl
 
 from .joint import JointConfig, JointScheme
-from .pseudo_bilevel import PseudoBilevelConfig, PseudoBilevelScheme
+from .pseudo_bilevel import PseudoBilevelConfig, PseudoBilevelScheme, pseudo_bilevel_needs
 
 
 @hookimpl
@@ -18,12 +18,17 @@ def protsteps_register_schemes() -> list[Component]:
             factory=JointScheme,
             config=JointConfig,
             description="Weighted sum of the pretext losses; a teacher only provides features.",
+            capabilities=[],
+            auto=10,  # scheme = "auto": when pseudo_bilevel's needs are not met
         ),
         Component(
             name="pseudo_bilevel",
             factory=PseudoBilevelScheme,
             config=PseudoBilevelConfig,
             description="STEPS: differentiable look-ahead on the teacher's tail (MI bound), outer step on the student.",
+            capabilities=[],
+            needs=pseudo_bilevel_needs,
+            auto=0,  # scheme = "auto": STEPS whenever the composition allows it
         ),
     ]
 

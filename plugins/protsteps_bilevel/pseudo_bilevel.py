@@ -64,6 +64,7 @@ import torch
 from torch import Tensor, nn
 
 from protsteps import Batch, BuildContext, EncoderOutput, Scheme, option
+from protsteps.components import Need
 from protsteps.errors import CompositionError
 from protsteps.optim import (
     SchemeSetup,
@@ -147,6 +148,19 @@ class PseudoBilevelConfig:
             raise ValueError(
                 f"critic_dim must be >= 0 (0: the structure view's width), got {self.critic_dim}"
             )
+
+
+def pseudo_bilevel_needs(config: PseudoBilevelConfig) -> list[Need]:
+    """What the scheme needs of the composition under ``config``: a teacher with a trainable
+    tail (the inner step updates it), the encoder's structure view under
+    ``structure_view = "gnn"``, and batches of two proteins or more under
+    ``negatives = "in_batch"`` (a protein alone has no negative for the MI bound)."""
+    needs = [Need("teacher"), Need("teacher.tail")]
+    if config.structure_view == "gnn":
+        needs.append(Need("encoder.structure", 'or set scheme.structure_view = "embedding"'))
+    if config.negatives == "in_batch":
+        needs.append(Need("batch>=2", 'or set scheme.negatives = "previous"'))
+    return needs
 
 
 def sequence_embedding(features: Tensor, batch: Batch) -> Tensor:

@@ -102,6 +102,9 @@ class ESMTeacher(TrunkTailTeacher):
     trunk too, and ``train()`` leaves the trunk in eval mode.
     """
 
+    # the tail is the released model's own last layers: rebuilt bit for bit from the config
+    stateless = True
+
     # fair-esm's layers take time-major states
     time_major = True
 

@@ -16,5 +16,7 @@ def protsteps_register_teachers() -> list[Component]:
             factory=build_esm_teacher,
             config=ESMConfig,
             description="ESM-2 protein language model (fair-esm) with a trainable tail and a frozen-trunk cache",
+            capabilities=lambda config: ["tail"] if config.trainable_layers > 0 else [],
+            auto=0,  # teacher = "auto" tries ESM-2 8M first
         )
     ]

@@ -120,6 +120,9 @@ class ProtBertTeacher(TrunkTailTeacher):
     ..., ``encoder.layer.29.output.LayerNorm.bias``).
     """
 
+    # the tail is the released model's own last layers: rebuilt bit for bit from the config
+    stateless = True
+
     def __init__(
         self,
         model: Any,

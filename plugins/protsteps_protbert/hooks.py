@@ -17,5 +17,7 @@ def protsteps_register_teachers() -> list[Component]:
             config=ProtBertConfig,
             description="ProtBert (Hugging Face transformers), the STEPS authors' teacher, with a "
             "trainable tail and a frozen-trunk cache",
+            capabilities=lambda config: ["tail"] if config.trainable_layers > 0 else [],
+            # not in teacher = "auto": its weights are a 1.6 GB download
         )
     ]

@@ -15,5 +15,6 @@ def protsteps_register_featurizers() -> list[Component]:
             factory=ResidueGraph,
             config=ResidueGraphConfig,
             description="Residues at CA with phi/psi/omega; radius (7 Å), kNN and sequential edges; optional RBF/SH edge features.",
+            capabilities=[],
         )
     ]

@@ -43,6 +43,7 @@ import torch
 from .._version import __version__
 from ..data import GraphDataset, LengthBatchSampler
 from ..errors import ProtstepsError
+from ..export import require_encoder
 from ..extensions import writer_for
 from ..featurize import FileResult, featurize_many
 from ..files import atomic_write_bytes
@@ -256,6 +257,8 @@ def embed(
     input order. The encoder runs in eval mode; the teacher, if any, gives its features.
     """
     backbone = pretrained if isinstance(pretrained, Backbone) else load_backbone(Path(pretrained), catalog)
+    if per_residue:  # before anything is featurized
+        require_encoder(backbone.encoder, backbone.record, "per_residue", "embed --per-residue", catalog)
     torch_device = pick_device(device, Distributed())
     backbone.to(torch_device)
     report = featurize_many(

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..components import Encoder, EncoderOutput, Teacher
-from ..export import encoder_record, load_pretrained
+from ..export import encoder_record, load_pretrained, require_encoder
 from ..extensions import HeadContext
 from ..graph import Batch, ProteinGraph, collate
 from ..model import compose
@@ -137,6 +137,7 @@ def load_backbone(path: str | Path, catalog: Catalog | None = None) -> Backbone:
     teacher."""
     pretrained = load_pretrained(Path(path), catalog)
     record = pretrained.record
+    require_encoder(pretrained.encoder, record, "per_protein", "finetune and embed", catalog)
     return Backbone(
         encoder=pretrained.encoder,
         teacher=pretrained.teacher,
@@ -152,8 +153,15 @@ def scratch_backbone(config: RunConfig, catalog: Catalog) -> Backbone:
     composition = compose(config, catalog)
     encoder = composition.model.encoder
     teacher = composition.model.teacher
-    record = encoder_record(encoder, composition.config, teacher.embed_dim if teacher is not None else None)
+    record = encoder_record(
+        encoder,
+        composition.config,
+        teacher.embed_dim if teacher is not None else None,
+        teacher=teacher,
+        teacher_fingerprint=composition.model.teacher_fingerprint,
+    )
     record.pop("state_dict")
+    require_encoder(encoder, record, "per_protein", "finetune", catalog)
     return Backbone(
         encoder=encoder,
         teacher=teacher,
