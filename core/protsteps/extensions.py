@@ -24,12 +24,14 @@ known ones. The :class:`~protsteps.registry.Catalog` holds them in :attr:`Catalo
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pluggy
+import typer
 
 from .config import closest
 from .errors import DuplicateComponentError, UnknownComponentError
@@ -310,10 +312,11 @@ def _check_record(kind: str, plugin: str, record: Any) -> None:
     hook, cls, _ = EXTENSION_KINDS[kind]
     where = f"hook {hook} of plugin '{plugin}'"
     if not isinstance(record, cls):
-        raise TypeError(f"{where} returned {record!r}, expected protsteps.{cls.__name__}")
-    if not isinstance(record.name, str) or not _NAME.match(record.name):
+        raise TypeError(f"{where} returned {record!r}, expected protsteps.extensions.{cls.__name__}")
+    name = getattr(record, "name", None)
+    if not isinstance(name, str) or not _NAME.match(name):
         raise TypeError(
-            f"{where}: name {record.name!r} must be lower case letters, digits, '_' or '-', starting with a letter"
+            f"{where}: name {name!r} must be lower case letters, digits, '_' or '-', starting with a letter"
         )
     if isinstance(record, LabelFormat):
         unknown = [o for o in record.options if o not in LABEL_OPTIONS]
@@ -322,6 +325,10 @@ def _check_record(kind: str, plugin: str, record: Any) -> None:
                 f"{where}: label format '{record.name}' takes unknown options {unknown} "
                 f"(known: {', '.join(LABEL_OPTIONS)})"
             )
+    if isinstance(record, Command) and not isinstance(record.app, typer.Typer):
+        raise TypeError(
+            f"{where}: command '{record.name}' app must be a typer.Typer, got {type(record.app).__name__}"
+        )
     if isinstance(record, Metric) and record.task not in ("single", "multi", "any"):
         raise TypeError(
             f"{where}: metric '{record.name}' task must be single, multi or any, not {record.task!r}"
@@ -330,7 +337,7 @@ def _check_record(kind: str, plugin: str, record: Any) -> None:
         raise TypeError(f"{where}: writer '{record.name}' suffix must start with '.', got {record.suffix!r}")
     for attribute in ("factory", "read", "compute", "write"):
         if hasattr(record, attribute) and not callable(getattr(record, attribute)):
-            raise TypeError(f"{where}: {attribute} of '{record.name}' is not callable")
+            raise TypeError(f"{where}: {attribute} of '{name}' is not callable")
 
 
 class Extensions:
@@ -420,7 +427,9 @@ def check_metric(extensions: Extensions, name: str, multi: bool | None) -> Metri
     return metric
 
 
-def writer_for(extensions: Extensions, path: str | Path, name: str | None = None) -> EmbeddingsWriter:
+def writer_for(
+    extensions: Extensions, path: str | os.PathLike[str], name: str | None = None
+) -> EmbeddingsWriter:
     """The embeddings writer named ``name``, else the one whose suffix ends ``path``. A named
     writer whose suffix ``path`` lacks is refused, so that a file's name says its format."""
     path = Path(path)
@@ -437,6 +446,11 @@ def writer_for(extensions: Extensions, path: str | Path, name: str | None = None
         (w for w in writers if path.name.lower().endswith(w.suffix.lower())), key=lambda w: -len(w.suffix)
     )
     if not matching:
-        known = ", ".join(f"{w.suffix} ({w.name})" for w in writers) or "none are installed"
-        raise UnknownComponentError(f"--out {path}: the file name must end in one of {known}")
+        if not writers:
+            raise UnknownComponentError(f"--out {path}: no embeddings writer is installed")
+        suffixes = [w.suffix for w in writers]
+        listed = " or ".join([", ".join(suffixes[:-1]), suffixes[-1]] if len(suffixes) > 1 else suffixes)
+        raise UnknownComponentError(
+            f"--out {path}: the file name must end in {listed} (the suffixes of the installed embeddings writers)"
+        )
     return matching[0]

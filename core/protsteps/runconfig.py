@@ -49,7 +49,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
+import re
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -58,7 +59,7 @@ import tomllib
 
 from . import _toml
 from ._text import count
-from .config import closest, from_dict, option, parse_value, to_dict
+from .config import check_ranges, closest, from_dict, option, parse_value, to_dict
 from .errors import ConfigError
 from .registry import Catalog
 
@@ -75,6 +76,11 @@ __all__ = [
     "load_run_config",
     "merge_raw",
 ]
+
+#: the most epochs a run may ask for (each epoch's batches are planned before the run starts)
+MAX_EPOCHS = 100_000
+#: the most data-loading worker processes
+MAX_WORKERS = 256
 
 #: names a section may take without a registered component of that name
 RESERVED_NAMES: dict[str, tuple[str, ...]] = {"teacher": ("auto", "none"), "scheme": ("auto",)}
@@ -94,21 +100,28 @@ _KIND = {
 class TrainConfig:
     """How training runs: ``[train]``."""
 
-    epochs: int = option(10, "Passes over the training structures.")
-    batch_size: int = option(8, "Proteins per batch (when max_residues is 0).")
+    epochs: int = option(10, "Passes over the training structures.", minimum=1, maximum=MAX_EPOCHS)
+    batch_size: int = option(8, "Proteins per batch (when max_residues is 0).", minimum=1, maximum=100_000)
     max_residues: int = option(
-        0, "Residue budget per batch; batches are packed by length up to it (0: use batch_size)."
+        0,
+        "Residue budget per batch; batches are packed by length up to it (0: use batch_size).",
+        minimum=0,
+        maximum=100_000_000,
     )
-    lr: float = option(1e-3, "Learning rate of the encoder and task heads (Adam).")
-    weight_decay: float = option(0.0, "Weight decay (AdamW) of the encoder and task heads.")
+    lr: float = option(
+        1e-3, "Learning rate of the encoder and task heads (Adam).", exclusive_minimum=0, maximum=100
+    )
+    weight_decay: float = option(
+        0.0, "Weight decay (AdamW) of the encoder and task heads.", minimum=0, maximum=100
+    )
     schedule: Literal["constant", "cosine", "epoch_cosine"] = option(
         "cosine",
         "Learning-rate schedule after warm-up: constant, cosine (per step, to 0 at the end) or "
         "epoch_cosine (the released code: lr (1 + cos(pi e / E)) / 2 through epoch e of E).",
     )
-    warmup_steps: int = option(0, "Steps of linear learning-rate warm-up.")
-    grad_clip: float = option(1.0, "Clip the gradient norm to this value (0: no clipping).")
-    seed: int = option(0, "Seed of parameters, data order and masking.")
+    warmup_steps: int = option(0, "Steps of linear learning-rate warm-up.", minimum=0, maximum=1_000_000_000)
+    grad_clip: float = option(1.0, "Clip the gradient norm to this value (0: no clipping).", minimum=0)
+    seed: int = option(0, "Seed of parameters, data order and masking.", minimum=0, maximum=2**32 - 1)
     deterministic: bool = option(
         False,
         "Deterministic algorithms only (torch.use_deterministic_algorithms): runs and resumes "
@@ -117,41 +130,43 @@ class TrainConfig:
     )
     device: str = option("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
     valid_fraction: float = option(
-        0.1, "Fraction of structures held out to choose best.pt (0: keep the last)."
+        0.1,
+        "Fraction of structures held out to choose best.pt (0: keep the last).",
+        minimum=0,
+        exclusive_maximum=1,
     )
-    log_every: int = option(10, "Write a line to metrics.jsonl every this many steps.")
+    log_every: int = option(
+        10, "Write a line to metrics.jsonl every this many steps.", minimum=1, maximum=1_000_000_000
+    )
+    callbacks: list[str] = option(
+        ["csv"],
+        "Training callbacks and loggers, by name (protsteps plugins lists them): csv writes "
+        "metrics.csv, tensorboard event files (needs protsteps[tensorboard]); [] for none.",
+    )
     checkpoint_every: int = option(
         100,
         "Write checkpoints/last.pt every this many steps (and at the end of every epoch; 0: epochs only).",
+        minimum=0,
+        maximum=1_000_000_000,
     )
     nonfinite: Literal["stop", "skip"] = option(
         "stop", "On a NaN/inf loss: stop naming the batch's structures, or skip the batch and count it."
     )
-    workers: int = option(0, "Data-loading worker processes.")
+    workers: int = option(0, "Data-loading worker processes.", minimum=0, maximum=MAX_WORKERS)
     threads: int = option(
         0,
         "CPU threads of torch in each training process (0: auto: OMP_NUM_THREADS when set, else "
         "the physical cores shared among this node's processes and their loader workers, at most "
         "the whole cores the load average leaves idle; see docs/pretraining.md).",
+        minimum=0,
+        maximum=4096,
     )
 
     def __post_init__(self) -> None:
-        _at_least(self, 1, "epochs", "batch_size", "log_every")
-        _at_least(
-            self,
-            0,
-            "max_residues",
-            "weight_decay",
-            "warmup_steps",
-            "grad_clip",
-            "checkpoint_every",
-            "workers",
-            "threads",
-        )
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not 0 <= self.valid_fraction < 1:
-            raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction!r}")
+        check_ranges(self, "[train]")
+        check_device_name(self.device, "[train] device")
+        if len(set(self.callbacks)) != len(self.callbacks):
+            raise ValueError(f"callbacks names a callback twice: {self.callbacks}")
 
 
 @dataclasses.dataclass
@@ -162,17 +177,25 @@ class DataConfig:
         [], "Structure files, folders or text files listing paths (empty: the bundled examples)."
     )
     cache_dir: str = option("", "Featurize cache folder ('' : ~/.cache/protsteps/graphs).")
-    min_residues: int = option(10, "Chains with fewer residues are left out of training.")
+    min_residues: int = option(
+        10, "Chains with fewer residues are left out of training.", minimum=0, maximum=1_000_000
+    )
 
     def __post_init__(self) -> None:
-        _at_least(self, 0, "min_residues")
+        check_ranges(self, "[data]")
 
 
-def _at_least(config: Any, minimum: int, *names: str) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if not value >= minimum:  # also refuses NaN
-            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]{1,4})?")
+
+
+def check_device_name(name: str, where: str = "device") -> None:
+    """Refuse a device protsteps cannot run on (``tpu:7``) in one line naming ``where``;
+    whether CUDA is there is checked when the run starts."""
+    if not isinstance(name, str) or not _DEVICE.fullmatch(name):
+        raise ConfigError(
+            f"{where} = {name!r} is not a device protsteps can use; give 'auto' (CUDA when "
+            "available), 'cpu', 'cuda' or 'cuda:N'"
+        )
 
 
 @dataclasses.dataclass
@@ -383,17 +406,78 @@ def merge_raw(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any
     return merged
 
 
+#: a run file larger than this is refused unread (a run file is a few hundred bytes of TOML)
+MAX_RUN_FILE_BYTES = 1_000_000
+#: tables and arrays nest at most this deep in a run file ([[tasks]] entries hold lists: 3)
+MAX_RUN_FILE_DEPTH = 8
+
+
 def load_raw(path: Path | None) -> dict[str, Any]:
-    """The raw tables of a run file (an empty dict without a file)."""
+    """The raw tables of a run file (an empty dict without a file).
+
+    Anything that is not a small UTF-8 TOML file (a folder, a FIFO, binary data, a file of
+    megabytes, tables nested thousands deep) is a :class:`ConfigError` naming the file."""
     if path is None:
         return {}
+    what = f"config file {path}"
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
+        info = path.stat()
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"{what} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{what} is a folder; give the run file (TOML) itself")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{what} is not a regular file (a pipe or device); give a TOML file")
+    if info.st_size > MAX_RUN_FILE_BYTES:
+        raise ConfigError(
+            f"{what} is {info.st_size:,} bytes; a run file is a short TOML file "
+            f"(at most {MAX_RUN_FILE_BYTES:,} bytes): is it the right file?"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what} cannot be read ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what} is not a text file (byte {exc.start} is not UTF-8); give a TOML run file"
+        ) from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"{what} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{what} nests arrays or tables too deeply to read; a run file's tables are at most "
+            f"{MAX_RUN_FILE_DEPTH} levels deep"
+        ) from None
+    depth = nesting_depth(raw)
+    if depth > MAX_RUN_FILE_DEPTH:
+        raise ConfigError(
+            f"{what} nests tables or arrays {depth} levels deep; a run file's are at most "
+            f"{MAX_RUN_FILE_DEPTH} (see docs/concepts.md for its sections)"
+        )
+    return raw
+
+
+def nesting_depth(value: Any) -> int:
+    """How deeply tables and arrays nest in ``value`` (a scalar: 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def load_run_config(

@@ -46,8 +46,10 @@ from torch import nn
 from . import _toml
 from ._text import count
 from ._version import __version__
+from .callbacks import TrainingCallbacks
 from .errors import ConfigError, ProtstepsError
 from .export import encoder_record
+from .extensions import CallbackContext, RunStart
 from .files import (
     FolderInUseError,
     atomic_torch_save,
@@ -186,9 +188,11 @@ class PretrainResult:
 class MetricsLog:
     """metrics.jsonl, appended by rank 0; on resume, lines after the checkpoint are dropped."""
 
-    def __init__(self, path: Path, enabled: bool) -> None:
+    def __init__(self, path: Path, enabled: bool, callbacks: TrainingCallbacks | None = None) -> None:
         self.path = path
         self.enabled = enabled
+        #: the run's [train] callbacks: each record written goes to them too
+        self.callbacks = callbacks or TrainingCallbacks()
 
     def truncate_after(self, step: int) -> None:
         if not self.enabled or not self.path.exists():
@@ -210,6 +214,7 @@ class MetricsLog:
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(strict_json_line(record) + "\n")
             fh.flush()
+        self.callbacks.log(record)
 
 
 class Averages:
@@ -456,6 +461,13 @@ def _pretrain(
     torch.manual_seed(config.train.seed)
     composition: Composition = compose(config, catalog)
     resolved = composition.config
+    # built before anything is written: an unknown callback or a missing package costs nothing
+    callbacks = TrainingCallbacks.build(
+        catalog,
+        resolved.train.callbacks,
+        CallbackContext(run_dir=out, config=resolved.to_dict(), resume=checkpoint is not None),
+        enabled=dist.is_main,
+    )
     model = composition.model.to(device)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -500,7 +512,8 @@ def _pretrain(
         best = float(checkpoint["best_valid_loss"])
         skipped = int(checkpoint["skipped_batches"])
         display.message(f"resuming {out} at step {step}")
-    metrics = MetricsLog(paths.metrics, dist.is_main)
+    callbacks.warn = display.warn
+    metrics = MetricsLog(paths.metrics, dist.is_main, callbacks)
     metrics.truncate_after(step)
     curve = _CurveWriter(paths, dist.is_main, display)
     if checkpoint is not None:
@@ -508,6 +521,7 @@ def _pretrain(
     last_valid = _last_valid_loss(paths.metrics) if dist.is_main else None
 
     display.start(total_steps, step)
+    callbacks.start(RunStart(step=step, total_steps=total_steps))
     averages = Averages()
     residues_since = 0
     time_since = time.perf_counter()
@@ -621,6 +635,9 @@ def _pretrain(
             stopped_early = bool(interrupted["stop"]) and step < stop_at
             if step < total_steps:  # stopped early, or max_steps reached: resume continues here
                 save(paths.last, epochs_completed)
+    except BaseException:
+        callbacks.end("failed")
+        raise
     finally:
         display.close()
         curve.write()
@@ -639,6 +656,7 @@ def _pretrain(
         if divergence > 0:
             display.message(f"warning: parameters differ across processes by up to {divergence:.3g}")
         dist.barrier()
+    callbacks.end("completed" if step >= total_steps else "interrupted")
     return PretrainResult(
         run_dir=out,
         steps=step,

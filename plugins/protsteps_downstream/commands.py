@@ -17,6 +17,7 @@ from protsteps.downstream import load_embeddings
 embeddings_app = typer.Typer(
     help="Look into an embeddings file written by protsteps embed, or convert it to another format.",
     no_args_is_help=True,
+    add_completion=False,
 )
 console = Console(soft_wrap=True)
 

@@ -19,7 +19,22 @@ def embed(
     from_: Annotated[
         Path, typer.Option("--from", help="A pretrain (or finetune) run folder, or an encoder.pt file.")
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .npz, or .parquet (needs pyarrow).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output file: .npz, .parquet (needs pyarrow), or a suffix a plugin's writer takes.",
+        ),
+    ],
+    format_: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="Embeddings writer: a registered one (protsteps plugins lists them: npz, parquet, ...; "
+            "default: the one whose suffix ends --out).",
+        ),
+    ] = None,
     per_residue: Annotated[
         bool, typer.Option("--per-residue", help="Also write every residue's embedding.")
     ] = False,
@@ -37,15 +52,16 @@ def embed(
     Inputs that cannot be featurized are reported (and stored in the file) and the rest are embedded. Exits 1 when nothing could be embedded.
     """
     from ..downstream import embed as run_embed
-    from ..downstream._embed import _is_parquet, require_pyarrow
+    from ..extensions import writer_for
+    from ..registry import default_catalog
     from ..threads import allow_interop, using_threads
 
     allow_interop()
 
-    if _is_parquet(out):
-        require_pyarrow()  # before any work: fail in one line when it is missing
-    elif out.suffix.lower() != ".npz":
-        raise ProtstepsError(f"--out {out}: the file name must end in .npz or .parquet")
+    # before any work: an unknown writer, a suffix no writer takes or a missing package
+    writer = writer_for(default_catalog().extensions, out, format_)
+    if writer.check is not None:
+        writer.check()
     with using_threads(threads):
         result = run_embed(
             inputs,
@@ -68,7 +84,7 @@ def embed(
             f"nothing could be embedded: {count(len(result.failed), 'input')} failed"
             + (f" (first: {result.failed[0]['error']})" if result.failed else "")
         )
-    result.save(out)
+    result.save(out, writer.name)
     console.print(
         f"{count(len(result), 'chain')} embedded (d = {result.embeddings.shape[1]}"
         + (

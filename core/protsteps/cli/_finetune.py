@@ -11,53 +11,33 @@ import typer
 from ..errors import ProtstepsError
 from ._app import THREADS_HELP, app, console
 
-Format = Literal["manifest", "protfunct", "deeploc"]
-
 
 def read_labels(
     labels: Path,
-    format_: Format,
+    format_: str,
     *,
     structures: Path | None,
     label_column: str | None,
-    split_column: str,
+    split_column: str | None,
     group_column: str | None,
     id_column: str | None,
-    label_separator: str,
+    label_separator: str | None,
 ) -> Any:
-    """The :class:`~protsteps.downstream.LabelledSet` of ``labels`` in ``format_``, with the
-    options that format takes (others given are an error)."""
-    from ..downstream import deeploc, protfunct, read_manifest
+    """The :class:`~protsteps.downstream.LabelledSet` of ``labels`` read by the label format
+    registered as ``format_``, with the options that format takes (others given are an
+    error)."""
+    from ..downstream._adapters import read_labels as read_with_format
+    from ..extensions import LabelOptions
 
-    def refuse(**given: Any) -> None:
-        named = [name for name, value in given.items() if value]
-        if named:
-            raise ProtstepsError(f"--format {format_} does not take {', '.join(named)}")
-
-    if format_ == "manifest":
-        refuse(**{"--structures": structures, "--id-column": id_column})
-        return read_manifest(
-            labels,
-            label_column=label_column or "label",
-            split_column=split_column,
-            group_column=group_column,
-            label_separator=label_separator,
-        )
-    if structures is None:
-        raise ProtstepsError(
-            f"--format {format_} needs --structures DIR (the folder holding the structure files)"
-        )
-    if format_ == "protfunct":
-        refuse(**{"--id-column": id_column, "--group-column": group_column})
-        return protfunct(labels, structures, label_column=label_column or "ec_number")
-    refuse(**{"--group-column": group_column})
-    return deeploc(
-        labels,
-        structures,
-        label_column=label_column or "location",
-        id_column=id_column,
+    options = LabelOptions(
+        structures=structures,
+        label_column=label_column,
         split_column=split_column,
+        group_column=group_column,
+        id_column=id_column,
+        label_separator=label_separator,
     )
+    return read_with_format(labels, format_, options)
 
 
 def scratch_config(config: Path | None, teacher: str | None, sets: list[str]) -> Any:
@@ -90,7 +70,13 @@ def finetune(
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create.")],
-    format_: Annotated[Format, typer.Option("--format", help="Label format.")] = "manifest",
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="Label format: a registered one (protsteps plugins lists them: manifest, protfunct, deeploc, ...).",
+        ),
+    ] = "manifest",
     structures: Annotated[
         Path | None,
         typer.Option(help="protfunct/deeploc: folder searched (recursively) for the structure files."),
@@ -102,9 +88,11 @@ def finetune(
         ),
     ] = None,
     split_column: Annotated[
-        str,
-        typer.Option(help="Column with train/valid/test (none in the file: a stratified split is drawn)."),
-    ] = "split",
+        str | None,
+        typer.Option(
+            help="Column with train/valid/test (default: split; none in the file: a stratified split is drawn)."
+        ),
+    ] = None,
     group_column: Annotated[
         str | None,
         typer.Option(help="manifest: rows with the same value here stay in the same split when drawn."),
@@ -113,8 +101,9 @@ def finetune(
         str | None, typer.Option(help="deeploc CSV/TSV: the UniProt accession column.")
     ] = None,
     label_separator: Annotated[
-        str, typer.Option(help="Separates several labels in one cell (multi-label targets).")
-    ] = ";",
+        str | None,
+        typer.Option(help="manifest: separates several labels in one cell (multi-label targets; default ;)."),
+    ] = None,
     task: Annotated[
         Literal["auto", "single", "multi"] | None,
         typer.Option(help="single- or multi-label (auto: multi when a protein has several labels)."),
@@ -140,6 +129,16 @@ def finetune(
     ] = None,
     weight_decay: Annotated[float | None, typer.Option(help="Weight decay (default 0).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Proteins per batch (default 16).")] = None,
+    head: Annotated[
+        str | None,
+        typer.Option(help="The head: a registered one (protsteps plugins lists them; default mlp)."),
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="Validation metric choosing the best epoch (default: macro_f1 single-, fmax multi-label)."
+        ),
+    ] = None,
     head_hidden: Annotated[
         int | None, typer.Option(help="Hidden width of the head (0: linear; default 256).")
     ] = None,
@@ -199,6 +198,8 @@ def finetune(
         "encoder_lr": encoder_lr,
         "weight_decay": weight_decay,
         "batch_size": batch_size,
+        "head": head,
+        "metric": metric,
         "head_hidden": head_hidden,
         "device": device,
         "cache_dir": str(cache_dir) if cache_dir else None,
@@ -225,7 +226,7 @@ def finetune(
     console.print(f"run folder: {out}  (metrics: {out / 'metrics.json'})", highlight=False)
     if quiet:
         test = result.test
-        metric = "fmax" if result.metrics["task"] == "multi" else "macro_f1"
+        metric = result.metrics["selection"]["metric"].removeprefix("valid ")
         value = test.get(metric)
         console.print(
             f"best epoch {result.best_epoch}; test {metric} {'n/a' if value is None else f'{value:.3f}'}",

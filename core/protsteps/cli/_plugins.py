@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..config import fields_of
 from ..registry import default_catalog
-from ._app import app, console, err_console
+from ._app import app, command_clashes, console, err_console, own_commands
 
 plugins_app = typer.Typer(
     help="List installed components, or show one component's settings.",
@@ -28,6 +28,8 @@ def report_failures() -> None:
         err_console.print(f"[yellow]warning:[/] {escape(str(failure))}", highlight=False, soft_wrap=True)
     for conflict in catalog.conflicts:
         err_console.print(f"[bold red]error:[/] {escape(str(conflict))}", highlight=False, soft_wrap=True)
+    for clash in command_clashes(own_commands()):
+        err_console.print(f"[bold red]error:[/] {escape(clash)}", highlight=False, soft_wrap=True)
 
 
 @plugins_app.callback()
@@ -43,14 +45,19 @@ def plugins(
     catalog = default_catalog()
     report_failures()
     entries = catalog.entries()
+    # heads, label formats, metrics, writers, callbacks, commands (protsteps.extensions)
+    extensions = catalog.extensions.entries()
     if as_json:
-        sys.stdout.write(json.dumps([e.as_json() for e in entries], indent=2) + "\n")
+        records = [e.as_json() for e in entries] + [e.as_json() for e in extensions]
+        sys.stdout.write(json.dumps(records, indent=2) + "\n")
     else:
         table = Table(title="protsteps components")
         for column in ("kind", "name", "plugin", "version", "description"):
             table.add_column(column)
         for e in entries:
             table.add_row(e.kind, e.name, e.plugin, e.version, e.description)
+        for x in extensions:
+            table.add_row(x.kind.replace("_", " "), x.name, x.plugin, x.version, escape(x.description))
         console.print(table)
     if catalog.conflicts:  # listed above without the names two plugins claim
         raise typer.Exit(1)

@@ -10,12 +10,14 @@ not):
    drawn from the training rows the same way;
    a protein on two sides of the split (the same structure, PDB chain, sequence or group) and
    a test set of fewer than 10 proteins are warned about, on stderr and in the notes;
-3. a head (:class:`~protsteps.downstream.ClassificationHead`) is trained on the pooled protein
+3. a head (``[finetune] head``, a registered head; the default ``mlp`` is
+   :class:`~protsteps.downstream.ClassificationHead`) is trained on the pooled protein
    embedding: ``probe`` keeps the encoder frozen (embeddings are computed once), ``full``
    trains the encoder too; the teacher is always frozen;
 4. after each epoch the validation set is scored; the epoch with the best validation
    macro-F1 (single-label; ties: lower validation loss, then the earlier epoch) or Fmax
-   (multi-label) is kept, and the test set is scored once, with those weights.
+   (multi-label), or of ``[finetune] metric``, is kept; every registered metric that
+   scores the task is reported, and the test set is scored once, with those weights.
 
 The run folder::
 
@@ -56,7 +58,8 @@ from .._text import count
 from .._version import __version__
 from ..config import option, to_dict
 from ..data import GraphDataset, LengthBatchSampler
-from ..errors import ProtstepsError
+from ..errors import CompositionError, ProtstepsError
+from ..extensions import ExtensionEntry, HeadContext, check_metric
 from ..featurize import featurize_many
 from ..files import atomic_torch_save, atomic_write_text, run_folder_lock, strict_json_line
 from ..optim import make_optimizer
@@ -68,7 +71,7 @@ from ..training import Distributed, pick_device
 from . import _metrics as M
 from ._labels import LabelledChain, LabelledSet, Skipped, Split, rarest_label, stratified_split
 from ._leakage import leakage_notes, small_test_note
-from ._model import Backbone, ClassificationHead, encode, forward, load_backbone, scratch_backbone
+from ._model import Backbone, encode, forward, load_backbone, scratch_backbone
 from ._plots import plot_confusion, plot_learning_curve
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "HEAD_FORMAT"]
@@ -100,9 +103,18 @@ class FinetuneConfig:
     lr: float = option(1e-3, "Learning rate of the head (Adam).")
     encoder_lr: float | None = option(None, "Learning rate of the encoder in full mode (unset: lr).")
     weight_decay: float = option(0.0, "Weight decay (AdamW when > 0).")
+    head: str = option(
+        "mlp",
+        "The head on the protein embedding: a registered head (protsteps plugins lists them: mlp, linear).",
+    )
     head_hidden: int = option(256, "Hidden width of the head's MLP (0: a linear head).")
     head_dropout: float = option(0.1, "Dropout in the head.")
     grad_clip: float = option(1.0, "Clip the gradient norm to this value (0: no clipping).")
+    metric: str = option(
+        "",
+        "The validation metric choosing the best epoch: a registered metric (protsteps plugins lists "
+        "them) that scores the task ('': macro_f1 single-label, fmax multi-label).",
+    )
     seed: int = option(
         0, "Seed of the head's (and a from-scratch encoder's) initialisation and of batch order."
     )
@@ -297,20 +309,42 @@ def _nan_to_none(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
+def metric_values(
+    metrics: Sequence[ExtensionEntry], probabilities: np.ndarray, targets: np.ndarray
+) -> dict[str, float | None]:
+    """Each registered metric's value (``None`` when undefined); a metric that raises is an
+    error naming it and its plugin."""
+    values: dict[str, float | None] = {}
+    for entry in metrics:
+        try:
+            values[entry.name] = _nan_to_none(float(entry.record.compute(probabilities, targets)))
+        except Exception as exc:
+            raise ProtstepsError(
+                f"metric '{entry.name}' of plugin '{entry.plugin}' failed: {type(exc).__name__}: {exc}"
+            ) from exc
+    return values
+
+
 def score_split(
-    probabilities: np.ndarray, targets: np.ndarray, classes: Sequence[str], multi: bool, loss: float
+    probabilities: np.ndarray,
+    targets: np.ndarray,
+    classes: Sequence[str],
+    multi: bool,
+    loss: float,
+    metrics: Sequence[ExtensionEntry] = (),
 ) -> dict[str, Any]:
     """The metrics of one split: ``probabilities: [P, C]``; ``targets: [P] int`` (single)
-    or ``[P, C] bool`` (multi)."""
+    or ``[P, C] bool`` (multi). ``metrics`` are the registered ones that score the task
+    (:func:`task_metrics`); the per-class tables and the Fmax threshold come with them."""
     count = len(classes)
+    values = metric_values(metrics, probabilities, targets)
     if multi:
-        best, threshold = M.fmax(probabilities, targets)
+        threshold = M.fmax(probabilities, targets)[1]
         return {
             "proteins": len(probabilities),
             "loss": _nan_to_none(loss),
-            "fmax": _nan_to_none(best),
+            **values,
             "fmax_threshold": _nan_to_none(threshold),
-            "micro_aupr": _nan_to_none(M.average_precision(probabilities, targets)),
             "support": {c: int(n) for c, n in zip(classes, np.asarray(targets).sum(0), strict=True)},
         }
     predicted = probabilities.argmax(1) if len(probabilities) else np.zeros(0, dtype=np.int64)
@@ -319,8 +353,7 @@ def score_split(
     return {
         "proteins": len(probabilities),
         "loss": _nan_to_none(loss),
-        "accuracy": _nan_to_none(M.accuracy(targets, predicted)),
-        "macro_f1": _nan_to_none(M.macro_f1(targets, predicted, count)),
+        **values,
         "support": {c: int(n) for c, n in zip(classes, M.support(targets, count), strict=True)},
         "f1_per_class": {c: _nan_to_none(float(v)) for c, v in zip(classes, f1, strict=True)},
         "confusion_matrix": {"classes": list(classes), "matrix": matrix.tolist()},
@@ -428,6 +461,10 @@ def _finetune(
         backbone = scratch_backbone(scratch or load_run_config(None, catalog), catalog)
     else:
         backbone = load_backbone(pretrained, catalog)
+    # the head and metric are looked up before any work: a wrong name costs no featurizing
+    head_entry = catalog.extensions.get("head", config.head)
+    if config.metric:
+        task_metrics(catalog, config, config.task == "multi" or any(len(r.labels) > 1 for r in data.rows))
     backbone.to(device)
     for note in backbone.notes:
         display.message(note)
@@ -543,11 +580,15 @@ def _finetune(
         targets_all = torch.tensor([class_index[e.row.labels[0]] for e in examples], dtype=torch.long)
 
     torch.manual_seed(config.seed)  # the same head initialisation whatever the backbone
-    head = ClassificationHead(
-        int(backbone.encoder.out_dim), len(classes), config.head_hidden, config.head_dropout
+    head = build_head(
+        head_entry,
+        HeadContext(
+            int(backbone.encoder.out_dim), len(classes), config.head_hidden, config.head_dropout, multi
+        ),
     ).to(device)
     trainer = _Trainer(backbone, head, graphs, dataset.lengths, targets_all, multi, config, device)
-    metric = "fmax" if multi else "macro_f1"
+    scored, selection = task_metrics(catalog, config, multi)
+    metric = selection.name
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"epoch": 0, "key": None}
     (out / "history.jsonl").unlink(missing_ok=True)
@@ -557,19 +598,19 @@ def _finetune(
         for epoch in range(1, config.epochs + 1):
             train_loss = trainer.train_epoch(parts["train"], epoch)
             probabilities, valid_loss = trainer.predict(parts["valid"])
-            valid = score_split(probabilities, trainer.targets_of(parts["valid"]), classes, multi, valid_loss)
+            valid = score_split(
+                probabilities, trainer.targets_of(parts["valid"]), classes, multi, valid_loss, scored
+            )
             record = {
                 "epoch": epoch,
                 "train_loss": train_loss,
                 "valid_loss": valid_loss,
-                **{
-                    f"valid_{k}": valid[k]
-                    for k in (("fmax", "micro_aupr") if multi else ("accuracy", "macro_f1"))
-                },
+                **{f"valid_{entry.name}": valid[entry.name] for entry in scored},
                 "seconds": time.perf_counter() - clock,
             }
             value = record[f"valid_{metric}"]
-            key = (-(value if value is not None else -1.0), valid_loss, epoch)
+            rank = math.inf if value is None else (-value if selection.record.higher_is_better else value)
+            key = (rank, valid_loss, epoch)
             if best["key"] is None or key < best["key"]:
                 best = {"epoch": epoch, "key": key, "state": trainer.snapshot()}
             history.append(record)
@@ -589,7 +630,9 @@ def _finetune(
     threshold = 0.5
     for part in ("valid", "test"):
         probabilities, loss = trainer.predict(parts[part])
-        results[part] = score_split(probabilities, trainer.targets_of(parts[part]), classes, multi, loss)
+        results[part] = score_split(
+            probabilities, trainer.targets_of(parts[part]), classes, multi, loss, scored
+        )
         if multi and part == "valid" and results[part]["fmax_threshold"] is not None:
             threshold = float(results[part]["fmax_threshold"])
         for position, i in enumerate(parts[part]):
@@ -625,7 +668,8 @@ def _finetune(
             "classes": classes,
             "label_column": data.label_column,
             "threshold": threshold if multi else None,
-            "head": head.describe(),
+            "head_name": config.head,
+            "head": describe_head(head),
             "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
         },
         out / "head.pt",
@@ -647,7 +691,11 @@ def _finetune(
         "split_seed": split_seed,
         "label_column": data.label_column,
         "classes": classes,
-        "selection": {"metric": f"valid {metric}", "ties": "lower valid loss, then the earlier epoch"},
+        "selection": {
+            "metric": f"valid {metric}",
+            "higher_is_better": selection.record.higher_is_better,
+            "ties": "lower valid loss, then the earlier epoch",
+        },
         "best_epoch": best["epoch"],
         "valid": results["valid"],
         "test": results["test"],
@@ -679,6 +727,43 @@ def _finetune(
     return FinetuneResult(out, metrics)
 
 
+def build_head(entry: ExtensionEntry, context: HeadContext) -> nn.Module:
+    """The head registered as ``entry`` for ``context``; a plugin's failure is one line
+    naming the head and its plugin."""
+    try:
+        head = entry.record.factory(context)
+    except ProtstepsError:
+        raise
+    except Exception as exc:
+        raise CompositionError(
+            f"head '{entry.name}' of plugin '{entry.plugin}' could not be built: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(head, nn.Module):
+        raise CompositionError(
+            f"head '{entry.name}' of plugin '{entry.plugin}' returned {type(head).__name__}, expected a torch.nn.Module"
+        )
+    return head
+
+
+def describe_head(head: nn.Module) -> dict[str, Any]:
+    """What ``head.pt`` records of a head's shape: its ``describe()``, when it has one."""
+    describe = getattr(head, "describe", None)
+    return dict(describe()) if callable(describe) else {}
+
+
+def task_metrics(
+    catalog: Catalog, config: FinetuneConfig, multi: bool
+) -> tuple[list[ExtensionEntry], ExtensionEntry]:
+    """The registered metrics that score the task, and the one choosing the best epoch
+    (``[finetune] metric``, else macro_f1 / fmax); refused when it does not score the task."""
+    extensions = catalog.extensions
+    name = config.metric or ("fmax" if multi else "macro_f1")
+    chosen = extensions.get("metric", name)
+    check_metric(extensions, name, multi)
+    scored = [entry for entry in extensions.entries("metric") if entry.record.scores(multi)]
+    return scored, chosen
+
+
 def _final_line(metrics: Mapping[str, Any], metric: str) -> str:
     def fmt(value: Any) -> str:
         return "n/a" if value is None else f"{value:.3f}"
@@ -686,8 +771,12 @@ def _final_line(metrics: Mapping[str, Any], metric: str) -> str:
     test, valid = metrics["test"], metrics["valid"]
     extra = (
         f", accuracy {fmt(test['accuracy'])}"
-        if "accuracy" in test
-        else f", micro AUPR {fmt(test['micro_aupr'])}"
+        if "accuracy" in test and metric != "accuracy"
+        else (
+            f", micro AUPR {fmt(test['micro_aupr'])}"
+            if "micro_aupr" in test and metric != "micro_aupr"
+            else ""
+        )
     )
     return (
         f"best epoch {metrics['best_epoch']}: valid {metric} {fmt(valid[metric])} | "
@@ -701,7 +790,7 @@ class _Trainer:
     def __init__(
         self,
         backbone: Backbone,
-        head: ClassificationHead,
+        head: nn.Module,
         graphs: Any,
         lengths: np.ndarray,
         targets: Tensor,
