@@ -8,6 +8,13 @@ Supported field types: ``bool``, ``int``, ``float``, ``str``, ``pathlib.Path``,
 ``Literal[...]`` of those, ``X | None`` (``None`` must then be the default, since TOML has
 no null), and ``list[X]`` / ``tuple[X, ...]`` of scalars.
 
+Numbers are range-checked where they are read: a field may declare bounds
+(``option(..., minimum=1, maximum=4096)``, also ``exclusive_minimum`` and
+``exclusive_maximum``; for a list, each item), which :func:`from_dict` enforces, the JSON
+Schema and the config reference show, and :func:`check_ranges` lets a config's
+``__post_init__`` enforce for configs built in Python. Whatever a field declares, an integer
+must fit in 64 bits and a float must not be NaN.
+
 Example
 -------
 >>> from dataclasses import dataclass
@@ -16,12 +23,20 @@ Example
 ...     cutoff: float = option(7.0, "CA-CA distance below which residues are joined (Å).")
 >>> from_dict(RadiusConfig, {"cutoff": 8}, section="featurizer")
 RadiusConfig(cutoff=8.0)
+>>> @dataclass
+... class WidthConfig:
+...     hidden_dim: int = option(64, "Layer width.", minimum=1, maximum=16_384)
+>>> from_dict(WidthConfig, {"hidden_dim": 1_000_000}, section="[encoder]")
+Traceback (most recent call last):
+...
+protsteps.errors.ConfigError: [encoder] hidden_dim = 1000000 is out of range: it must be >= 1 and <= 16384
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -40,17 +55,44 @@ __all__ = [
     "parse_value",
     "type_name",
     "closest",
+    "check_ranges",
+    "check_range",
 ]
+
+#: the bounds a field may declare, by their JSON Schema names (stored in the field's metadata)
+BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+_BOUND_TEXT = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
+#: every integer setting must fit in a signed 64-bit integer (what torch and numpy take)
+INT64_MAX = 2**63 - 1
 
 T = TypeVar("T")
 
 
-def option(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field with a default and a help text.
+def option(
+    default: Any,
+    help: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: float | None = None,
+    exclusive_maximum: float | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A dataclass field with a default, a help text and, for numbers, optional bounds
+    (inclusive ``minimum``/``maximum``, strict ``exclusive_minimum``/``exclusive_maximum``;
+    for a list, of each item) that every run file and ``--set`` value is checked against.
 
     Lists and other mutable defaults are copied per instance.
     """
-    metadata = {"help": help}
+    metadata: dict[str, Any] = {"help": help}
+    for key, bound in (
+        ("minimum", minimum),
+        ("maximum", maximum),
+        ("exclusiveMinimum", exclusive_minimum),
+        ("exclusiveMaximum", exclusive_maximum),
+    ):
+        if bound is not None:
+            metadata[key] = bound
     if isinstance(default, (list, dict, set)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata, **kwargs)
@@ -66,12 +108,25 @@ class FieldInfo:
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
+    #: declared bounds by their JSON Schema names (``minimum``, ``exclusiveMaximum``, ...)
+    bounds: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def range(self) -> str:
+        """The bounds as text (``>= 1, <= 16384``), empty without any."""
+        return range_text(dict(self.bounds))
 
     def as_json(self) -> dict[str, Any]:
         out = {"name": self.name, "type": self.type, "default": _plain(self.default), "help": self.help}
         if self.choices is not None:
             out["choices"] = list(self.choices)
+        out.update(self.bounds)
         return out
+
+
+def range_text(bounds: Mapping[str, Any]) -> str:
+    """Bounds (JSON Schema names) as text: ``>= 1, <= 16384``."""
+    return ", ".join(f"{_BOUND_TEXT[k]} {bounds[k]}" for k in BOUNDS if k in bounds)
 
 
 def _plain(value: Any) -> Any:
@@ -139,6 +194,7 @@ def fields_of(cls: type) -> list[FieldInfo]:
                 default=_default_of(f),
                 help=str(f.metadata.get("help", "")),
                 choices=choices,
+                bounds=tuple((k, f.metadata[k]) for k in BOUNDS if k in f.metadata),
             )
         )
     return out
@@ -221,10 +277,64 @@ def from_dict(cls: type[T], data: Mapping[str, Any], section: str) -> T:
             allowed = ", ".join(names) if names else "none"
             raise ConfigError(f"unknown key '{key}' in {section}{did_you_mean}; allowed keys: {allowed}")
         kwargs[key] = coerce(value, hints[key], f"{section} {key}")
+        check_range(kwargs[key], _metadata(cls, key), f"{section} {key}")
     try:
         return cls(**kwargs)
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{section}: {exc}") from exc
+
+
+def _metadata(cls: type, name: str) -> Mapping[str, Any]:
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata
+    return {}
+
+
+def check_range(value: Any, metadata: Mapping[str, Any], where: str) -> None:
+    """Refuse a number outside the bounds in ``metadata`` (see :func:`option`), an integer
+    that does not fit in 64 bits, or a NaN; a list is checked item by item. ``where`` names
+    the setting (``[train] seed``). Raises :class:`ConfigError`."""
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_range(item, metadata, f"{where}[{i}]")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    bounds = {k: metadata[k] for k in BOUNDS if k in metadata}
+    must = _must(bounds)
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"{where} = nan is not a number; give a number" + (f" {must}" if must else ""))
+    if isinstance(value, int) and not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise ConfigError(
+            f"{where} = {value} is out of range: an integer setting must fit in 64 bits"
+            + (f"; this one {must}" if must else "")
+        )
+    within = (
+        ("minimum" not in bounds or value >= bounds["minimum"])
+        and ("maximum" not in bounds or value <= bounds["maximum"])
+        and ("exclusiveMinimum" not in bounds or value > bounds["exclusiveMinimum"])
+        and ("exclusiveMaximum" not in bounds or value < bounds["exclusiveMaximum"])
+    )
+    if not within:
+        raise ConfigError(f"{where} = {value!r} is out of range: it {must}")
+
+
+def _must(bounds: Mapping[str, Any]) -> str:
+    """``must be >= 1 and <= 16384`` (empty without bounds)."""
+    if not bounds:
+        return ""
+    return "must be " + " and ".join(f"{_BOUND_TEXT[k]} {bounds[k]}" for k in BOUNDS if k in bounds)
+
+
+def check_ranges(config: Any, section: str) -> None:
+    """Check every field of the config dataclass instance ``config`` against its declared
+    bounds (:func:`check_range`); for a config's ``__post_init__``, so that a config built in
+    Python is held to the bounds a run file is. ``section`` names it in the message."""
+    for f in dataclasses.fields(config):
+        check_range(getattr(config, f.name), f.metadata, f"{section} {f.name}".strip())
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -264,5 +374,6 @@ def check_config_class(cls: type, owner: str) -> None:
             default = _default_of(f)
             if default is not None:
                 coerce(_plain(default), hints[f.name], f"{owner} {f.name}")
+                check_range(default, f.metadata, f"default {f.name}")
         except ConfigError as exc:
             raise ConfigError(f"{owner}: config field '{f.name}': {exc}") from exc

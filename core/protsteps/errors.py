@@ -1,13 +1,20 @@
 """Errors a user can act on.
 
 Every error protsteps raises on purpose derives from :class:`ProtstepsError`; the CLI prints
-its message as one line and exits non-zero instead of showing a traceback.
+its message as one line (``error: ...``) and exits with the error's :attr:`~ProtstepsError.exit_code`
+instead of showing a traceback (``protsteps --debug`` shows it too):
+
+- **2**, a user error: bad input, a bad setting or a bad command line (most errors: the
+  message names the file or setting and how to fix it);
+- **1**, a failure while running (:class:`RunFailure`): a full disk, a loss that became NaN,
+  a run folder held by another process, nothing usable left after every input failed.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ProtstepsError",
+    "RunFailure",
     "ConfigError",
     "UnknownComponentError",
     "DuplicateComponentError",
@@ -18,7 +25,19 @@ __all__ = [
 
 
 class ProtstepsError(Exception):
-    """Base class of the errors that carry a message meant for the user."""
+    """Base class of the errors that carry a message meant for the user.
+
+    Raised as such, it is a user error (bad input, setting or usage): exit status 2."""
+
+    #: the CLI's exit status for this error
+    exit_code: int = 2
+
+
+class RunFailure(ProtstepsError):
+    """A run failed for a reason other than its input or settings (a full disk, a
+    non-finite loss, a run folder in use): exit status 1."""
+
+    exit_code = 1
 
 
 class ConfigError(ProtstepsError, ValueError):
@@ -32,8 +51,9 @@ class UnknownComponentError(ProtstepsError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class DuplicateComponentError(ProtstepsError):
-    """Two plugins registered the same name for the same kind."""
+class DuplicateComponentError(RunFailure):
+    """Two plugins registered the same name for the same kind (the installation, not the
+    command, is at fault)."""
 
 
 class CompositionError(ProtstepsError):
@@ -41,7 +61,7 @@ class CompositionError(ProtstepsError):
     does not provide)."""
 
 
-class ComponentUnavailableError(ProtstepsError):
+class ComponentUnavailableError(RunFailure):
     """A component cannot be built on this machine (e.g. model weights are missing)."""
 
 
