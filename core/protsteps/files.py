@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import torch
 
-from .errors import ProtstepsError
+from .errors import ProtstepsError, RunFailure
 
 __all__ = [
     "FolderInUseError",
@@ -111,6 +111,23 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def unreadable_reason(exc: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` refused a file, in a few words: never torch's
+    advice to re-run with ``weights_only=False`` (which would run whatever code a crafted
+    file holds), only what the file holds that protsteps does not read."""
+    text = str(exc)
+    if "weights_only" in text or "Weights only load failed" in text or "WeightsUnpickler" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            return (
+                f"it holds a Python object ({found.group(1)}) and protsteps reads only tensors, numbers "
+                "and strings from its files"
+            )
+        return "it is not a file of tensors, numbers and strings that torch.save writes (damaged, or another format)"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def read_torch_record(path: Path, what: str, record_format: int) -> dict[str, Any]:
     """A dict written with :func:`atomic_torch_save`, loaded with ``weights_only=True``
     (no code runs), whose ``"format"`` entry is ``record_format``; otherwise a
@@ -121,7 +138,7 @@ def read_torch_record(path: Path, what: str, record_format: int) -> dict[str, An
     except FileNotFoundError:
         raise ProtstepsError(f"{what} {path} does not exist") from None
     except Exception as exc:
-        raise ProtstepsError(f"{what} {path} cannot be read: {exc}") from None
+        raise ProtstepsError(f"{what} {path} cannot be read: {unreadable_reason(exc)}") from None
     if not isinstance(record, dict) or record.get("format") != record_format:
         raise ProtstepsError(f"{path} is not a protsteps {what} (format {record_format})")
     return record
@@ -136,7 +153,7 @@ LOCK_NAME = ".protsteps.lock"
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
 
 
-class FolderInUseError(ProtstepsError):
+class FolderInUseError(RunFailure):
     """Another process holds the run folder's lock."""
 
 
@@ -203,9 +220,7 @@ def run_folder_lock(folder: str | os.PathLike[str], command: str) -> Iterator[Pa
     try:
         fd = os.open(path, flags, 0o666)
     except OSError as exc:
-        raise ProtstepsError(
-            f"{folder}: cannot create its lock file {path} ({exc.strerror or exc})"
-        ) from None
+        raise RunFailure(f"{folder}: cannot create its lock file {path} ({exc.strerror or exc})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

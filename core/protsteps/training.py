@@ -47,7 +47,7 @@ from . import _toml
 from ._text import count
 from ._version import __version__
 from .callbacks import TrainingCallbacks
-from .errors import ConfigError, ProtstepsError
+from .errors import ConfigError, ProtstepsError, RunFailure
 from .export import encoder_record
 from .extensions import CallbackContext, RunStart
 from .files import (
@@ -574,7 +574,7 @@ def _pretrain(
                     except NonFiniteLossError as exc:
                         if resolved.train.nonfinite == "stop":
                             save(paths.last, epoch)
-                            raise ProtstepsError(
+                            raise RunFailure(
                                 f"stopped at step {step}: {exc}. The last good checkpoint is {paths.last}; "
                                 'lower [train] lr, or set [train] nonfinite = "skip" to skip such batches'
                             ) from None

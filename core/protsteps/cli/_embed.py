@@ -49,7 +49,7 @@ def embed(
 ) -> None:
     """Embed protein chains with a pretrained encoder and write them with their source and chain ids.
 
-    Inputs that cannot be featurized are reported (and stored in the file) and the rest are embedded. Exits 1 when nothing could be embedded.
+    Inputs that cannot be featurized are reported (and stored in the file) and the rest are embedded. Exits 2 when nothing could be embedded (every input failed).
     """
     from ..downstream import embed as run_embed
     from ..extensions import writer_for

@@ -58,7 +58,7 @@ from .._text import count
 from .._version import __version__
 from ..config import option, to_dict
 from ..data import GraphDataset, LengthBatchSampler
-from ..errors import CompositionError, ProtstepsError
+from ..errors import CompositionError, ProtstepsError, RunFailure
 from ..extensions import ExtensionEntry, HeadContext, check_metric
 from ..featurize import featurize_many
 from ..files import atomic_torch_save, atomic_write_text, run_folder_lock, strict_json_line
@@ -870,7 +870,7 @@ class _Trainer:
                 names = ", ".join(
                     f"{self.graphs[i].source}:{self.graphs[i].chain_id}" for i in batch_indices[:5]
                 )
-                raise ProtstepsError(
+                raise RunFailure(
                     f"epoch {epoch}: the loss is {float(loss)} on a batch of {names}; lower --lr"
                 )
             self.optimizer.zero_grad(set_to_none=True)
