@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..capabilities import describe_entry
 from ..config import fields_of
 from ..registry import default_catalog
 from ._app import app, command_clashes, console, err_console, own_commands
@@ -79,6 +80,8 @@ def show(
         f"{escape(entry.description)}",
         highlight=False,
     )
+    for line in _declarations(describe_entry(entry), entry.kind):
+        console.print(line, highlight=False, markup=False)
     fields = fields_of(entry.config)
     if not fields:
         console.print("\n(no settings)", highlight=False)
@@ -93,3 +96,25 @@ def show(
         highlight=False,
         markup=False,
     )
+
+
+def _declarations(info: dict[str, Any], kind: str) -> list[str]:
+    """``requires`` / ``provides`` / capabilities / needs / auto of a component, one line each."""
+
+    def listed(values: Any, unknown: str) -> str:
+        if values is None:
+            return unknown
+        return ", ".join(values) or "none"
+
+    when = " (under the default settings)" if info.get("capabilities_depend_on_config") else ""
+    lines = ["", f"requires (batch attributes): {listed(info.get('requires'), 'known when built')}"]
+    if kind == "featurizer":
+        lines.append(f"provides (batch attributes): {listed(info.get('provides'), 'known when built')}")
+    lines.append(f"capabilities{when}: {listed(info.get('capabilities'), 'read from the built component')}")
+    lines.append(f"needs{when}: {listed(info.get('needs'), 'none')}")
+    if "declarations_error" in info:
+        lines.append(f"declarations cannot be read: {info['declarations_error']}")
+    if kind in ("teacher", "scheme"):
+        auto = info.get("auto")
+        lines.append(f"auto: {'not tried' if auto is None else f'tried at place {auto} (lower first)'}")
+    return lines
