@@ -2,7 +2,7 @@
 
 PDB files are fixed-column text, so the backbone atom lines are padded to 80 bytes and
 viewed as one numpy record array; mmCIF files are read from the ``_atom_site`` loop's
-tokens. Both then resolve alternate locations and group atoms into residues with sorting
+tokens (:mod:`._cif`). Both then resolve alternate locations and group atoms into residues with sorting
 and ``np.unique`` instead of a loop. They reproduce Bio.PDB's reading (first model,
 highest-occupancy alternate location, first appearance order); a test checks that on every
 shared structure.
@@ -16,9 +16,10 @@ import numpy as np
 
 from ..errors import StructureError
 from ._chain import BACKBONE_ATOMS, ResidueRecords
+from ._cif import atom_site_columns
 from ._io import Format
 
-__all__ = ["read_records_columnar", "CifTokenError"]
+__all__ = ["read_records_columnar"]
 
 _SLOT = {name: slot for slot, name in enumerate(BACKBONE_ATOMS)}
 _SLOT_BYTES = {name.encode(): slot for name, slot in _SLOT.items()}
@@ -35,17 +36,12 @@ _PDB_LINE = np.dtype(
 )
 
 
-class CifTokenError(Exception):
-    """The ``_atom_site`` loop needs a full CIF tokenizer (multi-line or quoted values)."""
-
-
 def read_records_columnar(path: Path, text: bytes, fmt: Format) -> ResidueRecords:
     """Residue records of the first model; same contract as the Bio.PDB reader."""
     if fmt == "pdb":
         return _pdb_records(path, text)
-    try:
-        columns = _cif_atom_site_fast(text)
-    except CifTokenError:
+    columns = atom_site_columns(path, text)
+    if columns is None:
         columns = _cif_atom_site_full(path, text)
     return _cif_records(path, columns)
 
@@ -112,6 +108,12 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
     stops = stops[stops >= start]
     later_models = model_lines[model_lines > first_atom]
     end = min([len(record), *stops[:1].tolist(), *later_models[:1].tolist()])
+    # Bio.PDB parses the numbers of every model's records up to END/CONECT and refuses the
+    # file if one does not parse; so do we, reading the first model's atoms from them.
+    checked = atom_lines[atom_lines < (stops[0] if len(stops) else len(record))]
+    xyz_all = _pdb_numbers(path, buffer, starts, lengths, checked, 30, 8, 3, "invalid or missing coordinates")
+    resseq_all = _pdb_residue_numbers(path, buffer, starts, lengths, checked)
+    _check_extra_numbers(path, buffer, starts, lengths, record, start, stops)
     atom_lines = atom_lines[atom_lines < end]
     names = _columns(buffer, starts[atom_lines], lengths[atom_lines], 12, 4, _SPACE).view("S4").ravel()
     found = np.searchsorted(_NAME_FIELD_ARRAY, names, sorter=_NAME_SORTER)
@@ -123,15 +125,9 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
     slots = _NAME_FIELD_SLOT[_NAME_SORTER[found[match]]]
     block = _columns(buffer, starts[lines], lengths[lines], 0, _PDB_LINE.itemsize, _SPACE)
     table = block.view(_PDB_LINE).ravel()
-    try:
-        # x, y and z are three adjacent 8-column fields: parse them as one [n, 3] array.
-        xyz = np.ascontiguousarray(block[:, 30:54]).view("S8").astype(np.float64).astype(np.float32)
-    except ValueError:
-        raise StructureError(f"{path}: invalid or missing coordinates in an ATOM/HETATM line") from None
-    try:
-        resseq = table["resseq"].astype(np.int64)
-    except ValueError:
-        raise StructureError(f"{path}: invalid residue number in an ATOM/HETATM line") from None
+    # The first model's atom lines are the first of the checked ones.
+    xyz = xyz_all[: len(atom_lines)][match].astype(np.float32)
+    resseq = resseq_all[: len(atom_lines)][match]
     occupancy = _floats_or(table["occupancy"], 1.0)
     hetatm = table["record"] == b"HETATM"
     resname = np.char.strip(table["resname"])
@@ -161,6 +157,82 @@ def _floats_or(column: np.ndarray, default: float) -> np.ndarray:
             except ValueError:
                 out[i] = default
         return out
+
+
+# Records with numbers Bio.PDB parses besides ATOM/HETATM, and its column slices for them.
+_EXTRA_NUMBERS = {
+    b"ANISOU": ((28, 35), (35, 42), (43, 49), (49, 56), (56, 63), (63, 70)),
+    b"SIGUIJ": ((28, 35), (35, 42), (42, 49), (49, 56), (56, 63), (63, 70)),
+    b"SIGATM": ((30, 38), (38, 46), (46, 54), (54, 60), (60, 66)),
+}
+
+
+def _pdb_numbers(
+    path: Path,
+    buffer: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    lines: np.ndarray,
+    first: int,
+    width: int,
+    fields: int,
+    what: str,
+) -> np.ndarray:
+    """[lines, fields] float64: ``fields`` adjacent ``width``-column numbers from column
+    ``first``; one that does not parse is a :class:`StructureError` naming its line."""
+    block = _columns(buffer, starts[lines], lengths[lines], first, width * fields, _SPACE)
+    values = np.ascontiguousarray(block).view(f"S{width}")
+    try:
+        return values.astype(np.float64).reshape(len(lines), fields)
+    except ValueError:
+        for row, line in enumerate(values.tolist()):
+            for value in line:
+                try:
+                    float(value)
+                except ValueError:
+                    raise StructureError(
+                        f"{path}: {what} on line {int(lines[row]) + 1}; re-download or repair the file"
+                    ) from None
+        raise
+
+
+def _pdb_residue_numbers(
+    path: Path, buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray, lines: np.ndarray
+) -> np.ndarray:
+    """[lines] int64: columns 23-26, read as Bio.PDB reads them (the first word)."""
+    field = _columns(buffer, starts[lines], lengths[lines], 22, 4, _SPACE).view("S4").ravel()
+    try:
+        return field.astype(np.int64)
+    except ValueError:
+        out = np.empty(len(field), dtype=np.int64)
+        for row, raw in enumerate(field.tolist()):
+            try:
+                out[row] = int(raw.split()[0])
+            except (ValueError, IndexError):
+                raise StructureError(
+                    f"{path}: invalid residue number on line {int(lines[row]) + 1}; re-download or repair the file"
+                ) from None
+        return out
+
+
+def _check_extra_numbers(
+    path: Path,
+    buffer: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    record: np.ndarray,
+    start: int,
+    stops: np.ndarray,
+) -> None:
+    """ANISOU, SIGATM and SIGUIJ numbers parse where Bio.PDB reads them (up to END/CONECT)."""
+    stop = int(stops[0]) if len(stops) else len(record)
+    for name, slices in _EXTRA_NUMBERS.items():
+        lines = np.flatnonzero(record == np.bytes_(name))
+        lines = lines[(lines >= start) & (lines < stop)]
+        for first, end in slices if len(lines) else ():
+            _pdb_numbers(
+                path, buffer, starts, lengths, lines, first, end - first, 1, f"invalid {name.decode()} values"
+            )
 
 
 # ---------------------------------------------------------------------------- residues
@@ -266,72 +338,28 @@ def _residue_keys(
 
 # ---------------------------------------------------------------------------- mmCIF
 
-_CIF_TAGS = (
+# The columns Bio.PDB's MMCIFParser cannot do without (and the residue number: auth_seq_id,
+# else label_seq_id); a loop lacking one is refused by both readers.
+_CIF_REQUIRED = (
+    "id",
     "group_PDB",
     "label_atom_id",
     "label_alt_id",
     "label_comp_id",
     "auth_asym_id",
-    "auth_seq_id",
-    "label_seq_id",
     "pdbx_PDB_ins_code",
     "Cartn_x",
     "Cartn_y",
     "Cartn_z",
     "occupancy",
-    "pdbx_PDB_model_num",
+    "B_iso_or_equiv",
 )
-
-
-def _unquote(token: bytes) -> bytes:
-    if len(token) >= 2 and token[:1] in (b"'", b'"') and token[-1:] == token[:1]:
-        return token[1:-1]
-    return token
-
-
-def _cif_atom_site_fast(text: bytes) -> dict[str, list[bytes]]:
-    """The ``_atom_site`` loop's columns, by splitting on white space.
-
-    Raises :class:`CifTokenError` where that is not enough (values spanning lines, quoted
-    values holding spaces, no loop) so that the caller can use the full tokenizer.
-    """
-    text = b"\n" + text
-    tag_at = text.find(b"\n_atom_site.")
-    if tag_at < 0:
-        raise CifTokenError("no _atom_site loop")
-    loop_at = text.rfind(b"\nloop_", 0, tag_at + 1)
-    between = text[loop_at + 6 : tag_at].strip() if loop_at >= 0 else b"x"
-    if loop_at < 0 or between:
-        raise CifTokenError("_atom_site is not a loop")
-    tags: list[str] = []
-    position = tag_at + 1
-    while text.startswith(b"_atom_site.", position):
-        line_end = text.find(b"\n", position)
-        line_end = len(text) if line_end < 0 else line_end
-        fields = text[position:line_end].split()
-        if len(fields) != 1:
-            raise CifTokenError("values on a tag line")
-        tags.append(fields[0][len(b"_atom_site.") :].decode("latin-1"))
-        position = line_end + 1
-    # The loop's values run until the next loop, tag, data block or comment line.
-    ends = [text.find(marker, position - 1) for marker in (b"\nloop_", b"\n_", b"\ndata_", b"\n#", b"\n;")]
-    stop = min((e for e in ends if e >= 0), default=len(text))
-    if text.startswith(b"\n;", stop):
-        raise CifTokenError("multi-line value")
-    block = text[position:stop]
-    if b"'" in block or b'"' in block:
-        tokens = [_unquote(t) for t in block.split()]
-        if any(t[:1] in (b"'", b'"') for t in tokens):
-            raise CifTokenError("quoted value with spaces")
-    else:
-        tokens = block.split()
-    width = len(tags)
-    if width == 0 or len(tokens) % width:
-        raise CifTokenError("ragged loop")
-    return {tag: tokens[i::width] for i, tag in enumerate(tags)}
+_UNASSIGNED = (b".", b"?")
 
 
 def _cif_atom_site_full(path: Path, text: bytes) -> dict[str, list[bytes]]:
+    """The ``_atom_site`` items by Bio.PDB's whole-file tokenizer, for layouts the loop
+    reader does not take (no loop, tags and values interleaved)."""
     import io
 
     from Bio.PDB.MMCIF2Dict import MMCIF2Dict
@@ -347,17 +375,18 @@ def _cif_atom_site_full(path: Path, text: bytes) -> dict[str, list[bytes]]:
     }
 
 
+def _numbers(path: Path, values: np.ndarray, dtype: type, what: str) -> np.ndarray:
+    try:
+        return values.astype(dtype)
+    except (ValueError, OverflowError):
+        raise StructureError(f"{path}: {what} in _atom_site; re-download or repair the file") from None
+
+
 def _cif_records(path: Path, columns: dict[str, list[bytes]]) -> ResidueRecords:
-    required = (
-        "label_atom_id",
-        "label_comp_id",
-        "Cartn_x",
-        "Cartn_y",
-        "Cartn_z",
-        "group_PDB",
-        "auth_asym_id",
-    )
-    missing = [tag for tag in required if tag not in columns]
+    """Every row is checked as Bio.PDB's MMCIFParser checks it (numbers that must parse, in
+    every model), then the backbone atoms of the first model are grouped into residues."""
+    seq_tag = "auth_seq_id" if "auth_seq_id" in columns else "label_seq_id"
+    missing = [tag for tag in (*_CIF_REQUIRED, seq_tag) if tag not in columns]
     if missing:
         raise StructureError(
             f"{path}: the _atom_site loop lacks {', '.join('_atom_site.' + m for m in missing)}"
@@ -367,58 +396,59 @@ def _cif_records(path: Path, columns: dict[str, list[bytes]]) -> ResidueRecords:
         raise StructureError(f"{path}: truncated or malformed _atom_site loop (its columns differ in length)")
     if count == 0:
         raise StructureError(f"{path}: no atoms in _atom_site")
+
+    def full(tag: str) -> np.ndarray:
+        return np.asarray(columns[tag], dtype=bytes)
+
+    xyz = np.stack(
+        [
+            _numbers(path, full(tag), np.float64, "invalid or missing coordinates")
+            for tag in ("Cartn_x", "Cartn_y", "Cartn_z")
+        ],
+        axis=1,
+    )
+    seq = full(seq_tag)
+    numbered = seq != b"."  # Bio.PDB skips a row without a residue number
+    resseq = np.zeros(count, dtype=np.int64)
+    resseq[numbered] = _numbers(path, seq[numbered], np.int64, "invalid residue number")
+    occupancy = np.ones(count, dtype=np.float64)
+    occupancy[numbered] = _numbers(
+        path, full("occupancy")[numbered], np.float64, "invalid or missing occupancy"
+    )
+    _numbers(path, full("B_iso_or_equiv")[numbered], np.float64, "invalid or missing B factor")
     rows = np.arange(count)
-    models = columns.get("pdbx_PDB_model_num")
-    if models is not None:
+    if "pdbx_PDB_model_num" in columns:
+        model = _numbers(path, full("pdbx_PDB_model_num"), np.int64, "invalid model number")
         # Bio.PDB opens a new model whenever the number changes; keep the first run.
-        model = np.asarray(models)
         changes = np.flatnonzero(model[1:] != model[:-1])
         if len(changes):
             rows = rows[: changes[0] + 1]
-    names = columns["label_atom_id"]
-    seq_ids = columns.get("auth_seq_id", columns.get("label_seq_id"))
-    if seq_ids is None:
-        raise StructureError(f"{path}: the _atom_site loop has no residue numbers")
-    keep = [i for i in rows.tolist() if _unquote(names[i]) in _SLOT_BYTES and seq_ids[i] != b"."]
-    if not keep:
+    names = full("label_atom_id")[rows]
+    slot_of = np.full(len(rows), -1, dtype=np.int8)
+    for name, slot in _SLOT_BYTES.items():
+        slot_of[names == name] = slot
+    take = rows[(slot_of >= 0) & numbered[rows]]
+    if len(take) == 0:
         return _empty_records()
-    take = np.asarray(keep)
 
-    def column(tag: str, default: bytes) -> np.ndarray:
-        values = columns.get(tag)
-        if values is None:
-            return np.full(len(take), default, dtype=f"S{max(1, len(default))}")
-        return np.asarray([_unquote(values[i]) for i in keep], dtype=bytes)
+    def column(tag: str) -> np.ndarray:
+        return full(tag)[take]
 
-    try:
-        xyz = np.stack([column(c, b"").astype(np.float64) for c in ("Cartn_x", "Cartn_y", "Cartn_z")], axis=1)
-    except ValueError:
-        raise StructureError(f"{path}: invalid or missing coordinates in _atom_site") from None
-    try:
-        resseq = column("auth_seq_id" if "auth_seq_id" in columns else "label_seq_id", b"").astype(np.int64)
-    except ValueError:
-        raise StructureError(f"{path}: invalid residue number in _atom_site") from None
-    try:
-        occupancy = column("occupancy", b"1").astype(np.float64)
-    except ValueError:
-        raise StructureError(f"{path}: invalid or missing occupancy in _atom_site") from None
-    unassigned = (b".", b"?")
-    altloc = column("label_alt_id", b".")
-    icode = column("pdbx_PDB_ins_code", b"?")
-    icode = np.where(np.isin(icode, unassigned), b" ", icode)
-    resname = column("label_comp_id", b"")
-    hetatm = column("group_PDB", b"ATOM") == b"HETATM"
+    altloc = column("label_alt_id")
+    icode = column("pdbx_PDB_ins_code")
+    icode = np.where(np.isin(icode, _UNASSIGNED), b" ", icode)
+    resname = column("label_comp_id")
+    hetatm = column("group_PDB") == b"HETATM"
     water = hetatm & np.isin(resname, _WATER_NAMES)
     kind = np.where(water, 2, hetatm.astype(np.int8)).astype(np.int8)
-    slots = np.fromiter((_SLOT_BYTES[_unquote(names[i])] for i in keep), dtype=np.int8, count=len(keep))
     return _group(
-        chain=column("auth_asym_id", b""),
+        chain=column("auth_asym_id"),
         kind=kind,
         resname=resname,
-        resseq=resseq,
+        resseq=resseq[take],
         icode=icode,
-        slot=slots,
-        occupancy=occupancy,
-        xyz=xyz.astype(np.float32),
-        altloc_blank=np.isin(altloc, unassigned),
+        slot=slot_of[take],  # rows is 0, 1, 2, ...: row numbers index it directly
+        occupancy=occupancy[take],
+        xyz=xyz[take].astype(np.float32),
+        altloc_blank=np.isin(altloc, _UNASSIGNED),
     )

@@ -13,8 +13,10 @@ import numpy as np
 from ..errors import StructureError
 from ._biopython import read_records_biopython
 from ._chain import Chain, ResidueRecords, assemble_chains
+from ._cif import atom_site_columns
 from ._columnar import read_records_columnar
-from ._io import check_text, decompress, read_bytes, split_selection, structure_format
+from ._complete import check_cif_complete, check_pdb_complete
+from ._io import DEFAULT_MAX_BYTES, check_text, decompress, read_bytes, split_selection, structure_format
 from ._residues import is_known_amino_acid, is_nucleotide, is_water
 
 __all__ = ["Reader", "READERS", "read_chains", "read_chains_from_bytes"]
@@ -29,6 +31,7 @@ def read_chains(
     path: str | os.PathLike[str],
     chains: Sequence[str] | None = None,
     reader: Reader = "columnar",
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> list[Chain]:
     """The protein chains of a structure file.
 
@@ -41,6 +44,9 @@ def read_chains(
         Chain identifiers to keep (``None``: all). Combined with a selection in ``path``.
     reader:
         See :data:`Reader`.
+    max_bytes:
+        The largest file, and the largest content once gunzipped, that is read (default
+        1 GiB); a gzip stream is inflated piece by piece and refused as soon as it passes.
 
     Returns
     -------
@@ -49,26 +55,37 @@ def read_chains(
     Raises
     ------
     StructureError
-        The file is missing, empty, binary, truncated, not a structure, holds no protein
-        chain, or lacks a requested chain. The message names the file and the reason.
+        The file is missing, empty, binary, larger than ``max_bytes``, truncated or
+        malformed (see ``docs/structures.md``, reading rules), not a structure, holds no
+        protein chain, or lacks a requested chain. The message names the file and the
+        reason.
     """
     file, selected = split_selection(path)
     if chains is not None:
         selected = tuple(chains) if selected is None else tuple(c for c in selected if c in chains)
-    return read_chains_from_bytes(file, read_bytes(file), selected, reader)
+    return read_chains_from_bytes(file, read_bytes(file, max_bytes), selected, reader, max_bytes)
 
 
 def read_chains_from_bytes(
-    path: Path, data: bytes, chains: Sequence[str] | None = None, reader: Reader = "columnar"
+    path: Path,
+    data: bytes,
+    chains: Sequence[str] | None = None,
+    reader: Reader = "columnar",
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> list[Chain]:
     """:func:`read_chains` on a file's bytes already in memory (``path`` names it in
     messages and in ``Chain.source``)."""
-    text = decompress(path, data)
+    text = decompress(path, data, max_bytes)
     check_text(path, text)
     fmt = structure_format(path, text)
+    # Whole files or nothing, whichever reader reads them.
     if fmt == "pdb":
-        _check_last_coordinate_line(path, text)
+        check_pdb_complete(path, text)
+    else:
+        check_cif_complete(path, text)
     if reader == "biopython":
+        if fmt == "cif":
+            atom_site_columns(path, text)  # the loop checks the columnar reader makes as it reads
         records = read_records_biopython(path, text, fmt)
     elif reader == "columnar":
         try:
@@ -93,21 +110,6 @@ def read_chains_from_bytes(
             )
         found = [c for c in found if (c.chain_id or "_") in wanted or c.chain_id in wanted]
     return found
-
-
-def _check_last_coordinate_line(path: Path, text: bytes) -> None:
-    """A download cut short ends inside an ATOM line; both readers refuse such a file rather
-    than return the part of the protein that happened to arrive."""
-    last = max(text.rfind(b"\nATOM  "), text.rfind(b"\nHETATM"))
-    if last < 0:
-        if text.startswith((b"ATOM  ", b"HETATM")):
-            last = -1
-        else:
-            return
-    end = text.find(b"\n", last + 1)
-    line = text[last + 1 : end if end >= 0 else len(text)].rstrip(b"\r ")
-    if len(line) < 54:
-        raise StructureError(f"{path}: truncated file: the last ATOM/HETATM line ends before its coordinates")
 
 
 def _why_no_protein(records: ResidueRecords) -> str:

@@ -1,0 +1,211 @@
+"""The ``_atom_site`` loop of an mmCIF file, read whole or refused.
+
+Values are tokenized as Bio.PDB's ``MMCIF2Dict`` does (the reference reader's tokenizer), so
+that both readers see the same atoms: white space is blanks and tabs, a quote opens a value
+only at the start of a token and closes it only before white space, ``#`` starts a comment
+outside a value, a line starting with ``;`` opens a text field that the next such line closes,
+``?`` and ``.`` are values like any other (their meaning is decided per column). The loop ends
+at a data name at a row boundary, at ``loop_`` or at ``data_``; a loop whose values do not fill
+its last row, that ends inside a quoted value or a text field, or whose last value is cut off
+by the end of the file is refused: a truncated or malformed file is not read in part.
+
+Most files take a fast path (the loop's bytes split on white space at once); anything it does
+not expect (comments or text fields inside the loop, quoted values holding spaces, unusual
+control bytes) is read line by line with the exact rules.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+from ..errors import StructureError
+from ._complete import line_number
+
+__all__ = ["atom_site_columns"]
+
+_TAG = b"_atom_site."
+# Bytes that the fast path cannot treat as Bio.PDB's tokenizer does: a line-start ``;`` (text
+# field) is looked for separately; ``#`` at a line start (a comment line) is removed first.
+_UNUSUAL = re.compile(
+    rb"#|\r(?!\n)|[\x0b\x0c\x1c-\x1f\x85\xa0]|[ \t](?:_|[Ll][Oo][Oo][Pp]_|[Dd][Aa][Tt][Aa]_)"
+)
+_COMMENT_LINES = re.compile(rb"\n#[^\n]*")
+_QUOTES = "'\""
+_BLANKS = " \t"
+
+
+class _Malformed(Exception):
+    """Where the loop stops making sense, in words, and the byte offset."""
+
+    def __init__(self, what: str, offset: int) -> None:
+        super().__init__(what)
+        self.what = what
+        self.offset = offset
+
+
+def atom_site_columns(path: Path, text: bytes) -> dict[str, list[bytes]] | None:
+    """The ``_atom_site`` loop's columns (tag without the ``_atom_site.`` prefix -> one value
+    per row, quotes removed); ``None`` when the file has no ``_atom_site`` loop laid out as
+    writers lay it out (``loop_`` then one tag per line), for the caller to read otherwise.
+
+    Raises
+    ------
+    StructureError
+        The loop is truncated or malformed; the message names the file, the reason and the
+        line.
+    """
+    header = _loop_header(text)
+    if header is None:
+        return None
+    tags, start = header
+    try:
+        tokens = _fast_tokens(text, start, len(tags))
+        if tokens is None:
+            tokens = _exact_tokens(text, start, len(tags))
+    except _Malformed as exc:
+        raise StructureError(
+            f"{path}: truncated or malformed _atom_site loop: {exc.what} (line "
+            f"{line_number(text, exc.offset)}); re-download or repair the file"
+        ) from None
+    width = len(tags)
+    return {tag: tokens[i::width] for i, tag in enumerate(tags)}
+
+
+def _loop_header(text: bytes) -> tuple[list[str], int] | None:
+    """The loop's tags and the offset where its values start."""
+    tag_at = text.find(b"\n" + _TAG)
+    if tag_at < 0:
+        if not text.startswith(_TAG):
+            return None
+        tag_at = -1
+    loop_at = text.rfind(b"\nloop_", 0, tag_at + 1)
+    if loop_at < 0 and text.startswith(b"loop_"):
+        loop_at = -1
+    elif loop_at < 0:
+        return None
+    if text[loop_at + 6 : tag_at + 1].strip():
+        return None
+    tags: list[str] = []
+    position = tag_at + 1
+    while text.startswith(_TAG, position):
+        line_end = text.find(b"\n", position)
+        line_end = len(text) if line_end < 0 else line_end
+        fields = text[position:line_end].split()
+        if len(fields) != 1:
+            return None
+        tags.append(fields[0][len(_TAG) :].decode("latin-1"))
+        position = line_end + 1
+    return tags, min(position, len(text))
+
+
+def _loop_end(text: bytes, start: int) -> int:
+    """Where the loop's values end at the latest on the fast path: a line that starts with a
+    data name, ``loop_`` or ``data_``."""
+    ends = [text.find(marker, start - 1) for marker in (b"\n_", b"\nloop_", b"\ndata_")]
+    return min((e for e in ends if e >= 0), default=len(text))
+
+
+def _fast_tokens(text: bytes, start: int, width: int) -> list[bytes] | None:
+    """The loop's values by one split of its bytes, or ``None`` where that would not read
+    them as the exact rules do."""
+    end = _loop_end(text, start)
+    block = text[start:end]
+    if b"#" in block:
+        block = b"".join(_COMMENT_LINES.split(b"\n" + block))
+    if _UNUSUAL.search(block) or b"\n;" in block or block.startswith(b";"):
+        return None
+    tokens = block.split()
+    if b"'" in block or b'"' in block:
+        unquoted = []
+        for token in tokens:
+            if token[:1] in (b"'", b'"'):
+                if len(token) < 2 or token[-1:] != token[:1]:
+                    return None
+                token = token[1:-1]
+            unquoted.append(token)
+        tokens = unquoted
+    if len(tokens) % width:
+        return None
+    if end == len(text) and not text.endswith(b"\n") and text[text.rfind(b"\n") + 1 :].strip():
+        return None
+    return tokens
+
+
+def _exact_tokens(text: bytes, start: int, width: int) -> list[bytes]:
+    """The loop's values line by line, with the rules of Bio.PDB's ``MMCIF2Dict``."""
+    tokens: list[str] = []
+    handle = io.StringIO(text[start:].decode("latin-1"))
+    offset = start
+    last_line_had_values = False
+    for line in handle:
+        line_offset = offset
+        offset += len(line.encode("latin-1"))
+        last_line_had_values = False
+        if line.startswith("#"):
+            continue
+        if line.startswith(";"):
+            field = [line[1:].rstrip()]
+            for line in handle:
+                offset += len(line.encode("latin-1"))
+                line = line.rstrip()
+                if line.startswith(";"):
+                    tokens.append("\n".join(field))
+                    line = line[1:]
+                    if line and line[0] not in _BLANKS:
+                        raise _Malformed("no white space after a text field's closing ';'", offset - 1)
+                    break
+                field.append(line)
+            else:
+                raise _Malformed("a ';' text field is never closed", line_offset)
+        for token, quoted in _split(line.strip(), line_offset):
+            if token.lower() == "loop_" or (not quoted and token.lower().startswith("data_")):
+                return _complete(tokens, width, line_offset)
+            if token.startswith("_") and len(tokens) % width == 0:
+                return _complete(tokens, width, line_offset)
+            tokens.append(token)
+            last_line_had_values = True
+    if last_line_had_values and not text.endswith(b"\n"):
+        raise _Malformed("the file ends without a line break after the loop's last value", offset - 1)
+    return _complete(tokens, width, offset - 1)
+
+
+def _complete(tokens: list[str], width: int, offset: int) -> list[bytes]:
+    if len(tokens) % width:
+        raise _Malformed(f"its last row has {len(tokens) % width} of {width} values", offset)
+    return [token.encode("latin-1") for token in tokens]
+
+
+def _split(line: str, offset: int) -> list[tuple[str, bool]]:
+    """``MMCIF2Dict._splitline``: the tokens of one line and whether each was quoted."""
+    if not any(c in line for c in "'\"#"):
+        return [(token, False) for token in line.replace("\t", " ").split(" ") if token]
+    out: list[tuple[str, bool]] = []
+    in_token = False
+    quote = ""
+    begin = 0
+    for i, c in enumerate(line):
+        if c in _BLANKS:
+            if in_token and not quote:
+                in_token = False
+                out.append((line[begin:i], False))
+        elif c in _QUOTES:
+            if not quote and not in_token:
+                quote = c
+                in_token = True
+                begin = i + 1
+            elif c == quote and (i + 1 == len(line) or line[i + 1] in _BLANKS):
+                quote = ""
+                in_token = False
+                out.append((line[begin:i], True))
+        elif c == "#" and not in_token:
+            return out
+        elif not in_token:
+            in_token = True
+            begin = i
+    if quote:
+        raise _Malformed("a quoted value is never closed on its line", offset)
+    if in_token:
+        out.append((line[begin:], False))
+    return out
