@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .components import ENCODER_CAPABILITIES, TEACHER_CAPABILITIES, Component, Need
+from .components import ENCODER_CAPABILITIES, TEACHER_CAPABILITIES, BuildContext, Component, Need
 from .errors import CompositionError, ConfigError, ProtstepsError
 
 __all__ = [
@@ -163,6 +163,10 @@ def _capability_text(kind: str, capability: str) -> str:
     return _DESCRIPTIONS.get(kind, {}).get(capability, f"the capability '{capability}'")
 
 
+def _a(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 def _offers(part: Part) -> str:
     return ", ".join(sorted(part.capabilities or ())) or "nothing"
 
@@ -206,7 +210,7 @@ def unmet(
         return None
     return (
         f"{needer.label} needs {_capability_text(kind, capability)} from the {kind}, which "
-        f"{provider.label} does not offer (it offers: {_offers(provider)}); use a {kind} that offers "
+        f"{provider.label} does not offer (it offers: {_offers(provider)}); use {_a(kind)} {kind} that offers "
         f"'{capability}', or another {needer.kind}{hint}"
     )
 
@@ -225,12 +229,21 @@ def describe_entry(entry: Any) -> dict[str, Any]:
     """What ``protsteps plugins show`` and ``--json`` list about a registered component, under
     its default config: ``requires`` (batch attributes), ``provides`` (a featurizer's),
     ``capabilities`` (``None``: read from the built component), ``needs`` and ``auto``.
-    ``requires`` / ``provides`` are ``None`` when only the built component knows them."""
+    ``requires`` is ``None`` when only the built component knows it; a featurizer's
+    ``provides`` is that of one built with its default settings."""
     out: dict[str, Any] = {}
     for attribute in ("requires", "provides"):
         value = getattr(entry.factory, attribute, None)
         out[attribute] = sorted(value) if isinstance(value, (set, frozenset, list, tuple)) else None
-    if entry.kind != "featurizer":
+    if entry.kind == "featurizer":
+        # what a featurizer fills depends on its settings: ask one built with the defaults
+        # (featurizers are cheap to build: they run in every worker process)
+        try:
+            built = entry.factory(entry.config(), BuildContext())
+            out["provides"] = sorted(built.provides)
+        except Exception:
+            out["provides"] = None
+    else:
         out.pop("provides")
     try:
         config = entry.config()
