@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 #: the bounds a field may declare, by their JSON Schema names (stored in the field's metadata)
-BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+BOUNDS = ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum")
 _BOUND_TEXT = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
 #: every integer setting must fit in a signed 64-bit integer (what torch and numpy take)
 INT64_MAX = 2**63 - 1

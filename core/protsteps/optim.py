@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from .errors import ProtstepsError
+from .errors import RunFailure
 
 if TYPE_CHECKING:
     from .graph import Batch
@@ -51,8 +51,8 @@ __all__ = [
 ]
 
 
-class NonFiniteLossError(ProtstepsError):
-    """A loss was NaN or infinite; raised before any parameter changed."""
+class NonFiniteLossError(RunFailure):
+    """A loss was NaN or infinite; raised before any parameter changed (exit status 1)."""
 
 
 @dataclasses.dataclass

@@ -61,8 +61,8 @@ def test_plugins_show_lists_fields(catalog, capsys):
         assert text in out
 
 
-def test_unknown_component_is_one_line_and_exit_1(catalog, capsys):
-    assert main(["plugins", "show", "encoder", "lin"]) == 1
+def test_unknown_component_is_one_line_and_exit_2(catalog, capsys):
+    assert main(["plugins", "show", "encoder", "lin"]) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("error: unknown encoder 'lin'")
     assert "Traceback" not in err
@@ -91,7 +91,7 @@ def test_console_script_runs_as_a_module():
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert (
         result.stderr.strip()
         == "error: unknown kind 'nonsense'. Kinds: featurizer, encoder, task, teacher, scheme"

@@ -30,16 +30,16 @@ def pretrain_args(structures, out: Path, cache: Path, *extra: str) -> list[str]:
 
 def test_an_esm2_model_given_as_the_teacher_names_the_command(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["pretrain", "--out", str(out), "--teacher", "esm2_t6_8M_UR50D"]) == 1
+    assert main(["pretrain", "--out", str(out), "--teacher", "esm2_t6_8M_UR50D"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown teacher 'esm2_t6_8M_UR50D'")
     assert "use --teacher esm --set teacher.model=esm2_t6_8M_UR50D" in err
     assert not out.exists()
     # given as another kind, the hint still names the component that takes it
-    assert main(["pretrain", "--out", str(out), "--encoder", "esm2_t12_35M_UR50D"]) == 1
+    assert main(["pretrain", "--out", str(out), "--encoder", "esm2_t12_35M_UR50D"]) == 2
     assert "use --teacher esm --set teacher.model=esm2_t12_35M_UR50D" in capsys.readouterr().err
     # a preset's name given as a component
-    assert main(["pretrain", "--out", str(out), "--scheme", "paper"]) == 1
+    assert main(["pretrain", "--out", str(out), "--scheme", "paper"]) == 2
     assert "'paper' is a preset (a whole run file): use --preset paper" in capsys.readouterr().err
 
 
@@ -65,7 +65,7 @@ def test_the_hint_is_generic_over_every_components_choices(monkeypatch, capsys):
 
 def test_settings_for_teacher_auto_name_the_teacher_that_takes_them(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["pretrain", "--out", str(out), "--set", "teacher.model=esm2_t6_8M_UR50D"]) == 1
+    assert main(["pretrain", "--out", str(out), "--set", "teacher.model=esm2_t6_8M_UR50D"]) == 2
     err = capsys.readouterr().err
     assert (
         "teacher 'auto' takes no settings, got model; name a teacher to configure it: --teacher esm " in err
@@ -80,13 +80,13 @@ def test_settings_for_teacher_auto_name_the_teacher_that_takes_them(tmp_path, ca
 def test_a_label_file_given_to_pretrain_is_refused_before_anything_is_written(shared_data, tmp_path, capsys):
     labels = shared_data / "labels" / "scop2_class_chains.tsv"
     out = tmp_path / "run"
-    assert main(["pretrain", str(labels), "--out", str(out), "-q"]) == 1
+    assert main(["pretrain", str(labels), "--out", str(out), "-q"]) == 2
     err = capsys.readouterr().err
     assert f"error: {labels}: this looks like a label file (columns: path, chain, pdb_chain" in err
     assert "pretrain takes structure files, folders or path lists" in err
     assert "protsteps finetune" in err and not out.exists()
     # featurize reports it as a failed input with the same reason
-    assert main(["featurize", str(labels), "--out", str(tmp_path / "feat")]) == 1
+    assert main(["featurize", str(labels), "--out", str(tmp_path / "feat")]) == 2
     assert "this looks like a label file" in capsys.readouterr().err
 
 
@@ -127,14 +127,14 @@ def test_help_shows_defaults_and_no_bool_tags(command, monkeypatch, capsys):
 def test_a_failed_pretrain_takes_back_what_it_wrote(small_structures, tmp_path, capsys):
     missing = tmp_path / "nowhere.pdb"
     new = tmp_path / "new"
-    assert main(pretrain_args([missing], new, tmp_path / "cache")) == 1
+    assert main(pretrain_args([missing], new, tmp_path / "cache")) == 2
     assert "no usable training chains from 1 input " in capsys.readouterr().err
     assert not new.exists()
     # a folder that was there keeps what it held and gets nothing
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
-    assert main(pretrain_args([missing], mine, tmp_path / "cache")) == 1
+    assert main(pretrain_args([missing], mine, tmp_path / "cache")) == 2
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
 
 
@@ -144,24 +144,24 @@ def test_resume_without_a_checkpoint_says_how_to_start_afresh(tmp_path, capsys):
     (run / "config.toml").write_text(
         load_run_config(None, default_catalog(), components={"teacher": "none"}).dumps()
     )
-    assert main(["pretrain", "--resume", str(run)]) == 1
+    assert main(["pretrain", "--resume", str(run)]) == 2
     err = capsys.readouterr().err
     assert "the run saved no checkpoint" in err and f"rm -r {run}" in err and "a new --out" in err
-    assert main(["pretrain", "--resume", str(tmp_path / "elsewhere")]) == 1
+    assert main(["pretrain", "--resume", str(tmp_path / "elsewhere")]) == 2
     assert "no such folder; start a run with --out" in capsys.readouterr().err
     shutil.rmtree(run)
     run.mkdir()
-    assert main(["pretrain", "--resume", str(run)]) == 1
+    assert main(["pretrain", "--resume", str(run)]) == 2
     assert "it holds no run" in capsys.readouterr().err
 
 
 def test_under_torchrun_only_rank_0_prints_an_error(monkeypatch, tmp_path, capsys):
     args = ["pretrain", "--out", str(tmp_path / "run"), "--teacher", "bogus"]
     monkeypatch.setenv("RANK", "1")
-    assert main(args) == 1
+    assert main(args) == 2
     assert capsys.readouterr().err == ""
     monkeypatch.setenv("RANK", "0")
-    assert main(args) == 1
+    assert main(args) == 2
     assert capsys.readouterr().err.count("error: unknown teacher 'bogus'") == 1
 
 

@@ -240,12 +240,12 @@ def test_cli_writes_report_and_exit_codes(inputs, tmp_path, capsys):
     capsys.readouterr()
     assert (
         main(["featurize", str(bad), "--out", str(tmp_path / "run2"), "--cache-dir", str(tmp_path / "c")])
-        == 1
+        == 2
     )
     err = capsys.readouterr().err
     assert "nothing could be featurized" in err and "empty file" in err
     assert json.loads((tmp_path / "run2" / "report.json").read_text())["ok"] == []
-    assert main([*args, "--set", "radios=3"]) == 1
+    assert main([*args, "--set", "radios=3"]) == 2
     assert "did you mean 'radius'" in capsys.readouterr().err
 
 

@@ -65,7 +65,7 @@ def test_a_factorys_own_exception_becomes_a_composition_error_naming_the_plugin(
 
 def test_the_cli_prints_one_line_and_the_traceback_only_with_debug(catalog, tmp_path, capsys):
     args = ["pretrain", "--out", str(tmp_path / "run"), "--encoder", "x", "--teacher", "none", "-q"]
-    assert main(args) == 1
+    assert main(args) == 2
     err = capsys.readouterr().err
     assert err == (
         "error: encoder 'x' of plugin 'y' could not be built: ValueError: hidden_dim must be a multiple "
@@ -73,7 +73,7 @@ def test_the_cli_prints_one_line_and_the_traceback_only_with_debug(catalog, tmp_
     )
     assert not (tmp_path / "run").exists()
 
-    assert main(["--debug", *args]) == 1
+    assert main(["--debug", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last):")
     assert "in _refuses" in err and "ValueError: hidden_dim must be a multiple of 8" in err
@@ -83,5 +83,5 @@ def test_the_cli_prints_one_line_and_the_traceback_only_with_debug(catalog, tmp_
     )
 
     # the flag does not outlive its command
-    assert main(args) == 1
+    assert main(args) == 2
     assert "Traceback" not in capsys.readouterr().err

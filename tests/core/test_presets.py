@@ -132,13 +132,13 @@ def test_unknown_and_clashing_presets_are_one_line_errors(monkeypatch, capsys):
     with pytest.raises(UnknownComponentError, match=r"unknown preset 'papr'\. Did you mean 'paper'"):
         default_catalog().preset("papr")
     monkeypatch.setattr(registry, "_DEFAULT", default_catalog())
-    assert main(["pretrain", "--preset", "papr", "--out", "unused"]) == 1
+    assert main(["pretrain", "--preset", "papr", "--out", "unused"]) == 2
     err = capsys.readouterr().err
     assert "unknown preset 'papr'" in err and "Traceback" not in err
 
 
 def test_resume_refuses_a_preset(tmp_path: Path, capsys):
-    assert main(["pretrain", "--resume", str(tmp_path), "--preset", "paper"]) == 1
+    assert main(["pretrain", "--resume", str(tmp_path), "--preset", "paper"]) == 2
     assert "remove --preset" in capsys.readouterr().err
 
 

@@ -100,7 +100,7 @@ def test_a_run_folder_holds_config_metrics_checkpoints_and_encoder(small_structu
         embedding = encoder.eval()(batch).graph
     assert embedding.shape == (1, 32) and torch.isfinite(embedding).all()
     # a second run into the same folder is refused: nothing is overwritten
-    assert main(cli_args(small_structures, run, tmp_path / "cache", "--teacher", "none")) == 1
+    assert main(cli_args(small_structures, run, tmp_path / "cache", "--teacher", "none")) == 2
     assert "already holds a run; continue it with --resume" in capsys.readouterr().err
 
 
@@ -160,9 +160,9 @@ def test_an_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_does(
 
 def test_resume_refuses_changes_to_the_run(small_structures, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["pretrain", "--resume", str(run)]) == 1
+    assert main(["pretrain", "--resume", str(run)]) == 2
     assert "cannot resume" in capsys.readouterr().err
-    assert main(["pretrain", "--resume", str(run), "--encoder", "equivariant"]) == 1
+    assert main(["pretrain", "--resume", str(run), "--encoder", "equivariant"]) == 2
     assert "remove --encoder" in capsys.readouterr().err
 
 
@@ -259,20 +259,20 @@ def test_resume_refuses_fewer_epochs_than_done_and_bad_training_values(small_str
         main(cli_args(small_structures, run, tmp_path / "cache", "--teacher", "none", "--epochs", "2")) == 0
     )
     capsys.readouterr()
-    assert main(["pretrain", "--resume", str(run), "--epochs", "1"]) == 1
+    assert main(["pretrain", "--resume", str(run), "--epochs", "1"]) == 2
     assert "has already completed 2 epochs" in capsys.readouterr().err
-    assert main(["pretrain", "--resume", str(run), "--epochs", "0"]) == 1
-    assert "[train]: epochs must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["pretrain", "--resume", str(run), "--epochs", "0"]) == 2
+    assert "[train] epochs = 0 is out of range: it must be >= 1 and <= 100000" in capsys.readouterr().err
     assert "epochs = 2" in (run / "config.toml").read_text()
     for setting, message in [
-        ("train.lr=-1", "lr must be a positive number"),
-        ("train.valid_fraction=1.0", "valid_fraction must be in [0, 1)"),
-        ("train.epochs=0", "epochs must be >= 1"),
-        ("train.weight_decay=-0.1", "weight_decay must be >= 0"),
+        ("train.lr=-1", "lr = -1.0 is out of range: it must be > 0 and <= 100"),
+        ("train.valid_fraction=1.0", "valid_fraction = 1.0 is out of range: it must be >= 0 and < 1"),
+        ("train.epochs=0", "epochs = 0 is out of range: it must be >= 1"),
+        ("train.weight_decay=-0.1", "weight_decay = -0.1 is out of range: it must be >= 0"),
     ]:
         out = tmp_path / setting
-        assert main(cli_args(small_structures, out, tmp_path / "cache", "--set", setting)) == 1
-        assert f"[train]: {message}" in capsys.readouterr().err
+        assert main(cli_args(small_structures, out, tmp_path / "cache", "--set", setting)) == 2
+        assert f"[train] {message}" in capsys.readouterr().err
         assert not out.exists()
 
 

@@ -140,7 +140,7 @@ def test_pretrain_runs_with_the_plugins_scheme_and_ramps_the_weight(plugin_env, 
     # a task the run does not train is refused when the run is composed, in one line
     bad = [*args[: args.index("--out") + 1], str(tmp_path / "bad"), *args[args.index("--out") + 2 :]]
     refused = _run(plugin_env, *bad, "--set", 'scheme.ramped=["dihedral"]', check=False)
-    assert refused.returncode == 1
+    assert refused.returncode == 2
     assert refused.stderr.strip() == (
         "error: scheme 'task_ramp' ramps dihedral, which the run does not train (its tasks: distance, residue_type)"
     )

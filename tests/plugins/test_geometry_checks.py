@@ -89,7 +89,7 @@ def test_the_untouched_files_pass(structures_dir):
     ("settings", "message"),
     [
         ({"max_coordinate": -1.0}, "max_coordinate must be a finite number >= 0"),
-        ({"min_ca_spread": float("nan")}, "min_ca_spread must be a finite number >= 0"),
+        ({"min_ca_spread": float("nan")}, "min_ca_spread = nan is not a number"),
         ({"max_close_fraction": 1.5}, r"max_close_fraction must be in \[0, 1\]"),
     ],
 )

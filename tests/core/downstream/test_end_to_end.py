@@ -99,7 +99,7 @@ def test_pretrain_then_probe_full_and_scratch_then_embed(
     assert not same(weights(tmp_path / "scratch"), pretrained)
 
     # a run folder is never overwritten
-    assert main(["finetune", str(scop2), "--out", str(tmp_path / "probe"), *runs["probe"], *common]) == 1
+    assert main(["finetune", str(scop2), "--out", str(tmp_path / "probe"), *runs["probe"], *common]) == 2
     assert "already holds a finetune run" in capsys.readouterr().err
 
     # embeddings from the fine-tuned encoder, a failed input reported and the rest embedded
