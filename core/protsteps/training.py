@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from . import _toml
+from ._resume import check_checkpoint, refuse_config_changes, restore, way_out
 from ._text import count
 from ._version import __version__
 from .callbacks import TrainingCallbacks
@@ -63,7 +64,7 @@ from .model import Composition, compose
 from .optim import NonFiniteLossError, SchemeSetup
 from .progress import ProgressDisplay
 from .registry import Catalog
-from .runconfig import RunConfig, load_raw
+from .runconfig import RunConfig, check_device_name, load_raw
 from .threads import ThreadChoice, using_threads
 
 __all__ = ["RunPaths", "Distributed", "PretrainResult", "pretrain", "load_checkpoint"]
@@ -126,14 +127,27 @@ class Distributed:
             torch.distributed.barrier()
 
 
-def pick_device(name: str, dist: Distributed) -> torch.device:
+def pick_device(name: str, dist: Distributed, where: str = "[train] device") -> torch.device:
+    """The device ``name`` means on this machine (``where`` names the setting in errors):
+    a name protsteps cannot use, CUDA where there is none, or a CUDA index beyond the
+    machine's devices is a :class:`ConfigError`."""
+    check_device_name(name, where)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", dist.local_rank if dist.enabled else 0)
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"[train] device = {name!r} but CUDA is not available on this machine")
+        raise ConfigError(
+            f"{where} = {name!r} but CUDA is not available on this machine; use 'cpu' or 'auto'"
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"{where} = {name!r} but this machine has {count(torch.cuda.device_count(), 'CUDA device')} "
+            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{where} = 'mps' but MPS is not available on this machine; use 'cpu' or 'auto'")
     if device.type == "cuda" and dist.enabled and device.index is None:
         device = torch.device("cuda", dist.local_rank)
     return device
@@ -452,6 +466,8 @@ def _pretrain(
 
     paths = prepare_run_folder(out, resume)
     checkpoint = load_checkpoint(paths.last) if resume else None
+    if checkpoint is not None:
+        check_checkpoint(checkpoint, paths.last, out)
     if checkpoint is not None and int(checkpoint["epoch"]) > config.train.epochs:
         raise ProtstepsError(
             f"{out} has already completed {count(int(checkpoint['epoch']), 'epoch')}; resuming with "
@@ -461,6 +477,8 @@ def _pretrain(
     torch.manual_seed(config.train.seed)
     composition: Composition = compose(config, catalog)
     resolved = composition.config
+    if checkpoint is not None:
+        refuse_config_changes(_normalised(checkpoint["config"], catalog), resolved.to_dict(), out)
     # built before anything is written: an unknown callback or a missing package costs nothing
     callbacks = TrainingCallbacks.build(
         catalog,
@@ -506,8 +524,12 @@ def _pretrain(
     best = math.inf
     skipped = 0
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        scheme.load_state_dict(checkpoint["scheme"])
+        if int(checkpoint["step"]) > total_steps:
+            raise ProtstepsError(
+                f"cannot resume from {paths.last}: it is at step {checkpoint['step']}, beyond the "
+                f"{total_steps} steps this run plans (its data changed?); {way_out(out)}"
+            )
+        restore(checkpoint, model, scheme, paths.last, out)
         step = int(checkpoint["step"])
         best = float(checkpoint["best_valid_loss"])
         skipped = int(checkpoint["skipped_batches"])
@@ -704,7 +726,22 @@ def resume_config(out: Path, catalog: Catalog) -> RunConfig:
             f"cannot resume {out}: it holds no run ({path} does not exist); start one with --out "
             f"{out}, or give the folder of the run to continue"
         )
-    return RunConfig.from_dict(load_raw(path), catalog)
+    try:
+        return RunConfig.from_dict(load_raw(path), catalog)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"cannot resume {out}: {path}: {exc}; undo the edit of {path.name} (a resumed run keeps "
+            "the settings it started with)"
+        ) from None
+
+
+def _normalised(raw: Mapping[str, Any], catalog: Catalog) -> dict[str, Any]:
+    """A checkpoint's config with every default filled in, as :meth:`RunConfig.to_dict`
+    gives it (the raw tables when they no longer validate, e.g. a plugin since removed)."""
+    try:
+        return RunConfig.from_dict(raw, catalog).to_dict()
+    except ProtstepsError:
+        return dict(raw)
 
 
 def dump_config_text(config: RunConfig) -> str:

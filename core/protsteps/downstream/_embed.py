@@ -259,7 +259,7 @@ def embed(
     backbone = pretrained if isinstance(pretrained, Backbone) else load_backbone(Path(pretrained), catalog)
     if per_residue:  # before anything is featurized
         require_encoder(backbone.encoder, backbone.record, "per_residue", "embed --per-residue", catalog)
-    torch_device = pick_device(device, Distributed())
+    torch_device = pick_device(device, Distributed(), where="--device")
     backbone.to(torch_device)
     report = featurize_many(
         inputs,

@@ -453,7 +453,7 @@ def _finetune(
     out = Path(out)
     prepare_out(out)
     display = ProgressDisplay("finetune", show_progress)
-    device = pick_device(config.device, Distributed())
+    device = pick_device(config.device, Distributed(), where="--device")
     torch.manual_seed(config.seed)
     if isinstance(pretrained, Backbone):
         backbone = pretrained
