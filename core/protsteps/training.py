@@ -6,6 +6,8 @@ A run lives in one folder::
       config.toml            the resolved run config (``auto`` replaced by what it became)
       metrics.jsonl          one JSON object per logging step and per validation (strict
                              JSON: a non-finite value is null, its key listed in "nonfinite")
+      metrics.csv            the same records as CSV (the ``csv`` callback of ``[train]
+                             callbacks``, on by default; callbacks get every record)
       .protsteps.lock        held by the process that writes the folder (one at a time)
       checkpoints/last.pt    everything needed to resume exactly (written atomically)
       checkpoints/best.pt    the checkpoint with the lowest validation loss
@@ -499,7 +501,7 @@ def _pretrain(
         resolved, composition.featurizer, dist=dist, display=display, run_dir=out if dist.is_main else None
     )
     # the length-aware sampler packs a different number of batches each epoch: plan them all
-    plan = EpochPlan([data.steps_in_epoch(epoch) for epoch in range(resolved.train.epochs)])
+    plan = EpochPlan(data.epoch_steps(resolved.train.epochs))
     if not plan.total or any(n == 0 for n in plan.steps):
         raise ProtstepsError(
             "no training batches: every structure failed or was filtered out (see the report)"
