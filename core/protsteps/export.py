@@ -164,7 +164,8 @@ def _own_locations(
                 "the encoder file"
             )
         values.update({k: str(v) for k, v in given.items() if v is not None})
-        section["config"] = values
+        if "config" in section or values:
+            section["config"] = values
     if settings:
         raise ConfigError(f"settings for {', '.join(sorted(settings))}: only featurizer, encoder and teacher")
     return notes
