@@ -21,7 +21,7 @@ import json
 import multiprocessing
 import os
 import stat
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,18 @@ from .errors import ProtstepsError, StructureError
 from .files import atomic_write_bytes, atomic_write_text
 from .graph import ProteinGraph
 from .registry import Catalog, default_catalog
+from .sources import (
+    ARCHIVE_SUFFIXES,
+    Item,
+    Skipped,
+    container_kind,
+    count_members,
+    decode_item,
+    item_name_rules,
+    iterate_members,
+    split_member,
+    split_member_selection,
+)
 from .structure import Reader, is_structure_path, read_chains_from_bytes, split_selection
 
 __all__ = [
@@ -410,6 +422,9 @@ class FeaturizeReport:
     cache_hits: int = 0
     #: inputs whose cache entry was damaged (checksum mismatch) and rebuilt
     cache_damaged: int = 0
+    #: members of containers that were not featurized, ``{"source", "reason"}`` (not
+    #: structure files, a second copy of an AlphaFold DB model, ...)
+    skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The ``report.json`` document."""
@@ -418,6 +433,7 @@ class FeaturizeReport:
             "cache": {"hits": self.cache_hits, "damaged_rebuilt": self.cache_damaged},
             "ok": self.ok,
             "failed": self.failed,
+            **({"skipped": self.skipped} if self.skipped else {}),
         }
 
     def write(self, path: str | os.PathLike[str]) -> None:
@@ -425,14 +441,16 @@ class FeaturizeReport:
 
 
 def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[dict[str, str]]]:
-    """Structure specs from files, folders (searched recursively) and text files listing
-    paths (one per line, relative to the list's folder, ``#`` comments), each once, in
-    order: one file named in several ways (``a.pdb``, ``./a.pdb``, its absolute path, a
+    """Structure specs from files, folders (searched recursively), containers (tar
+    archives, FoldComp databases, ``CONTAINER::MEMBER``; see :mod:`protsteps.sources`) and
+    text files listing paths (one per line, relative to the list's folder, ``#`` comments),
+    each once, in order: one file named in several ways (``a.pdb``, ``./a.pdb``, its absolute path, a
     symlink to it) is kept under its first spelling. Returns the specs and ``failed`` rows
     for inputs that are none of these."""
     specs: list[str] = []
     failed: list[dict[str, str]] = []
     seen: set[tuple[str, tuple[str, ...] | None]] = set()
+    seen_members: set[str] = set()
 
     def add(spec: str, path: Path, selection: tuple[str, ...] | None) -> None:
         identity = (os.path.realpath(path), selection)
@@ -441,9 +459,24 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
             specs.append(spec)
 
     def visit(item: str, depth: int) -> None:
+        container, member = split_member(item)
+        if member is not None and not os.path.exists(item):
+            if container_kind(container) is None:
+                failed.append(
+                    {"source": item, "error": f"{container}: not a tar archive or a FoldComp database"}
+                )
+            elif item not in seen_members:
+                seen_members.add(item)
+                specs.append(item)
+            return
         path, selection = split_selection(item)
+        if selection is None and container_kind(path) is not None:
+            add(item, path, None)
+            return
         if path.is_dir() and selection is None:
-            named = sorted(p for p in path.rglob("*") if is_structure_path(p) and not p.is_dir())
+            named = sorted(
+                p for p in path.rglob("*") if (is_structure_path(p) or _is_archive_name(p)) and not p.is_dir()
+            )
             found = []
             for p in named:
                 problem = _not_a_regular_file(p)
@@ -483,6 +516,10 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
     for item in inputs:
         visit(os.fspath(item), 0)
     return specs, failed
+
+
+def _is_archive_name(path: Path) -> bool:
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
 def _not_a_regular_file(path: Path) -> str | None:
@@ -603,10 +640,16 @@ def _init_worker(
     )
 
 
-def _process(spec_text: str) -> FileResult:
-    """Featurize one input through the cache; never raises for a bad file."""
+def _label(item: str | Item) -> str:
+    return item if isinstance(item, str) else item.spec
+
+
+def _process(item: str | Item) -> FileResult:
+    """Featurize one input (a file spec, or a member read out of a container) through the
+    cache; never raises for a bad file."""
+    spec_text = _label(item)
     try:
-        return _process_unguarded(spec_text)
+        return _process_unguarded(item)
     except StructureError as exc:
         return FileResult(spec_text, [], [str(exc)])
     except MemoryError:
@@ -617,19 +660,23 @@ def _process(spec_text: str) -> FileResult:
         )
 
 
-def _process_unguarded(spec_text: str) -> FileResult:
+def _process_unguarded(item: str | Item) -> FileResult:
     from .structure._io import read_bytes
 
     cache: GraphCache = _STATE["cache"]
+    spec_text = _label(item)
     file, selection = split_selection(spec_text)
-    data = read_bytes(file)
-    key = file_key(
-        hashlib.sha256(data).hexdigest(), _STATE["identity"], selection, _STATE["reader"], name_rules(file)
-    )
+    if isinstance(item, str):
+        data, names = read_bytes(file), name_rules(file)
+    else:  # a container's member: its bytes came with it; the key holds the stored form
+        data, names = item.data, item_name_rules(item)
+    key = file_key(hashlib.sha256(data).hexdigest(), _STATE["identity"], selection, _STATE["reader"], names)
     damaged = cache.damaged
     entry = None if _STATE.get("refresh") else cache.load_entry(key)
     if entry is not None:
         return _from_entry(spec_text, key, entry)
+    if not isinstance(item, str):
+        data = decode_item(item)
     try:
         graphs, errors = _featurize_bytes(_STATE["featurizer"], file, data, selection, _STATE["reader"])
     except StructureError as exc:
@@ -697,8 +744,9 @@ def featurize_many(
     cache = GraphCache(cache_dir)
     cache.check_writable()
     specs, failed_inputs = expand_inputs(inputs)
+    plan = _WorkPlan(specs)
     if on_total is not None:
-        on_total(len(specs) + len(failed_inputs))
+        on_total(plan.total() + len(failed_inputs))
     for row in failed_inputs:
         if on_result is not None:
             on_result(FileResult(row["source"], [], [row["error"]]))
@@ -709,41 +757,92 @@ def featurize_many(
         if on_result is not None:
             on_result(result)
 
-    if workers <= 1 or len(specs) <= 1:
+    if workers <= 1 or (len(specs) <= 1 and not plan.containers):
         _init_worker(spec, str(cache.root), reader, threads=0, refresh=refresh)
-        for item in specs:
+        for item in plan.items():
             record(_process(item))
     else:
         initargs = (spec, str(cache.root), reader, 1, refresh)
-        run_in_processes(specs, _process, _init_worker, initargs, workers, record)
+        run_in_processes(plan.items(), _process, _init_worker, initargs, workers, record)
 
     ok: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = list(failed_inputs)
-    for item in specs:
-        result = results[item]
+    for label in plan.labels:
+        result = results[label]
         ok.extend(result.ok)
-        failed.extend({"source": item, "error": error} for error in result.errors)
+        failed.extend({"source": label, "error": error} for error in result.errors)
     return FeaturizeReport(
         featurizer=spec.name,
         config=spec.config_dict(),
         cache_dir=cache.root,
         ok=ok,
         failed=failed,
-        files=len(specs) + len(failed_inputs),
+        skipped=[{"source": s.source, "reason": s.reason} for s in plan.skipped],
+        files=len(plan.labels) + len(failed_inputs),
         cache_hits=sum(1 for r in results.values() if r.cached),
         cache_damaged=sum(1 for r in results.values() if r.damaged),
     )
 
 
+class _WorkPlan:
+    """The inputs in order, containers opened lazily: :meth:`items` yields file specs and
+    the :class:`~protsteps.sources.Item` of each member, recording every label (for the
+    report's order) and the members skipped."""
+
+    def __init__(self, specs: Sequence[str]) -> None:
+        # members named one by one (CONTAINER::MEMBER) are read in one pass per container,
+        # where the container is first named
+        self.order: list[tuple[str, str | None]] = []  # (spec, None) or (container, "")
+        self.wanted: dict[str, dict[str, str] | None] = {}
+        for item in specs:
+            container, member = split_member(item)
+            if member is None and container_kind(split_selection(item)[0]) is None:
+                self.order.append((item, None))
+                continue
+            if container not in self.wanted:
+                self.order.append((container, ""))
+                self.wanted[container] = {}
+            selected = self.wanted[container]
+            if member is None:
+                self.wanted[container] = None  # the whole container
+            elif selected is not None:
+                name, chains = split_member_selection(member)
+                selected[name] = chains
+        self.containers = list(self.wanted)
+        self.labels: list[str] = []
+        self.skipped: list[Skipped] = []
+
+    def total(self) -> int:
+        plain = sum(1 for _, kind in self.order if kind is None)
+        return plain + sum(count_members(c, self.wanted[c]) for c in self.containers)
+
+    def items(self) -> Iterator[str | Item]:
+        for name, kind in self.order:
+            if kind is None:
+                self.labels.append(name)
+                yield name
+                continue
+            try:
+                for member in iterate_members(name, self.wanted[name]):
+                    if isinstance(member, Skipped):
+                        self.skipped.append(member)
+                    else:
+                        self.labels.append(member.spec)
+                        yield member
+            except ProtstepsError as exc:
+                self.skipped.append(Skipped(name, str(exc)))
+
+
 def run_in_processes(
-    items: Sequence[str],
-    work: Callable[[str], FileResult],
+    items: Iterable[Any],
+    work: Callable[[Any], FileResult],
     initializer: Callable[..., None],
     initargs: tuple[Any, ...],
     workers: int,
     record: Callable[[FileResult], None],
 ) -> None:
-    """``record(work(item))`` for every item, in ``workers`` spawned processes.
+    """``record(work(item))`` for every item (taken from ``items`` as workers free up, so
+    a generator is read lazily), in ``workers`` spawned processes.
 
     At most ``2 * workers`` items are in flight at once, so when a worker dies (killed for
     memory, say) and breaks the pool, the suspects are those few: each is retried alone in a
@@ -757,15 +856,27 @@ def run_in_processes(
             max_workers=size, mp_context=context, initializer=initializer, initargs=initargs
         )
 
-    position = 0
-    while position < len(items):
-        suspects: list[str] = []
+    pending = iter(items)
+    exhausted = False
+
+    def take() -> Any:
+        nonlocal exhausted
+        if not exhausted:
+            try:
+                return next(pending)
+            except StopIteration:
+                exhausted = True
+        return None
+
+    upcoming = take()
+    while upcoming is not None:
+        suspects: list[Any] = []
         with pool(workers) as executor:
-            in_flight: dict[concurrent.futures.Future[FileResult], str] = {}
-            while (position < len(items) or in_flight) and not suspects:
-                while position < len(items) and len(in_flight) < 2 * workers:
-                    in_flight[executor.submit(work, items[position])] = items[position]
-                    position += 1
+            in_flight: dict[concurrent.futures.Future[FileResult], Any] = {}
+            while (upcoming is not None or in_flight) and not suspects:
+                while upcoming is not None and len(in_flight) < 2 * workers:
+                    in_flight[executor.submit(work, upcoming)] = upcoming
+                    upcoming = take()
                 done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in done:
                     item = in_flight.pop(future)
@@ -775,14 +886,15 @@ def run_in_processes(
                         suspects.append(item)
             suspects.extend(in_flight.values())
         for item in suspects:
+            label = _label(item)
             with pool(1) as alone:
                 try:
                     record(alone.submit(work, item).result())
                 except concurrent.futures.process.BrokenProcessPool:
                     record(
                         FileResult(
-                            item,
+                            label,
                             [],
-                            [f"{item}: the worker process died while featurizing it (out of memory?)"],
+                            [f"{label}: the worker process died while featurizing it (out of memory?)"],
                         )
                     )
