@@ -29,7 +29,7 @@ def read_records_biopython(path: Path, text: bytes, fmt: Format) -> ResidueRecor
 
     # latin-1 maps bytes to characters one to one, so fixed columns stay where they are.
     handle = io.StringIO(text.decode("latin-1"))
-    parser = PDBParser(QUIET=True) if fmt == "pdb" else MMCIFParser(QUIET=True)
+    parser = PDBParser(QUIET=True) if fmt == "pdb" else MMCIFParser(QUIET=True, PERMISSIVE=True)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -173,7 +173,9 @@ def _exact_tokens(text: bytes, start: int, width: int) -> list[bytes]:
 
 def _complete(tokens: list[str], width: int, offset: int) -> list[bytes]:
     if len(tokens) % width:
-        raise _Malformed(f"its last row has {len(tokens) % width} of {width} values", offset)
+        raise _Malformed(
+            f"{len(tokens)} values do not fill rows of {width} ({len(tokens) % width} left over)", offset
+        )
     return [token.encode("latin-1") for token in tokens]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import zlib
 from pathlib import Path
@@ -10,7 +9,16 @@ from typing import Literal
 
 from ..errors import StructureError
 
-__all__ = ["Format", "SUFFIXES", "split_selection", "structure_format", "read_bytes", "is_structure_path"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "Format",
+    "SUFFIXES",
+    "decompress",
+    "is_structure_path",
+    "read_bytes",
+    "split_selection",
+    "structure_format",
+]
 
 Format = Literal["pdb", "cif"]
 
@@ -49,37 +57,78 @@ def split_selection(spec: str | os.PathLike[str]) -> tuple[Path, tuple[str, ...]
     return Path(head), chains or None
 
 
-def read_bytes(path: Path) -> bytes:
-    """The raw bytes of a file; a missing or unreadable file is a :class:`StructureError`."""
+#: the default of ``max_bytes``: how large a file, or its content once gunzipped, may be
+DEFAULT_MAX_BYTES = 1 << 30
+
+# gunzipped in pieces of at most this size, so that the limit is checked before it is passed
+_PIECE = 16 << 20
+
+
+def _too_large(path: Path, what: str, max_bytes: int) -> StructureError:
+    return StructureError(
+        f"{path}: {what} more than {max_bytes / (1 << 20):,.0f} MiB (the size limit, "
+        f"max_bytes={max_bytes}); raise the limit if the file is genuine"
+    )
+
+
+def read_bytes(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The raw bytes of a file; a missing or unreadable file, or one larger than
+    ``max_bytes``, is a :class:`StructureError`. At most ``max_bytes + 1`` bytes are read."""
     try:
-        return path.read_bytes()
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size > max_bytes:
+                raise _too_large(path, "is", max_bytes)
+            data = handle.read(max_bytes + 1)
     except FileNotFoundError:
         raise StructureError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise StructureError(f"{path}: is a folder, not a structure file") from None
     except OSError as exc:
         raise StructureError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:
+        raise _too_large(path, "is", max_bytes)
+    return data
 
 
-def decompress(path: Path, data: bytes) -> bytes:
-    """The file's content, gunzipped when it is a gzip stream (whatever its name says)."""
+def decompress(path: Path, data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The file's content, gunzipped when it is a gzip stream (whatever its name says).
+
+    The stream is inflated piece by piece and refused as soon as it passes ``max_bytes``, so
+    a small file that inflates to gigabytes (a gzip bomb) costs at most ``max_bytes`` of
+    memory. Concatenated gzip members are read one after the other, as ``gzip`` does.
+    """
     if data[:2] != b"\x1f\x8b":
         if path.name.lower().endswith(".gz"):
             raise StructureError(f"{path}: named .gz but is not gzip-compressed")
+        if len(data) > max_bytes:
+            raise _too_large(path, "is", max_bytes)
         return data
+    pieces: list[bytes] = []
+    total = 0
+    pending = data
     try:
         stream = zlib.decompressobj(wbits=31)
-        text = stream.decompress(data)
-        if not stream.eof:
-            raise EOFError
-        if stream.unused_data.strip(b"\x00"):
-            # more than one gzip member (concatenated .gz files): the slow path reads all
-            return gzip.decompress(data)
-        return text
-    except EOFError:
-        raise StructureError(f"{path}: truncated gzip file (the compressed stream ends early)") from None
-    except (OSError, zlib.error) as exc:
+        while True:
+            piece = stream.decompress(pending, _PIECE)
+            total += len(piece)
+            if total > max_bytes:
+                raise _too_large(path, "decompresses to", max_bytes)
+            pieces.append(piece)
+            if stream.eof:
+                rest = stream.unused_data
+                if not rest.strip(b"\x00"):
+                    break
+                if rest[:2] != b"\x1f\x8b":
+                    raise StructureError(f"{path}: corrupt gzip file (data after the end of the gzip stream)")
+                stream = zlib.decompressobj(wbits=31)  # the next member
+                pending = rest
+                continue
+            pending = stream.unconsumed_tail
+            if not pending and not piece:
+                raise StructureError(f"{path}: truncated gzip file (the compressed stream ends early)")
+    except zlib.error as exc:
         raise StructureError(f"{path}: corrupt gzip file ({exc})") from None
+    return b"".join(pieces)
 
 
 _HIGH_BYTES = bytes(range(128, 256))
