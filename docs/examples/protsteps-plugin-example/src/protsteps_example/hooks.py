@@ -21,6 +21,8 @@ def protsteps_register_encoders() -> list[Component]:
             factory=SequenceCNN,
             config=SequenceCNNConfig,
             description="Residue-window convolution along the chain (sequence-only baseline).",
+            # what its EncoderOutput holds: node and graph, no structure view, no vectors
+            capabilities=["per_residue", "per_protein"],
         )
     ]
 
@@ -33,6 +35,8 @@ def protsteps_register_tasks() -> list[Component]:
             factory=ResidueTypeTask,
             config=ResidueTypeConfig,
             description="Masked residue-type prediction (cross-entropy over 20 amino acids).",
+            capabilities=[],
+            needs=["encoder.per_residue"],  # it classifies each masked residue's embedding
         )
     ]
 
@@ -45,6 +49,7 @@ def protsteps_register_schemes() -> list[Component]:
             factory=TaskRampScheme,
             config=TaskRampConfig,
             description="Joint training whose chosen tasks' weights rise linearly from 0 over ramp_steps.",
+            capabilities=[],
         )
     ]
 
