@@ -140,7 +140,7 @@ def _own_locations(
     """Replace, in ``record``'s featurizer, encoder and teacher sections, every location
     setting the file may not decide (see the module docstring) by the caller's ``settings``
     (``{"teacher": {"cache_dir": "..."}}``) or the default; returns a note per dropped one."""
-    settings = dict(settings or {})
+    remaining: dict[str, Mapping[str, Any]] = dict(settings or {})
     notes = []
     for kind in ("featurizer", "encoder", "teacher"):
         section = record.get(kind)
@@ -155,7 +155,7 @@ def _own_locations(
                     f"{kind}.{key} = {values.pop(key)!r} in the encoder file is not used (a location "
                     "on the machine that wrote it)"
                 )
-        given = dict(settings.pop(kind, None) or {})
+        given = dict(remaining.pop(kind, {}) or {})
         refused = sorted(set(given) - locations)
         if refused:
             raise ConfigError(
@@ -166,8 +166,10 @@ def _own_locations(
         values.update({k: str(v) for k, v in given.items() if v is not None})
         if "config" in section or values:
             section["config"] = values
-    if settings:
-        raise ConfigError(f"settings for {', '.join(sorted(settings))}: only featurizer, encoder and teacher")
+    if remaining:
+        raise ConfigError(
+            f"settings for {', '.join(sorted(remaining))}: only featurizer, encoder and teacher"
+        )
     return notes
 
 

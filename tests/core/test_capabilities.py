@@ -401,3 +401,31 @@ def test_the_pooled_encoder_really_has_no_per_residue_output(tmp_path: Path):
     graphs = featurize(Path(__file__).parents[2] / "core/protsteps/examples/structures/1A8O.cif")
     output = PooledEncoder(_Width(), BuildContext())(collate(list(graphs)))
     assert output.node is None and output.graph.shape == (len(graphs), 8)
+
+
+def test_embed_per_residue_refuses_an_encoder_without_it_before_featurizing(
+    catalog, tmp_path, small_structures
+):
+    from protsteps.downstream import embed
+    from protsteps.export import encoder_record
+
+    config = load_run_config(
+        None,
+        catalog,
+        components={"encoder": "pooled", "teacher": "none", "scheme": "joint"},
+        tasks=["protein_norm"],
+    )
+    composition = compose(config, catalog)
+    path = tmp_path / "encoder.pt"
+    torch.save(encoder_record(composition.model.encoder, composition.config, None), path)
+    cache = tmp_path / "graphs"
+    with pytest.raises(CompositionError) as caught:
+        embed(small_structures[:1], path, per_residue=True, cache_dir=cache, catalog=catalog)
+    assert str(caught.value) == (
+        "embed --per-residue needs per-residue embeddings (EncoderOutput.node) from the encoder, which "
+        "encoder 'pooled' does not offer (it offers: per_protein)"
+    )
+    assert not cache.exists()
+    # per-protein embeddings are what it offers
+    result = embed(small_structures[:1], path, cache_dir=cache, catalog=catalog)
+    assert result.embeddings.shape == (1, 8)
