@@ -101,6 +101,14 @@ class TrainingData:
         self.sampler.set_epoch(epoch)
         return len(self.sampler)
 
+    def epoch_steps(self, epochs: int) -> list[int]:
+        """This process's batches in each of ``epochs`` epochs. Without a residue budget every
+        epoch has the same number (counted once); with one, each epoch is packed and counted
+        (about 0.1 ms per epoch per hundred chains)."""
+        if self.sampler.max_residues == 0:
+            return [self.steps_in_epoch(0)] * epochs
+        return [self.steps_in_epoch(epoch) for epoch in range(epochs)]
+
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         """This process's batches of ``epoch`` from position ``start`` on."""
         self.sampler.set_epoch(epoch)
