@@ -9,19 +9,21 @@ Reading rules (both readers): the first model; per atom the highest-occupancy al
 location; residues in file order (insertion codes included); modified amino acids mapped to
 their parent (``MSE -> M``), unknown ones to ``X``; waters, ligands, ions and nucleic acids
 left out; residues without a CA atom skipped, residues missing N or C kept (their angles
-are masked). See ``docs/structures.md``.
+are masked). A file cut short or malformed is refused whole, never read in part; a file or
+gzip content over ``max_bytes`` (1 GiB) is refused. See ``docs/structures.md``.
 """
 
 from __future__ import annotations
 
 from ._chain import BACKBONE_ATOMS, Chain, ResidueRecords, assemble_chains
 from ._geometry import MAX_PEPTIDE_BOND, backbone_dihedrals, dihedral, peptide_bonds
-from ._io import SUFFIXES, is_structure_path, split_selection
+from ._io import DEFAULT_MAX_BYTES, SUFFIXES, is_structure_path, split_selection
 from ._read import READERS, Reader, read_chains, read_chains_from_bytes
 from ._residues import STANDARD, parent_letter
 
 __all__ = [
     "BACKBONE_ATOMS",
+    "DEFAULT_MAX_BYTES",
     "MAX_PEPTIDE_BOND",
     "READERS",
     "STANDARD",
