@@ -423,6 +423,8 @@ def finetune(
     :class:`FinetuneResult` with the ``metrics.json`` document.
     """
     config = config or FinetuneConfig()
+    # the head and metric are looked up before any work: a wrong name leaves no folder
+    check_names(catalog or default_catalog(), config, data)
     with run_folder_lock(Path(out), "finetune"), using_threads(config.threads) as threads:
         return _finetune(
             data,
@@ -461,10 +463,7 @@ def _finetune(
         backbone = scratch_backbone(scratch or load_run_config(None, catalog), catalog)
     else:
         backbone = load_backbone(pretrained, catalog)
-    # the head and metric are looked up before any work: a wrong name costs no featurizing
     head_entry = catalog.extensions.get("head", config.head)
-    if config.metric:
-        task_metrics(catalog, config, config.task == "multi" or any(len(r.labels) > 1 for r in data.rows))
     backbone.to(device)
     for note in backbone.notes:
         display.message(note)
@@ -749,6 +748,14 @@ def describe_head(head: nn.Module) -> dict[str, Any]:
     """What ``head.pt`` records of a head's shape: its ``describe()``, when it has one."""
     describe = getattr(head, "describe", None)
     return dict(describe()) if callable(describe) else {}
+
+
+def check_names(catalog: Catalog, config: FinetuneConfig, data: LabelledSet) -> None:
+    """Refuse an unknown ``[finetune] head`` or ``metric``, or a metric of the other kind of
+    task, before anything is featurized or written."""
+    catalog.extensions.get("head", config.head)
+    if config.metric:
+        task_metrics(catalog, config, config.task == "multi" or any(len(r.labels) > 1 for r in data.rows))
 
 
 def task_metrics(

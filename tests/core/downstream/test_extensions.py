@@ -334,7 +334,7 @@ def test_finetune_uses_the_named_head_and_metric(small_structures, graph_cache, 
             catalog=catalog,
             show_progress=False,
         )
-    assert not (tmp_path / "run2" / "featurize-report.json").exists()  # refused before featurizing
+    assert not (tmp_path / "run2").exists()  # refused before anything is featurized or written
 
 
 # ---------------------------------------------------------------------------- commands
