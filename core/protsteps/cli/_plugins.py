@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..capabilities import describe_entry
 from ..config import fields_of
+from ..extensions import EXTENSION_KINDS, ExtensionEntry
 from ..registry import default_catalog
 from ._app import app, command_clashes, console, err_console, own_commands
 
@@ -67,13 +68,21 @@ def plugins(
 @plugins_app.command("show")
 def show(
     kind: Annotated[
-        str, typer.Argument(help="featurizer, encoder, task, teacher or scheme.", metavar="KIND")
+        str,
+        typer.Argument(
+            help="featurizer, encoder, task, teacher or scheme; or head, label_format, metric, "
+            "embeddings_writer, callback or command.",
+            metavar="KIND",
+        ),
     ],
     name: Annotated[str, typer.Argument(help="The component's name.", metavar="NAME")],
 ) -> None:
-    """Show one component's config fields: type, default and help."""
+    """Show one component's config fields: type, default and help (or what an extension declares)."""
     catalog = default_catalog()
     report_failures()
+    if kind.replace("-", "_") in EXTENSION_KINDS:
+        _show_extension(catalog.extensions.get(kind.replace("-", "_"), name))
+        return
     entry = catalog.get(kind, name)
     console.print(
         f"[bold]{entry.kind} {entry.name}[/]  (plugin {entry.plugin} {entry.version})\n"
@@ -118,3 +127,24 @@ def _declarations(info: dict[str, Any], kind: str) -> list[str]:
         auto = info.get("auto")
         lines.append(f"auto: {'not tried' if auto is None else f'tried at place {auto} (lower first)'}")
     return lines
+
+
+def _show_extension(entry: ExtensionEntry) -> None:
+    """A head, label format, metric, writer, callback or command: who registered it, and
+    what it declares (a format's options, a metric's task, a writer's suffix)."""
+    label = EXTENSION_KINDS[entry.kind][2]
+    console.print(
+        f"[bold]{label} {entry.name}[/]  (plugin {entry.plugin} {entry.version})\n{escape(entry.description)}",
+        highlight=False,
+    )
+    details = {
+        k: v
+        for k, v in entry.as_json().items()
+        if k not in ("kind", "name", "plugin", "version", "description")
+    }
+    for key, value in details.items():
+        if key == "options":
+            shown = ", ".join(f"--{o.replace('_', '-')}" for o in value) or "none"
+        else:
+            shown = str(value)
+        console.print(f"  {key}: {shown}", highlight=False, markup=False)

@@ -403,3 +403,12 @@ def test_the_embeddings_command_shows_and_converts(tmp_path, capsys):
     assert np.array_equal(load_embeddings(tmp_path / "f.npz").embeddings, _embeddings().embeddings)
     assert main(["embeddings", "convert", str(tmp_path / "e.npz"), str(tmp_path / "f.txt")]) != 0
     assert "the file name must end in .npz or .parquet" in capsys.readouterr().err
+
+
+def test_plugins_show_describes_an_extension(capsys):
+    assert main(["plugins", "show", "label_format", "protfunct"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("label format protfunct  (plugin downstream ")
+    assert "  options: --structures, --label-column\n  needs_structures: True\n" in out
+    assert main(["plugins", "show", "metric", "macro_f"]) != 0
+    assert "unknown metric 'macro_f'. Did you mean 'macro_f1'?" in capsys.readouterr().err
