@@ -4,11 +4,13 @@
 >>> graphs = protsteps.featurize("1abc.pdb")                   # doctest: +SKIP
 >>> graphs = protsteps.featurize("1abc.pdb:A", knn=16)         # doctest: +SKIP
 
-:func:`featurize_many` runs a featurizer over many files (in worker processes if asked),
-stores each chain's graph in a cache keyed by the file's bytes, the featurizer's name,
-version and config, the chain selection and the cache format, and returns a
-:class:`FeaturizeReport` of what worked and why the rest did not. A file that cannot be
-used never stops the run; it becomes a ``failed`` row with a reason.
+:func:`featurize_many` runs a featurizer over many inputs (files, folders, list files, tar
+archives, FoldComp databases; in worker processes if asked), keeps each input's result in
+the graph store (:mod:`protsteps.store`) under a key made of everything that decides it
+(the bytes, what the name decides, the featurizer's name, version, code and config, the
+chain selection, the reader), and returns a :class:`FeaturizeReport` of what worked and why
+the rest did not. An input that cannot be used never stops the run; it becomes a ``failed``
+row with a reason.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import hashlib
-import io
 import json
 import multiprocessing
 import os
@@ -29,7 +30,7 @@ import torch
 
 from .config import to_dict
 from .errors import ProtstepsError, StructureError
-from .files import atomic_write_bytes, atomic_write_text
+from .files import atomic_write_text
 from .graph import ProteinGraph
 from .registry import Catalog, default_catalog
 from .sources import (
@@ -44,6 +45,7 @@ from .sources import (
     split_member,
     split_member_selection,
 )
+from .store import GraphStore, IndexRow, encode_record
 from .structure import Reader, is_structure_path, read_chains_from_bytes, split_selection
 
 __all__ = [
@@ -59,10 +61,7 @@ __all__ = [
 
 #: bump when the cached layout changes, so old entries are not reused (changes to the reading
 #: or featurizing code need no bump: their source is fingerprinted into every key)
-CACHE_FORMAT = 2
-
-#: the first bytes of a cache entry file: the layout, then the SHA-256 of the payload
-_ENTRY_MAGIC = b"protsteps-graphs-2\n"
+CACHE_FORMAT = 3
 
 
 def featurize(
@@ -244,110 +243,8 @@ def _featurize_bytes(
 # ---------------------------------------------------------------------------- cache
 
 
-class GraphCache:
-    """Featurized chains on disk, addressed by content.
-
-    One file per featurized input, ``root/ab/<file key>.pt``: a header line naming the
-    layout, the SHA-256 of the payload, then the payload, a ``torch.save``d dict
-    ``{"format", "source", "chains": [{"chain", "residues", "graph"}], "errors"}`` where each
-    ``graph`` is ``ProteinGraph.to_dict()``, loadable with ``torch.load(weights_only=True)``.
-    A chain's key is ``<file key>:<chain id>``. Inputs that failed get an entry too (no
-    chains, the reasons), since the failure follows from the bytes, their name and the
-    config alone.
-
-    Entries are written atomically (temporary file + rename) but not fsynced. An entry whose
-    payload does not match its checksum (a bit flip, a torn write after a power failure) is
-    a miss: it is rebuilt, and :attr:`damaged` counts it.
-    """
-
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        self.root = Path(root) if root else default_cache_dir()
-        #: entries found damaged (checksum mismatch, unreadable) by this object
-        self.damaged = 0
-
-    def entry_path(self, key: str) -> Path:
-        """The file of an entry, from a file key or a chain key."""
-        file_key_ = key.split(":", 1)[0]
-        return self.root / file_key_[:2] / f"{file_key_}.pt"
-
-    def check_writable(self) -> None:
-        """Refuse, in one line, a cache folder that cannot be created or written."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:
-            raise ProtstepsError(
-                f"cache folder {self.root} is a file; pass --cache-dir with a folder"
-            ) from None
-        except OSError as exc:
-            raise ProtstepsError(
-                f"cache folder {self.root} cannot be created ({exc.strerror or exc}); pass --cache-dir "
-                "with a folder you can write"
-            ) from None
-        if not os.access(self.root, os.W_OK | os.X_OK):
-            raise ProtstepsError(
-                f"cache folder {self.root} is not writable; pass --cache-dir with a folder you can write"
-            )
-
-    def load_entry(self, key: str) -> dict[str, Any] | None:
-        """The entry of a file key, or ``None`` when there is none or it is damaged (then
-        :attr:`damaged` goes up by one)."""
-        try:
-            blob = self.entry_path(key).read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError:
-            self.damaged += 1
-            return None
-        entry = _unpack_entry(blob)
-        if entry is None:
-            self.damaged += 1
-        return entry
-
-    def store_entry(
-        self, key: str, source: str, graphs: Sequence[ProteinGraph], errors: Sequence[str]
-    ) -> None:
-        entry = {
-            "format": CACHE_FORMAT,
-            "source": source,
-            "chains": [{"chain": g.chain_id, "residues": g.num_nodes, "graph": g.to_dict()} for g in graphs],
-            "errors": list(errors),
-        }
-        buffer = io.BytesIO()
-        torch.save(entry, buffer)
-        payload = buffer.getvalue()
-        header = _ENTRY_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
-        atomic_write_bytes(self.entry_path(key), header + payload, fsync=False)
-
-    def load_graph(self, key: str) -> ProteinGraph:
-        """The graph of a chain key (``<file key>:<chain id>``)."""
-        file_key_, _, chain_id = key.partition(":")
-        entry = self.load_entry(file_key_)
-        if entry is not None:
-            for chain in entry["chains"]:
-                if chain["chain"] == chain_id:
-                    return ProteinGraph.from_dict(chain["graph"])
-        state = "damaged" if self.entry_path(key).exists() else "missing"
-        raise ProtstepsError(
-            f"cache entry {key} is {state} in {self.root}; run protsteps featurize again to rebuild it"
-        )
-
-
-def _unpack_entry(blob: bytes) -> dict[str, Any] | None:
-    """The entry in a cache file's bytes, or ``None`` when the header, the checksum or the
-    payload is not right."""
-    if not blob.startswith(_ENTRY_MAGIC):
-        return None
-    start = len(_ENTRY_MAGIC)
-    checksum, payload = blob[start : start + 64], blob[start + 65 :]
-    if blob[start + 64 : start + 65] != b"\n" or hashlib.sha256(payload).hexdigest().encode() != checksum:
-        return None
-    try:
-        entry = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-    except Exception:
-        return None
-    if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT:
-        return None
-    return entry
+#: the featurize cache is the graph store (one name kept for code written against it)
+GraphCache = GraphStore
 
 
 def name_rules(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -403,6 +300,11 @@ class FileResult:
     cached: bool = False
     #: its cache entry was there but damaged, and was rebuilt
     damaged: bool = False
+    #: the input's file key and the SHA-256 of its bytes (empty for inputs never read)
+    key: str = ""
+    content: str = ""
+    #: a new result's encoded record, for the calling process to store
+    record: bytes | None = None
 
 
 @dataclasses.dataclass
@@ -634,7 +536,7 @@ def _init_worker(
         spec=spec,
         identity=spec.identity(),
         featurizer=spec.build(),
-        cache=GraphCache(cache_root),
+        cache=GraphStore(cache_root),
         reader=reader,
         refresh=refresh,
     )
@@ -645,8 +547,9 @@ def _label(item: str | Item) -> str:
 
 
 def _process(item: str | Item) -> FileResult:
-    """Featurize one input (a file spec, or a member read out of a container) through the
-    cache; never raises for a bad file."""
+    """Featurize one input (a file spec, or a member read out of a container) unless the
+    store holds it; never raises for a bad file. A new result comes back with its encoded
+    record, which the calling process writes to the store."""
     spec_text = _label(item)
     try:
         return _process_unguarded(item)
@@ -660,49 +563,94 @@ def _process(item: str | Item) -> FileResult:
         )
 
 
+def _item_key(item: str | Item, content: str) -> str:
+    file, selection = split_selection(_label(item))
+    names = name_rules(file) if isinstance(item, str) else item_name_rules(item)
+    return file_key(content, _STATE["identity"], selection, _STATE["reader"], names)
+
+
 def _process_unguarded(item: str | Item) -> FileResult:
     from .structure._io import read_bytes
 
-    cache: GraphCache = _STATE["cache"]
+    store: GraphStore = _STATE["cache"]
     spec_text = _label(item)
     file, selection = split_selection(spec_text)
-    if isinstance(item, str):
-        data, names = read_bytes(file), name_rules(file)
-    else:  # a container's member: its bytes came with it; the key holds the stored form
-        data, names = item.data, item_name_rules(item)
-    key = file_key(hashlib.sha256(data).hexdigest(), _STATE["identity"], selection, _STATE["reader"], names)
-    damaged = cache.damaged
-    entry = None if _STATE.get("refresh") else cache.load_entry(key)
-    if entry is not None:
-        return _from_entry(spec_text, key, entry)
+    data = read_bytes(file) if isinstance(item, str) else item.data
+    content = hashlib.sha256(data).hexdigest()
+    key = _item_key(item, content)
+    damaged = store.damaged
+    row = None if _STATE.get("refresh") else store.verify(key)
+    if row is not None:
+        return _from_row(spec_text, key, row, content)
     if not isinstance(item, str):
         data = decode_item(item)
     try:
         graphs, errors = _featurize_bytes(_STATE["featurizer"], file, data, selection, _STATE["reader"])
     except StructureError as exc:
         graphs, errors = [], [str(exc)]
-    cache.store_entry(key, str(file), graphs, errors)
     rows = [
         {"source": spec_text, "chain": g.chain_id, "residues": g.num_nodes, "key": chain_key(key, g.chain_id)}
         for g in graphs
     ]
-    return FileResult(spec_text, rows, errors, damaged=cache.damaged > damaged)
+    return FileResult(
+        spec_text,
+        rows,
+        errors,
+        damaged=store.damaged > damaged,
+        key=key,
+        content=content,
+        record=encode_record(str(file), graphs, errors),
+    )
 
 
-def _from_entry(spec_text: str, key: str, entry: dict[str, Any]) -> FileResult:
-    # The entry may have been made from another copy of the same bytes: name this one.
-    old, new = entry.get("source", ""), str(split_selection(spec_text)[0])
-    errors = [e.replace(old, new) if old else e for e in entry.get("errors", [])]
+def _from_row(spec_text: str, key: str, row: IndexRow, content: str = "") -> FileResult:
+    # The record may have been made from another copy of the same bytes: name this one.
+    old, new = row.source, str(split_selection(spec_text)[0])
+    errors = [e.replace(old, new) if old else e for e in row.errors]
     rows = [
-        {
-            "source": spec_text,
-            "chain": c["chain"],
-            "residues": c["residues"],
-            "key": chain_key(key, c["chain"]),
-        }
-        for c in entry.get("chains", [])
+        {"source": spec_text, "chain": chain, "residues": residues, "key": chain_key(key, chain)}
+        for chain, residues in row.chains
     ]
-    return FileResult(spec_text, rows, errors, cached=True)
+    return FileResult(spec_text, rows, errors, cached=True, key=key, content=content)
+
+
+class _MainSide:
+    """What the calling process does around the workers: answer inputs the store already
+    holds without a worker (an unchanged file's hash comes from the store's input memo, so
+    the file is not even read), write the records workers send back, remember file hashes."""
+
+    def __init__(self, store: GraphStore, refresh: bool) -> None:
+        self.store, self.refresh = store, refresh
+        self.stats: dict[str, tuple[Path, tuple[int, int, int, int] | None]] = {}
+        self.damaged: set[str] = set()
+
+    def answer(self, item: str | Item) -> FileResult | None:
+        label = _label(item)
+        if isinstance(item, str):
+            file = split_selection(item)[0]
+            content, signature = self.store.known_hash(file)
+            self.stats[label] = (file, signature)
+        else:
+            content = hashlib.sha256(item.data).hexdigest()
+        if self.refresh or content is None:
+            return None
+        key = _item_key(item, content)
+        damaged = self.store.damaged
+        row = self.store.verify(key)
+        if self.store.damaged > damaged:
+            self.damaged.add(label)
+        return _from_row(label, key, row, content) if row is not None else None
+
+    def keep(self, result: FileResult) -> None:
+        result.damaged = result.damaged or result.source in self.damaged
+        stat = self.stats.pop(result.source, None)
+        if stat is not None and result.content:
+            self.store.remember_hash(stat[0], stat[1], result.content)
+        if result.record is not None:
+            chains = [[row["chain"], row["residues"]] for row in result.ok]
+            source = str(split_selection(result.source)[0])
+            self.store.put(result.key, result.record, chains, result.errors, source)
+            result.record = None
 
 
 def featurize_many(
@@ -757,13 +705,31 @@ def featurize_many(
         if on_result is not None:
             on_result(result)
 
-    if workers <= 1 or (len(specs) <= 1 and not plan.containers):
-        _init_worker(spec, str(cache.root), reader, threads=0, refresh=refresh)
+    main = _MainSide(cache, refresh)
+    _STATE.update(identity=spec.identity(), reader=reader)  # what _MainSide.answer needs to make keys
+
+    def kept(result: FileResult) -> None:
+        main.keep(result)
+        record(result)
+
+    def misses() -> Iterator[str | Item]:
         for item in plan.items():
-            record(_process(item))
-    else:
-        initargs = (spec, str(cache.root), reader, 1, refresh)
-        run_in_processes(plan.items(), _process, _init_worker, initargs, workers, record)
+            answered = main.answer(item)
+            if answered is None:
+                yield item
+            else:
+                kept(answered)
+
+    try:
+        if workers <= 1 or (len(specs) <= 1 and not plan.containers):
+            _init_worker(spec, str(cache.root), reader, threads=0, refresh=refresh)
+            for item in misses():
+                kept(_process(item))
+        else:
+            initargs = (spec, str(cache.root), reader, 1, refresh)
+            run_in_processes(misses(), _process, _init_worker, initargs, workers, kept)
+    finally:
+        cache.flush()
 
     ok: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = list(failed_inputs)

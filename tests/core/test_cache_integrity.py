@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from protsteps.cli import main
 from protsteps.errors import ProtstepsError
@@ -63,28 +64,36 @@ def test_one_content_under_different_names_gives_each_name_its_own_result(same_b
     assert report.cache_hits == len(same_bytes)
 
 
-def _flip_a_byte(path: Path, offset_from_end: int = 100) -> None:
-    data = bytearray(path.read_bytes())
-    data[-offset_from_end] ^= 0x01
-    path.write_bytes(bytes(data))
+def _record_position(cache: Path, key: str) -> tuple[Path, int, int]:
+    row = GraphCache(cache).lookup(key)
+    assert row is not None
+    return cache / "shards" / row.shard, row.offset, row.length
+
+
+def _flip_a_byte(cache: Path, key: str, offset_from_end: int = 100) -> None:
+    shard, offset, length = _record_position(cache, key)
+    data = bytearray(shard.read_bytes())
+    data[offset + length - offset_from_end] ^= 0x01
+    shard.write_bytes(bytes(data))
 
 
 def test_a_damaged_entry_is_a_counted_miss_and_is_rebuilt(tmp_path, structures_dir, capsys):
     source = structures_dir / "masif" / "1A2K_AB.pdb.gz"
     cache = tmp_path / "cache"
     first = featurize_many([source], cache_dir=cache)
-    entry = GraphCache(cache).entry_path(first.ok[0]["key"])
-    before = entry.read_bytes()
-    _flip_a_byte(entry)  # one bit, inside the tensors' bytes: torch.load alone would not notice
-    assert GraphCache(cache).load_entry(first.ok[0]["key"]) is None
+    key = first.ok[0]["key"]
+    before = GraphCache(cache).load_graph(key)
+    _flip_a_byte(cache, key)  # one bit, inside the tensors' bytes: nothing but the checksum notices
+    assert GraphCache(cache).load_entry(key) is None
     again = featurize_many([source], cache_dir=cache)
     assert again.cache_hits == 0 and again.cache_damaged == 1
     assert again.to_json()["cache"] == {"hits": 0, "damaged_rebuilt": 1}
-    assert again.ok == first.ok and entry.read_bytes() == before, "rebuilt exactly"
+    after = GraphCache(cache).load_graph(key)
+    assert again.ok == first.ok and torch.equal(after.edge_attr, before.edge_attr), "rebuilt exactly"
     # a training read of a damaged entry names it and the way out
-    _flip_a_byte(entry)
+    _flip_a_byte(cache, key)
     with pytest.raises(ProtstepsError, match=r"is damaged in .*run protsteps featurize again"):
-        GraphCache(cache).load_graph(first.ok[0]["key"])
+        GraphCache(cache).load_graph(key)
     # the CLI says how many it rebuilt
     out = tmp_path / "run"
     assert main(["featurize", str(source), "--out", str(out), "--cache-dir", str(cache)]) == 0
@@ -116,8 +125,8 @@ def test_refresh_rebuilds_every_entry(tmp_path, structures_dir):
     source = structures_dir / "masif" / "1A2K_AB.pdb.gz"
     cache = tmp_path / "cache"
     first = featurize_many([source], cache_dir=cache)
-    entry = GraphCache(cache).entry_path(first.ok[0]["key"])
-    entry.write_bytes(b"stale")  # stands for an entry made by other code
+    shard, _, _ = _record_position(cache, first.ok[0]["key"])
+    shard.write_bytes(b"stale")  # stands for an entry made by other code
     assert featurize_many([source], cache_dir=cache, refresh=True).cache_hits == 0
     assert GraphCache(cache).load_entry(first.ok[0]["key"]) is not None
     out = tmp_path / "run"
@@ -173,19 +182,19 @@ def test_unusable_cache_and_output_folders_are_one_line_errors(tmp_path, structu
     a_file.write_text("x")
     with pytest.raises(ProtstepsError, match=r"cache folder .*a_file is a file"):
         featurize_many([source], cache_dir=a_file)
-    assert main(["featurize", str(source), "--out", str(tmp_path / "run"), "--cache-dir", str(a_file)]) == 1
+    assert main(["featurize", str(source), "--out", str(tmp_path / "run"), "--cache-dir", str(a_file)]) == 2
     err = capsys.readouterr().err
     assert "is a file; pass --cache-dir" in err and "Traceback" not in err
-    assert main(["featurize", str(source), "--out", str(a_file), "--cache-dir", str(tmp_path / "c")]) == 1
+    assert main(["featurize", str(source), "--out", str(a_file), "--cache-dir", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert f"--out {a_file}: is a file, not a folder" in err and "Traceback" not in err
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.pt")), "refused before any work"
 
 
-def test_entries_hold_their_checksum(tmp_path, structures_dir):
+def test_records_hold_their_checksum_and_no_pickle(tmp_path, structures_dir):
     report = featurize_many([structures_dir / "biopython" / "1A8O.cif"], cache_dir=tmp_path)
-    blob = GraphCache(tmp_path).entry_path(report.ok[0]["key"]).read_bytes()
-    header, _, rest = blob.partition(b"\n")
-    checksum, _, payload = rest.partition(b"\n")
-    assert header == b"protsteps-graphs-2"
-    assert checksum.decode() == hashlib.sha256(payload).hexdigest()
+    shard, offset, length = _record_position(tmp_path, report.ok[0]["key"])
+    record = shard.read_bytes()[offset : offset + length]
+    assert record[:4] == b"PSG1"
+    assert GraphCache(tmp_path).lookup(report.ok[0]["key"]).sha256 == hashlib.sha256(record).hexdigest()
+    assert b"\x80\x02" not in record[:16] and b"PK" not in record[:4], "raw arrays, not a pickle or zip"

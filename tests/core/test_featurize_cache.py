@@ -102,8 +102,8 @@ def test_second_run_is_all_cache_hits_and_config_changes_make_new_entries(inputs
     assert {k: v for k, v in second.to_json().items() if k != "cache"} == {
         k: v for k, v in first.to_json().items() if k != "cache"
     }
-    assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == entries
-    assert not list(cache.rglob("*.tmp")), "atomic writes leave no temporary files"
+    assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == entries, "a rerun writes nothing"
+    assert not list(cache.rglob("*.tmp")), "committed shards leave no temporary files"
     changed = featurize_many([inputs], config={"radius": 8.0}, cache_dir=cache)
     assert changed.cache_hits == 0
     assert not {r["key"] for r in changed.ok} & {r["key"] for r in first.ok}
@@ -115,7 +115,7 @@ def test_cache_entries_load_with_weights_only(tmp_path, structures_dir):
     report = featurize_many([path], cache_dir=tmp_path, config={"knn": 4, "rbf": 4})
     direct = protsteps.featurize(path, knn=4, rbf=4)
     for row, graph in zip(report.ok, direct, strict=True):
-        entry = GraphCache(tmp_path).load_entry(row["key"])  # torch.load(weights_only=True) inside
+        entry = GraphCache(tmp_path).load_entry(row["key"])  # checked, no pickle
         assert entry is not None
         (data,) = [c["graph"] for c in entry["chains"] if c["chain"] == row["chain"]]
         cached = ProteinGraph.from_dict(data)
@@ -139,10 +139,12 @@ def test_content_addressed_across_names_and_recovers_from_a_damaged_index(tmp_pa
     selected = featurize_many([f"{one}:B"], cache_dir=cache)
     assert selected.cache_hits == 0 and [r["chain"] for r in selected.ok] == ["B"]
     # an entry deleted or damaged behind the cache's back is rebuilt, not reported as a hit
-    GraphCache(cache).entry_path(first.ok[0]["key"]).unlink()
+    row = GraphCache(cache).lookup(first.ok[0]["key"])
+    (cache / "shards" / row.shard).unlink()
     again = featurize_many([one], cache_dir=cache)
     assert again.cache_hits == 0 and len(again.ok) == 2
-    GraphCache(cache).entry_path(first.ok[0]["key"]).write_bytes(b"half a zip")
+    row = GraphCache(cache).lookup(first.ok[0]["key"])
+    (cache / "shards" / row.shard).write_bytes(b"half a zip")
     again = featurize_many([one], cache_dir=cache)
     assert again.cache_hits == 0 and len(again.ok) == 2
     assert featurize_many([one], cache_dir=cache).cache_hits == 1

@@ -1,0 +1,495 @@
+"""The graph store: featurized chains in shard files, found through an SQLite index.
+
+Layout of a store folder (``--cache-dir``)::
+
+    index.sqlite            entries: key -> shard, offset, length, SHA-256, chains, errors
+                            inputs:  path, size, mtime, ctime, inode -> SHA-256 of the bytes
+    shards/<name>.pgs       records, one per featurized input, back to back
+
+A **record** is one input's result: the chains it gave (each a
+:class:`~protsteps.ProteinGraph`) and the reasons for what it could not give. It is a
+small JSON header followed by each tensor's raw bytes (8-byte aligned)::
+
+    b"PSG1" | u32 header length | header JSON | padding | tensor bytes ...
+
+so reading a graph back is one slice of a memory-mapped shard, one checksum, one JSON parse
+and ``torch.frombuffer`` per field: no pickle, nothing executed. The index row of a record
+holds what a report needs (chain ids, residue counts, errors), so a featurize over inputs
+already in the store reads no graph at all, and the ``inputs`` table (keyed by a file's
+path, size, times and inode) spares it from reading and hashing unchanged files again.
+
+Writes: records are appended to a shard open in this process (``*.pgs.tmp``); a shard is
+committed (renamed, then its rows inserted in one transaction) when it reaches
+:data:`SHARD_RECORDS` records or :data:`SHARD_BYTES` bytes, after :data:`SHARD_SECONDS`, and
+on :meth:`GraphStore.flush`. A killed process loses at most its open shard; what was
+committed stays. Several processes (``torchrun`` ranks, SLURM array tasks) may write one
+store at once: each writes its own shards, and SQLite serialises the index updates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import sqlite3
+import struct
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ProtstepsError
+from .graph import ProteinGraph
+
+__all__ = [
+    "GraphStore",
+    "IndexRow",
+    "SHARD_BYTES",
+    "SHARD_RECORDS",
+    "SHARD_SECONDS",
+    "decode_record",
+    "encode_record",
+]
+
+#: commit a shard after this many records, bytes or seconds, whichever comes first
+SHARD_RECORDS = 4096
+SHARD_BYTES = 256 << 20
+SHARD_SECONDS = 60.0
+#: shards kept memory-mapped at once by one reading process
+OPEN_SHARDS = 64
+
+_MAGIC = b"PSG1"
+_HOST = "".join(c if c.isalnum() or c == "-" else "_" for c in os.uname().nodename) or "host"
+_STRINGS = ("source", "chain_id", "sequence")
+_DTYPES = {
+    str(t).removeprefix("torch."): t
+    for t in (
+        torch.float32,
+        torch.float64,
+        torch.int64,
+        torch.int32,
+        torch.bool,
+        torch.float16,
+        torch.bfloat16,
+        torch.uint8,
+    )
+}
+
+
+def encode_record(source: str, graphs: Sequence[ProteinGraph], errors: Sequence[str]) -> bytes:
+    """One input's result as record bytes (see the module docs)."""
+    blobs: list[bytes] = []
+    offset = 0
+    chains = []
+    for graph in graphs:
+        fields = {}
+        for name, value in graph.to_dict().items():
+            if name in _STRINGS:
+                continue
+            tensor = value.detach().cpu().contiguous()
+            data = (
+                tensor.numpy().tobytes()
+                if tensor.dtype != torch.bfloat16
+                else tensor.view(torch.int16).numpy().tobytes()
+            )
+            pad = (-offset) % 8
+            if pad:
+                blobs.append(b"\0" * pad)
+                offset += pad
+            fields[name] = [str(tensor.dtype).removeprefix("torch."), list(tensor.shape), offset, len(data)]
+            blobs.append(data)
+            offset += len(data)
+        chains.append(
+            {
+                "chain": graph.chain_id,
+                "residues": graph.num_nodes,
+                "sequence": graph.sequence,
+                "source": graph.source,
+                "fields": fields,
+            }
+        )
+    header = json.dumps(
+        {"source": source, "errors": list(errors), "chains": chains}, separators=(",", ":")
+    ).encode()
+    head = _MAGIC + struct.pack("<I", len(header)) + header
+    head += b"\0" * ((-len(head)) % 8)
+    return head + b"".join(blobs)
+
+
+def decode_record(record: bytes | bytearray | memoryview, what: str = "record") -> dict[str, Any]:
+    """The entry in record bytes: ``{"source", "errors", "chains": [{"chain", "residues",
+    "graph"}]}`` with each ``graph`` a :class:`~protsteps.ProteinGraph`'s dict. Raises
+    ``ValueError`` naming ``what`` when the bytes are not a record."""
+    view = memoryview(record)
+    if bytes(view[:4]) != _MAGIC or len(view) < 8:
+        raise ValueError(f"{what}: not a protsteps graph record")
+    (length,) = struct.unpack("<I", view[4:8])
+    header = json.loads(bytes(view[8 : 8 + length]))
+    start = 8 + length
+    start += (-start) % 8
+    buffer = bytearray(view[start:])  # one writable copy the tensors share
+    chains = []
+    for chain in header["chains"]:
+        graph: dict[str, Any] = {
+            "source": chain["source"],
+            "chain_id": chain["chain"],
+            "sequence": chain["sequence"],
+        }
+        for name, (dtype, shape, offset, nbytes) in chain["fields"].items():
+            if offset + nbytes > len(buffer):
+                raise ValueError(f"{what}: field {name} lies beyond the record's end")
+            torch_dtype = _DTYPES[dtype]
+            if nbytes == 0:
+                graph[name] = torch.zeros(shape, dtype=torch_dtype)
+            elif torch_dtype == torch.bfloat16:
+                graph[name] = (
+                    torch.frombuffer(buffer, dtype=torch.int16, count=nbytes // 2, offset=offset)
+                    .view(torch.bfloat16)
+                    .reshape(shape)
+                )
+            else:
+                count = nbytes // torch.empty((), dtype=torch_dtype).element_size()
+                graph[name] = torch.frombuffer(buffer, dtype=torch_dtype, count=count, offset=offset).reshape(
+                    shape
+                )
+        chains.append({"chain": chain["chain"], "residues": chain["residues"], "graph": graph})
+    return {"source": header["source"], "errors": header["errors"], "chains": chains}
+
+
+class IndexRow:
+    """What the index knows of one record, without reading it."""
+
+    __slots__ = ("chains", "errors", "key", "length", "offset", "sha256", "shard", "source")
+
+    def __init__(
+        self,
+        key: str,
+        shard: str,
+        offset: int,
+        length: int,
+        sha256: str,
+        chains: str,
+        errors: str,
+        source: str,
+    ) -> None:
+        self.key, self.shard, self.offset, self.length, self.sha256 = key, shard, offset, length, sha256
+        self.chains: list[list[Any]] = json.loads(chains)  # [[chain id, residues], ...]
+        self.errors: list[str] = json.loads(errors)
+        self.source = source
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY, shard TEXT NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
+    sha256 TEXT NOT NULL, chains TEXT NOT NULL, errors TEXT NOT NULL, source TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inputs (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL, sha256 TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class _OpenShard:
+    def __init__(self, folder: Path) -> None:
+        self.name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.pgs"
+        self.temporary = folder / f"{self.name}.{_HOST}.{os.getpid()}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        self.handle = os.fdopen(os.open(self.temporary, flags, 0o666), "wb")
+        self.size = 0
+        self.rows: list[tuple[str, str, int, int, str, str, str, str]] = []
+        self.started = time.monotonic()
+
+
+class GraphStore:
+    """Featurized chains on disk, addressed by content (see the module docs).
+
+    ``load_entry``/``store_entry``/``load_graph`` address inputs by their *file key* and
+    chains by ``<file key>:<chain id>``. A record whose bytes do not match the SHA-256 in the
+    index is a miss (:attr:`damaged` counts it) and is rebuilt by the next featurize.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        from .featurize import default_cache_dir
+
+        self.root = Path(root) if root else default_cache_dir()
+        self.shards = self.root / "shards"
+        #: records found damaged (checksum mismatch, unreadable shard) by this object
+        self.damaged = 0
+        self._connection: sqlite3.Connection | None = None
+        self._pid = -1
+        self._maps: OrderedDict[str, tuple[Any, mmap.mmap]] = OrderedDict()
+        self._open: _OpenShard | None = None
+        self._memo: list[tuple[str, int, int, int, int, str]] = []
+
+    # ------------------------------------------------------------------ set-up
+
+    def check_writable(self) -> None:
+        """Create the store, or refuse in one line a folder that cannot be created or written."""
+        for folder in (self.root, self.shards):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except FileExistsError:
+                raise ProtstepsError(
+                    f"cache folder {folder} is a file; pass --cache-dir with a folder"
+                ) from None
+            except OSError as exc:
+                raise ProtstepsError(
+                    f"cache folder {folder} cannot be created ({exc.strerror or exc}); pass --cache-dir "
+                    "with a folder you can write"
+                ) from None
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise ProtstepsError(
+                    f"cache folder {folder} is not writable; pass --cache-dir with a folder you can write"
+                )
+        self._db()
+        self._remove_dead_temporaries()
+
+    def _db(self) -> sqlite3.Connection:
+        # one connection per process: a connection must not cross a fork (DataLoader workers)
+        if self._connection is None or self._pid != os.getpid():
+            self._maps = OrderedDict()
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                connection = sqlite3.connect(self.root / "index.sqlite", timeout=120, isolation_level=None)
+                connection.executescript(_SCHEMA)
+            except (sqlite3.Error, OSError) as exc:
+                raise ProtstepsError(
+                    f"{self.root / 'index.sqlite'}: cannot open the cache index ({exc}); delete it (the "
+                    "cache is rebuilt on demand) or pass another --cache-dir"
+                ) from None
+            self._connection, self._pid = connection, os.getpid()
+        return self._connection
+
+    def _remove_dead_temporaries(self) -> None:
+        # shards a killed writer left open: <name>.pgs.<host>.<pid>.tmp, written on this host
+        # by a process that is gone (a store on a shared file system may have writers elsewhere)
+        for path in self.shards.glob(f"*.{_HOST}.*.tmp"):
+            pid = path.name[: -len(".tmp")].rpartition(".")[2]
+            if pid.isdigit() and not _alive(int(pid)):
+                path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ reading
+
+    def lookup(self, key: str) -> IndexRow | None:
+        """The index row of a file key, or ``None``."""
+        try:
+            row = (
+                self._db()
+                .execute(
+                    "SELECT key, shard, offset, length, sha256, chains, errors, source FROM entries WHERE key = ?",
+                    (key.split(":", 1)[0],),
+                )
+                .fetchone()
+            )
+        except sqlite3.Error as exc:
+            raise ProtstepsError(
+                f"{self.root / 'index.sqlite'}: the cache index cannot be read ({exc})"
+            ) from None
+        return IndexRow(*row) if row else None
+
+    def _map(self, shard: str) -> mmap.mmap:
+        found = self._maps.get(shard)
+        if found is not None:
+            self._maps.move_to_end(shard)
+            return found[1]
+        handle = open(self.shards / shard, "rb")
+        try:
+            view = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # an empty file cannot be mapped
+            handle.close()
+            raise OSError(f"{shard} is empty") from None
+        self._maps[shard] = (handle, view)
+        while len(self._maps) > OPEN_SHARDS:
+            _, (old_handle, old_view) = self._maps.popitem(last=False)
+            old_view.close()
+            old_handle.close()
+        return view
+
+    def read_record(self, row: IndexRow) -> bytes | None:
+        """The record of an index row, checked against its SHA-256; ``None`` (and
+        :attr:`damaged` goes up) when the shard is missing, short or the bytes differ."""
+        try:
+            view = self._map(row.shard)
+            record = view[row.offset : row.offset + row.length]
+        except OSError:
+            self.damaged += 1
+            return None
+        if len(record) != row.length or hashlib.sha256(record).hexdigest() != row.sha256:
+            self.damaged += 1
+            return None
+        return record
+
+    def verify(self, key: str) -> IndexRow | None:
+        """The index row of a file key when its record is intact, else ``None``."""
+        row = self.lookup(key)
+        if row is None or self.read_record(row) is None:
+            return None
+        return row
+
+    def load_entry(self, key: str) -> dict[str, Any] | None:
+        """The decoded record of a file key (``{"source", "errors", "chains": [{"chain",
+        "residues", "graph"}]}``), or ``None`` when there is none or it is damaged."""
+        row = self.lookup(key)
+        if row is None:
+            return None
+        record = self.read_record(row)
+        if record is None:
+            return None
+        try:
+            return decode_record(record, f"{row.shard}@{row.offset}")
+        except (ValueError, KeyError, TypeError, RuntimeError):
+            self.damaged += 1
+            return None
+
+    def load_graph(self, key: str) -> ProteinGraph:
+        """The graph of a chain key (``<file key>:<chain id>``)."""
+        file_key, _, chain_id = key.partition(":")
+        entry = self.load_entry(file_key)
+        if entry is not None:
+            for chain in entry["chains"]:
+                if chain["chain"] == chain_id:
+                    return ProteinGraph.from_dict(chain["graph"])
+        state = "damaged in" if self.lookup(file_key) is not None else "missing from"
+        raise ProtstepsError(
+            f"cache entry {key} is {state} {self.root}; run protsteps featurize again to rebuild it"
+        )
+
+    # ------------------------------------------------------------------ input memo
+
+    def known_hash(self, path: Path) -> tuple[str | None, tuple[int, int, int, int] | None]:
+        """The SHA-256 recorded for ``path`` when its size, times and inode are unchanged,
+        and the stat signature to record otherwise."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return None, None
+        signature = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+        row = (
+            self._db()
+            .execute(
+                "SELECT size, mtime_ns, ctime_ns, inode, sha256 FROM inputs WHERE path = ?",
+                (str(path.resolve()),),
+            )
+            .fetchone()
+        )
+        if row and tuple(row[:4]) == signature:
+            return row[4], signature
+        return None, signature
+
+    def remember_hash(self, path: Path, signature: tuple[int, int, int, int] | None, sha256: str) -> None:
+        """Record ``sha256`` for ``path`` (written with the next commit). A file changed in
+        the last two seconds is not recorded: a change within the file system's time
+        resolution could go unseen."""
+        if signature is None or time.time_ns() - signature[1] < 2_000_000_000:
+            return
+        self._memo.append((str(path.resolve()), *signature, sha256))
+
+    # ------------------------------------------------------------------ writing
+
+    def store_entry(
+        self, key: str, source: str, graphs: Sequence[ProteinGraph], errors: Sequence[str]
+    ) -> None:
+        """Append one input's result (committed by :meth:`flush` or when the shard is full)."""
+        self.put(
+            key,
+            encode_record(source, graphs, errors),
+            [[g.chain_id, g.num_nodes] for g in graphs],
+            errors,
+            source,
+        )
+
+    def put(
+        self, key: str, record: bytes, chains: Iterable[Sequence[Any]], errors: Sequence[str], source: str
+    ) -> None:
+        """Append an encoded record (see :func:`encode_record`)."""
+        if self._open is None:
+            self.check_writable()
+            self._open = _OpenShard(self.shards)
+        shard = self._open
+        try:
+            shard.handle.write(record)
+        except OSError as exc:
+            raise ProtstepsError(f"{self.shards}: cannot write the cache ({exc.strerror or exc})") from None
+        shard.rows.append(
+            (
+                key,
+                shard.name,
+                shard.size,
+                len(record),
+                hashlib.sha256(record).hexdigest(),
+                json.dumps([list(c) for c in chains]),
+                json.dumps(list(errors)),
+                source,
+            )
+        )
+        shard.size += len(record)
+        if (
+            len(shard.rows) >= SHARD_RECORDS
+            or shard.size >= SHARD_BYTES
+            or time.monotonic() - shard.started >= SHARD_SECONDS
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the open shard and the remembered input hashes."""
+        shard, self._open = self._open, None
+        connection = self._db() if (shard is not None or self._memo) else None
+        if connection is None:
+            return
+        try:
+            if shard is not None:
+                shard.handle.flush()
+                os.fsync(shard.handle.fileno())
+                shard.handle.close()
+                os.replace(shard.temporary, self.shards / shard.name)
+            connection.execute("BEGIN IMMEDIATE")
+            if shard is not None:
+                connection.executemany(
+                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", shard.rows
+                )
+            connection.executemany("INSERT OR REPLACE INTO inputs VALUES (?, ?, ?, ?, ?, ?)", self._memo)
+            connection.execute("COMMIT")
+            self._memo = []
+        except (OSError, sqlite3.Error) as exc:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise ProtstepsError(f"{self.root}: cannot commit to the cache ({exc})") from None
+
+    def close(self) -> None:
+        """Commit what is open and release the index and shard maps."""
+        self.flush()
+        for handle, view in self._maps.values():
+            view.close()
+            handle.close()
+        self._maps.clear()
+        if self._connection is not None and self._pid == os.getpid():
+            self._connection.close()
+        self._connection = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # what a DataLoader worker needs: the folder; it opens its own connection and maps
+        return {"root": self.root}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["root"])  # type: ignore[misc]
+
+    def counts(self) -> tuple[int, int]:
+        """``(records, shards)`` in the index."""
+        records, shards = self._db().execute("SELECT COUNT(*), COUNT(DISTINCT shard) FROM entries").fetchone()
+        return int(records), int(shards)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,129 @@
+"""The graph store: shard files and an SQLite index, shared by processes, resumable after a
+kill, and a start over an unchanged corpus that reads no input file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import protsteps
+import protsteps.store as store_module
+from protsteps.data import GraphDataset, LengthBatchSampler
+from protsteps.featurize import featurize_many
+from protsteps.store import GraphStore, decode_record, encode_record
+
+NAMES = ("1A2K_C", "1AVX_B", "1BRS_A", "1ERN_A", "1ERN_B", "1EWY_A", "1F6M_A", "1A2K_AB")
+
+
+@pytest.fixture()
+def corpus(tmp_path, structures_dir) -> Path:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for name in NAMES:  # copy2 keeps the files' old times, as for a corpus made long ago
+        shutil.copy2(structures_dir / "masif" / f"{name}.pdb.gz", folder / f"{name}.pdb.gz")
+    return folder
+
+
+def test_records_round_trip_every_field(structures_dir):
+    graphs = protsteps.featurize(structures_dir / "masif" / "1A2K_AB.pdb.gz")
+    entry = decode_record(encode_record("x.pdb.gz", graphs, ["x.pdb.gz: chain C: too short"]))
+    assert entry["source"] == "x.pdb.gz" and entry["errors"] == ["x.pdb.gz: chain C: too short"]
+    for graph, chain in zip(graphs, entry["chains"], strict=True):
+        back = protsteps.ProteinGraph.from_dict(chain["graph"])
+        for name, value in graph.to_dict().items():
+            other = getattr(back, name)
+            if isinstance(value, torch.Tensor):
+                assert value.dtype == other.dtype and torch.equal(value, other), name
+            else:
+                assert value == other, name
+    with pytest.raises(ValueError, match="not a protsteps graph record"):
+        decode_record(b"\x80\x02not a record")
+
+
+def test_an_unchanged_corpus_is_answered_from_the_index_without_reading_a_file(corpus, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = featurize_many([corpus], cache_dir=cache)
+    records, shards = GraphStore(cache).counts()
+    assert records == len(NAMES) and shards == 1, "one run, one shard"
+    import protsteps.structure._io as io_module
+
+    reads: list[str] = []
+    original = io_module.read_bytes
+    monkeypatch.setattr(
+        io_module, "read_bytes", lambda path, *a, **k: reads.append(str(path)) or original(path, *a, **k)
+    )
+    second = featurize_many([corpus], cache_dir=cache)
+    assert reads == [] and second.cache_hits == len(NAMES)
+    assert second.ok == first.ok
+    # a file whose bytes change is read again (its size, times or inode differ)
+    changed = corpus / "1BRS_A.pdb.gz"
+    changed.write_bytes((corpus / "1ERN_A.pdb.gz").read_bytes())
+    third = featurize_many([corpus], cache_dir=cache)
+    assert reads == [str(changed)]
+    assert (
+        next(r for r in third.ok if r["source"] == str(changed))["key"]
+        == next(r for r in first.ok if r["source"] == str(corpus / "1ERN_A.pdb.gz"))["key"]
+    ), "the same bytes, the same entry"
+
+
+def test_two_processes_write_one_store_at_once(corpus, tmp_path):
+    cache = tmp_path / "cache"
+    files = sorted(str(p) for p in corpus.iterdir())
+    code = textwrap.dedent(
+        """
+        import sys
+        from protsteps.featurize import featurize_many
+        report = featurize_many(sys.argv[2:], cache_dir=sys.argv[1])
+        print(len(report.ok), report.cache_hits)
+        """
+    )
+    children = [
+        subprocess.Popen([sys.executable, "-c", code, str(cache), *part], stdout=subprocess.PIPE, text=True)
+        for part in (files[::2], files[1::2])
+    ]
+    outputs = [child.communicate(timeout=300)[0] for child in children]
+    assert all(child.returncode == 0 for child in children), outputs
+    union = featurize_many([corpus], cache_dir=cache)
+    assert union.cache_hits == len(NAMES)
+    assert GraphStore(cache).counts() == (len(NAMES), 2)
+
+
+def test_committed_shards_survive_a_kill_and_its_open_shard_is_cleared(structures_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "SHARD_RECORDS", 2)
+    graphs = protsteps.featurize(structures_dir / "masif" / "1BRS_A.pdb.gz")
+    store = GraphStore(tmp_path / "cache")
+    for index in range(5):
+        store.store_entry(f"{index:064x}", f"in/{index}.pdb", graphs, [])
+    # five records, shards of two: two committed, the fifth in an open shard when "killed"
+    (open_shard,) = list((tmp_path / "cache" / "shards").glob("*.tmp"))
+    reader = GraphStore(tmp_path / "cache")
+    assert [reader.lookup(f"{i:064x}") is not None for i in range(5)] == [True] * 4 + [False]
+    assert torch.equal(reader.load_graph(f"{3:064x}:{graphs[0].chain_id}").pos, graphs[0].pos)
+    # a later start removes the open shard of a writer that is gone (same host, dead pid)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = open_shard.with_name(
+        open_shard.name.replace(f".{os.getpid()}.tmp", f".{dead.stdout.strip()}.tmp")
+    )
+    open_shard.rename(stale)
+    GraphStore(tmp_path / "cache").check_writable()
+    assert not stale.exists()
+
+
+def test_dataloader_workers_read_the_store(corpus, tmp_path):
+    report = featurize_many([corpus], cache_dir=tmp_path / "cache")
+    dataset = GraphDataset.from_report(report)
+    sampler = LengthBatchSampler(dataset.lengths, max_residues=2000, seed=0)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=protsteps.collate, num_workers=2
+    )
+    seen = sorted((s, c) for batch in loader for s, c in zip(batch.sources, batch.chain_ids, strict=True))
+    assert seen == sorted((str(Path(r["source"])), r["chain"]) for r in report.ok)
