@@ -9,12 +9,14 @@
 
 Label formats: a manifest (:func:`read_manifest`), IEConv's ProtFunct (:func:`protfunct`)
 and DeepLoc with AlphaFold DB files (:func:`deeploc`); all give a :class:`LabelledSet`.
+They are registered label formats, as a plugin's are; :func:`read_labels` reads a file in
+any registered format by name.
 See ``docs/downstream.md``.
 """
 
 from __future__ import annotations
 
-from ._adapters import StructureIndex, deeploc, protfunct
+from ._adapters import StructureIndex, deeploc, protfunct, read_labels
 from ._embed import Embeddings, embed, load_embeddings
 from ._finetune import FinetuneConfig, FinetuneResult, finetune
 from ._labels import (
@@ -52,6 +54,7 @@ __all__ = [
     "load_embeddings",
     "macro_f1",
     "protfunct",
+    "read_labels",
     "read_manifest",
     "scratch_backbone",
     "stratified_split",
