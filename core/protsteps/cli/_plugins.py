@@ -61,7 +61,8 @@ def plugins(
         for x in extensions:
             table.add_row(x.kind.replace("_", " "), x.name, x.plugin, x.version, escape(x.description))
         console.print(table)
-    if catalog.conflicts:  # listed above without the names two plugins claim
+    # listed above without the names two plugins claim (or a plugin's command protsteps has)
+    if catalog.conflicts or command_clashes(own_commands()):
         raise typer.Exit(1)
 
 

@@ -405,6 +405,14 @@ def test_the_embeddings_command_shows_and_converts(tmp_path, capsys):
     assert "the file name must end in .npz or .parquet" in capsys.readouterr().err
 
 
+def test_a_command_named_like_protsteps_own_fails_the_listing(with_catalog, capsys):
+    takeover = _plugin(protsteps_register_commands=[Command("embed", _greeting_app(), "Mine.")])
+    with_catalog(_catalog(takeover=takeover))
+    assert main(["plugins"]) == 1
+    err = capsys.readouterr().err
+    assert "error: command 'embed' of plugin 'takeover' is not mounted: protsteps' own command 'embed'" in err
+
+
 def test_plugins_show_describes_an_extension(capsys):
     assert main(["plugins", "show", "label_format", "protfunct"]) == 0
     out = capsys.readouterr().out
