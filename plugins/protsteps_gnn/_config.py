@@ -8,6 +8,11 @@ from protsteps import option
 
 from .features import AngleEncoding, AngleSet, NodeInput, ResidueFeatures
 
+#: the widest layer a built-in encoder or head accepts (ESM-2 15B is 5,120 wide)
+MAX_WIDTH = 16_384
+#: the deepest stack of layers a built-in encoder accepts
+MAX_LAYERS = 1_000
+
 
 @dataclasses.dataclass
 class NodeInputConfig:
@@ -17,8 +22,12 @@ class NodeInputConfig:
         "one_hot",
         "Without a teacher: encode the residue type as a one-hot vector (paper) or a learned embedding.",
     )
-    residue_embedding_dim: int = option(32, "Width of the learned residue-type embedding.")
-    angle_basis: int = option(16, "Gaussians per dihedral over [-pi, pi) in the angle encoding (>= 2).")
+    residue_embedding_dim: int = option(
+        32, "Width of the learned residue-type embedding.", minimum=1, maximum=MAX_WIDTH
+    )
+    angle_basis: int = option(
+        16, "Gaussians per dihedral over [-pi, pi) in the angle encoding (>= 2).", minimum=2, maximum=1024
+    )
     angle_encoding: AngleEncoding = option(
         "periodic",
         "periodic: radians as sin/cos plus periodic Gaussians; paper: the released code's "

@@ -52,7 +52,7 @@ from protsteps import BuildContext, Encoder, EncoderOutput, option
 from protsteps.graph import Batch
 from protsteps.scatter import scatter
 
-from ._config import NodeInputConfig, node_input
+from ._config import MAX_LAYERS, MAX_WIDTH, NodeInputConfig, node_input
 
 __all__ = ["EquivariantConfig", "EquivariantEncoder", "EquivariantLayer"]
 
@@ -61,17 +61,26 @@ __all__ = ["EquivariantConfig", "EquivariantEncoder", "EquivariantLayer"]
 class EquivariantConfig(NodeInputConfig):
     """Settings of the ``equivariant`` encoder."""
 
-    out_dim: int = option(128, "Width of the residue and protein embeddings.")
+    out_dim: int = option(128, "Width of the residue and protein embeddings.", minimum=1, maximum=MAX_WIDTH)
     hidden_irreps: str = option(
         "128x0e + 8x0o + 8x1o + 8x1e + 4x2e + 4x2o",
         "Irreps of the node states (e3nn notation); must contain 0e (the residue embedding is read from 0e and 0o).",
     )
     num_layers: int = option(
-        3, "Message-passing layers (>= 3 lets pseudo-scalars, hence chirality, reach the output)."
+        3,
+        "Message-passing layers (>= 3 lets pseudo-scalars, hence chirality, reach the output).",
+        minimum=1,
+        maximum=MAX_LAYERS,
     )
-    lmax: int = option(2, "Highest degree of the edge spherical harmonics (1 or 2 or more).")
-    radial_basis: int = option(8, "Smooth radial basis functions of the CA-CA distance over [0, cutoff].")
-    radial_hidden: int = option(32, "Hidden width of the radial MLP that makes tensor-product weights.")
+    lmax: int = option(
+        2, "Highest degree of the edge spherical harmonics (1 or 2 or more).", minimum=1, maximum=8
+    )
+    radial_basis: int = option(
+        8, "Smooth radial basis functions of the CA-CA distance over [0, cutoff].", minimum=1, maximum=1024
+    )
+    radial_hidden: int = option(
+        32, "Hidden width of the radial MLP that makes tensor-product weights.", minimum=1, maximum=MAX_WIDTH
+    )
     cutoff: float = option(7.0, "Distance (Å) where the radial basis vanishes; edges beyond carry nothing.")
     avg_neighbors: float = option(8.0, "Messages are summed and divided by the square root of this.")
 

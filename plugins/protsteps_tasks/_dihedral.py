@@ -65,7 +65,9 @@ class DihedralConfig:
         "defined: mask and score residues with phi or psi defined; paper: the released code, "
         "undefined angles read as 0 (shown to the encoder, scored as target 0).",
     )
-    head_hidden: int = option(0, "Hidden width of the head MLP (0: encoder width / 10, as in the paper).")
+    head_hidden: int = option(
+        0, "Hidden width of the head MLP (0: encoder width / 10, as in the paper).", minimum=0, maximum=16_384
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.mask_fraction <= 1.0:

@@ -50,13 +50,17 @@ class DistanceConfig:
         1,
         "Only pairs with |i - j| >= this in chain order (0: all L^2 pairs, diagonal included, as in the paper).",
     )
-    num_bins: int = option(30, "Distance bins (the last one also holds every longer distance).")
+    num_bins: int = option(
+        30, "Distance bins (the last one also holds every longer distance).", minimum=2, maximum=10_000
+    )
     bin_width: float = option(5.0, "Width of a bin (Å); the paper used 30 bins of 5 Å over [0, 150).")
     pair_feature: PairFeature = option(
         "sum_and_squared_difference",
         "Pair input to the head: (z_i - z_j)^2 (paper), [z_i ; z_j], or [z_i + z_j ; (z_i - z_j)^2] (order-free).",
     )
-    head_hidden: int = option(0, "Hidden width of the head MLP (0: encoder width / 10, as in the paper).")
+    head_hidden: int = option(
+        0, "Hidden width of the head MLP (0: encoder width / 10, as in the paper).", minimum=0, maximum=16_384
+    )
 
     def __post_init__(self) -> None:
         if self.num_pairs < 0:
