@@ -100,7 +100,7 @@ def os_error(exc: OSError) -> ProtstepsError:
     which file, and what to do (exit status 1 for a full disk and other refusals of the
     machine, 2 for a path the user gave that cannot be used)."""
     names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
-    where = " -> ".join(names) if names else "a file"
+    where = " -> ".join(names) if names else "reading or writing a file"
     reason = exc.strerror or str(exc) or type(exc).__name__
     way_out = _WAY_OUT.get(exc.errno or 0, "check the path and try again")
     message = f"{where}: {reason}; {way_out}"

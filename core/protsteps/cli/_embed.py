@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,32 @@ from rich.markup import escape
 from .._text import count
 from ..errors import ProtstepsError
 from ._app import THREADS_HELP, StructureInputs, app, console, err_console
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: a folder in its
+    place, or a folder for it that is a file or cannot be made; its folder is created."""
+    if path.is_dir():
+        raise ProtstepsError(
+            f"{option} {path}: is a folder; give a file name (e.g. {path / 'embeddings.npz'})"
+        )
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ProtstepsError(
+            f"{option} {path}: {folder} is a file, not a folder; give another path"
+        ) from None
+    except NotADirectoryError:
+        raise ProtstepsError(
+            f"{option} {path}: a part of {folder} is a file, not a folder; give another path"
+        ) from None
+    except OSError as exc:
+        raise ProtstepsError(
+            f"{option} {path}: cannot create the folder {folder} ({exc.strerror or exc}); give another path"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ProtstepsError(f"{option} {path}: the folder {folder} is not writable; give another path")
 
 
 @app.command()
@@ -62,6 +89,7 @@ def embed(
     writer = writer_for(default_catalog().extensions, out, format_)
     if writer.check is not None:
         writer.check()
+    check_output_file(out, "--out")
     with using_threads(threads):
         result = run_embed(
             inputs,
