@@ -147,6 +147,33 @@ def test_gin_layer_matches_dense_reference(batch: Batch, in_dim: int, out_dim: i
     )
 
 
+@pytest.mark.parametrize(
+    ("teacher_dim", "values"),
+    [(None, {}), (64, {}), (64, to_dict(GINConfig.paper()))],
+    ids=["default", "default-teacher", "paper-teacher"],
+)
+def test_gin_sparse_aggregation_matches_the_gather_scatter_path(
+    batch: Batch, monkeypatch: pytest.MonkeyPatch, teacher_dim: int | None, values: dict[str, object]
+) -> None:
+    # the same weights, outputs and gradients (float32 tolerance) whichever path sums the neighbours
+    teacher = None if teacher_dim is None else torch.randn(batch.num_nodes, teacher_dim, requires_grad=True)
+    results = []
+    for path in ("sparse", "scatter"):
+        monkeypatch.setenv("PROTSTEPS_AGGREGATION", path)
+        encoder = build("gin", teacher_dim, **values)
+        out = encoder(batch, teacher)
+        loss = out.node.square().mean() + out.structure.sin().sum()
+        inputs = list(encoder.parameters()) + ([] if teacher is None else [teacher])
+        grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+        results.append((out.node, out.structure, grads))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-5)
+    for a, b in zip(results[0][2], results[1][2], strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
 def test_gin_shapes_and_graph_mean(batch: Batch) -> None:
     encoder = build("gin", hidden_dim=32)
     out = encoder(batch)
