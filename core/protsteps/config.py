@@ -306,7 +306,7 @@ def check_range(value: Any, metadata: Mapping[str, Any], where: str) -> None:
     bounds = {k: metadata[k] for k in BOUNDS if k in metadata}
     must = _must(bounds)
     if isinstance(value, float) and math.isnan(value):
-        raise ConfigError(f"{where} = nan is not a number; give a number" + (f" {must}" if must else ""))
+        raise ConfigError(f"{where} = nan is not a number; give a number" + (f" (it {must})" if must else ""))
     if isinstance(value, int) and not -INT64_MAX - 1 <= value <= INT64_MAX:
         raise ConfigError(
             f"{where} = {value} is out of range: an integer setting must fit in 64 bits"

@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from .errors import ProtstepsError
+from .errors import ProtstepsError, RunFailure
 from .graph import ProteinGraph
 
 __all__ = [
@@ -415,7 +415,10 @@ class GraphStore:
         try:
             shard.handle.write(record)
         except OSError as exc:
-            raise ProtstepsError(f"{self.shards}: cannot write the cache ({exc.strerror or exc})") from None
+            raise RunFailure(
+                f"{self.shards}: cannot write the cache ({exc.strerror or exc}); free some space there, "
+                "or pass --cache-dir with another folder"
+            ) from None
         shard.rows.append(
             (
                 key,
@@ -459,7 +462,11 @@ class GraphStore:
         except (OSError, sqlite3.Error) as exc:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
-            raise ProtstepsError(f"{self.root}: cannot commit to the cache ({exc})") from None
+            # a full disk or a lost folder is the machine's failure (exit 1), not the input's
+            raise RunFailure(
+                f"{self.root}: cannot commit to the cache ({exc}); free some space there, or pass "
+                "--cache-dir with another folder"
+            ) from None
 
     def close(self) -> None:
         """Commit what is open and release the index and shard maps."""

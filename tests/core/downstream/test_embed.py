@@ -95,7 +95,7 @@ def test_parquet_without_pyarrow_is_a_one_line_error(
 ):
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now raises ImportError
     out = tmp_path / "e.parquet"
-    assert main(["embed", str(small_structures[0]), "--from", str(pretrain_run), "--out", str(out)]) == 1
+    assert main(["embed", str(small_structures[0]), "--from", str(pretrain_run), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "needs pyarrow: pip install 'protsteps[parquet]' (or pip install pyarrow)" in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
@@ -103,9 +103,9 @@ def test_parquet_without_pyarrow_is_a_one_line_error(
 
 def test_embed_cli_errors(pretrain_run, small_structures, graph_cache, tmp_path, capsys):
     base = ["embed", "--from", str(pretrain_run), "--cache-dir", str(graph_cache)]
-    assert main([*base, str(small_structures[0]), "--out", str(tmp_path / "e.txt")]) == 1
+    assert main([*base, str(small_structures[0]), "--out", str(tmp_path / "e.txt")]) == 2
     assert "the file name must end in .npz or .parquet" in capsys.readouterr().err
-    assert main([*base, str(tmp_path / "missing.pdb"), "--out", str(tmp_path / "e.npz")]) == 1
+    assert main([*base, str(tmp_path / "missing.pdb"), "--out", str(tmp_path / "e.npz")]) == 2
     err = capsys.readouterr().err
     assert "nothing could be embedded: 1 input failed (first:" in err and "missing.pdb" in err
     assert not (tmp_path / "e.npz").exists()
@@ -114,6 +114,6 @@ def test_embed_cli_errors(pretrain_run, small_structures, graph_cache, tmp_path,
         assert "residue_embeddings" not in npz.files and npz["embeddings"].shape == (1, 32)
     assert (
         main(["embed", str(small_structures[0]), "--from", str(tmp_path), "--out", str(tmp_path / "f.npz")])
-        == 1
+        == 2
     )
     assert "encoder.pt does not exist" in capsys.readouterr().err

@@ -203,5 +203,5 @@ def test_deeploc_format_through_the_cli(pretrain_run, small_structures, graph_ca
     assert (metrics["counts"]["train"], metrics["counts"]["valid"], metrics["counts"]["test"]) == (4, 1, 1)
     settings = tomllib.loads((run / "finetune.toml").read_text())
     assert settings["data"]["format"] == "deeploc" and settings["data"]["id_column"] == "ACC"
-    assert main([*args, "--out", str(tmp_path / "x"), "--group-column", "g"]) == 1
+    assert main([*args, "--out", str(tmp_path / "x"), "--group-column", "g"]) == 2
     assert "--format deeploc does not take --group-column" in capsys.readouterr().err
