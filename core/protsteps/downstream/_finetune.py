@@ -69,7 +69,15 @@ from ..runconfig import RunConfig, load_run_config
 from ..threads import ThreadChoice, using_threads
 from ..training import Distributed, pick_device
 from . import _metrics as M
-from ._labels import LabelledChain, LabelledSet, Skipped, Split, rarest_label, stratified_split
+from ._labels import (
+    LabelledChain,
+    LabelledSet,
+    Skipped,
+    Split,
+    merge_duplicate_rows,
+    rarest_label,
+    stratified_split,
+)
 from ._leakage import leakage_notes, small_test_note
 from ._model import Backbone, encode, forward, load_backbone, scratch_backbone
 from ._plots import plot_confusion, plot_learning_curve
@@ -425,6 +433,9 @@ def finetune(
     config = config or FinetuneConfig()
     # the head and metric are looked up before any work: a wrong name leaves no folder
     check_names(catalog or default_catalog(), config, data)
+    # one row per chain, before anything is written: a chain labelled twice differently, or
+    # on two sides of the split, is refused; a repeat is merged with a warning
+    data = merge_duplicate_rows(data)
     with run_folder_lock(Path(out), "finetune"), using_threads(config.threads) as threads:
         return _finetune(
             data,
@@ -511,7 +522,7 @@ def _finetune(
     splits, split_notes = assign_splits(rows, config.split_fractions, split_seed, multi)
     examples = [Example(row, entry, split) for (row, entry), split in zip(usable, splits, strict=True)]
     for note in data.notes + split_notes:
-        display.message(note)
+        (display.warn if note.startswith("warning:") else display.message)(note)
     parts = {s: [i for i, e in enumerate(examples) if e.split == s] for s in ("train", "valid", "test")}
     for part, indices in parts.items():
         if not indices:

@@ -12,6 +12,11 @@ chosen by name; ``split`` is optional (train / valid / test, with the usual spel
 Several labels of one protein (multi-label targets such as several EC numbers) are written
 in one cell separated by ``;``.
 
+One chain (the same structure file, followed through symbolic links, and chain) is one row:
+rows that repeat a chain with the same labels are merged into the first (with a warning),
+rows that give it different labels or different splits are refused naming both lines
+(:func:`merge_duplicate_rows`), so a chain is never on two sides of a split.
+
 Adapters for other label formats (:mod:`protsteps.downstream._adapters`) return the same
 :class:`LabelledSet`, so everything downstream sees one shape.
 """
@@ -43,6 +48,7 @@ __all__ = [
     "read_manifest",
     "read_table",
     "stratified_split",
+    "merge_duplicate_rows",
 ]
 
 Split = Literal["train", "valid", "test"]
@@ -336,6 +342,65 @@ def read_manifest(
         "pdb_chain_column": pdb_chain_column,
     }
     return LabelledSet(str(path), label_column, labelled, skipped, settings=settings, columns=list(header))
+
+
+def _chain_key(row: LabelledChain) -> tuple[str, str]:
+    """What makes two rows one chain: the file (symbolic links followed, so two names of
+    one file are one file) and the chain."""
+    return os.path.realpath(row.path), row.chain or ""
+
+
+def _describe_chain(row: LabelledChain) -> str:
+    return f"chain {row.chain} of {row.path}" if row.chain else f"{row.path} (its one chain)"
+
+
+def merge_duplicate_rows(data: LabelledSet) -> LabelledSet:
+    """``data`` with one row per chain.
+
+    Rows that repeat a chain with the same labels (in any order) and no conflicting split
+    are merged into the first one, and a warning in :attr:`LabelledSet.notes` names the
+    lines. A chain given different labels, or two different splits (``train`` on one line,
+    ``test`` on another), is a :class:`ManifestError` naming the file, the chain and both
+    lines with their values: a protein on two sides of a split would be scored on what it
+    was trained on. A chain with a split on one line and none on another takes the split.
+    """
+    first: dict[tuple[str, str], int] = {}
+    merged: list[LabelledChain] = []
+    repeats: dict[int, list[str]] = {}
+    for row in data.rows:
+        key = _chain_key(row)
+        if key not in first:
+            first[key] = len(merged)
+            merged.append(row)
+            continue
+        index = first[key]
+        kept = merged[index]
+        where = f"{data.source}: {_describe_chain(kept)} is listed twice"
+        if set(kept.labels) != set(row.labels):
+            raise ManifestError(
+                f"{where} with different labels: {LABEL_SEPARATOR.join(kept.labels)!r} ({kept.origin}) and "
+                f"{LABEL_SEPARATOR.join(row.labels)!r} ({row.origin}); keep one row per chain with its label"
+            )
+        if kept.split is not None and row.split is not None and kept.split != row.split:
+            raise ManifestError(
+                f"{where} in different splits: {kept.split} ({kept.origin}) and {row.split} ({row.origin}); "
+                "a chain must be on one side of a split: keep one row per chain"
+            )
+        if kept.split is None and row.split is not None:
+            merged[index] = dataclasses.replace(kept, split=row.split)
+        repeats.setdefault(index, []).append(row.origin)
+    if not repeats:
+        return data
+    notes = list(data.notes)
+    for index, origins in list(repeats.items())[:5]:
+        row = merged[index]
+        notes.append(
+            f"warning: {_describe_chain(row)} is listed {len(origins) + 1} times with the same label "
+            f"({row.origin}, {', '.join(origins)}); used once"
+        )
+    if len(repeats) > 5:
+        notes.append(f"warning: and {len(repeats) - 5} more chains listed more than once, each used once")
+    return dataclasses.replace(data, rows=merged, notes=notes)
 
 
 def _units(groups: Sequence[str | None]) -> list[list[int]]:
