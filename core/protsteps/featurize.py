@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from .sources import (
 )
 from .store import GraphStore, IndexRow, encode_record
 from .structure import Reader, is_structure_path, read_chains_from_bytes, split_selection
+from .structure._io import DEFAULT_MAX_BYTES, SizeLimitError
 
 __all__ = [
     "CACHE_FORMAT",
@@ -227,10 +229,15 @@ def code_fingerprint(factory: Any) -> str:
 
 
 def _featurize_bytes(
-    featurizer: Any, file: Path, data: bytes, selection: Sequence[str] | None, reader: Reader
+    featurizer: Any,
+    file: Path,
+    data: bytes,
+    selection: Sequence[str] | None,
+    reader: Reader,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> tuple[list[ProteinGraph], list[str]]:
     """Graphs of the usable chains and one reason per chain (or file) that was not usable."""
-    chains = read_chains_from_bytes(file, data, selection, reader)
+    chains = read_chains_from_bytes(file, data, selection, reader, max_bytes=max_bytes)
     graphs, errors = [], []
     for chain in chains:
         try:
@@ -528,7 +535,12 @@ _STATE: dict[str, Any] = {}
 
 
 def _init_worker(
-    spec: FeaturizerSpec, cache_root: str, reader: Reader, threads: int, refresh: bool = False
+    spec: FeaturizerSpec,
+    cache_root: str,
+    reader: Reader,
+    threads: int,
+    refresh: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> None:
     if threads:
         torch.set_num_threads(threads)
@@ -539,6 +551,7 @@ def _init_worker(
         cache=GraphStore(cache_root),
         reader=reader,
         refresh=refresh,
+        max_bytes=max_bytes,
     )
 
 
@@ -575,7 +588,8 @@ def _process_unguarded(item: str | Item) -> FileResult:
     store: GraphStore = _STATE["cache"]
     spec_text = _label(item)
     file, selection = split_selection(spec_text)
-    data = read_bytes(file) if isinstance(item, str) else item.data
+    max_bytes = _STATE.get("max_bytes", DEFAULT_MAX_BYTES)
+    data = read_bytes(file, max_bytes) if isinstance(item, str) else item.data
     content = hashlib.sha256(data).hexdigest()
     key = _item_key(item, content)
     damaged = store.damaged
@@ -585,7 +599,11 @@ def _process_unguarded(item: str | Item) -> FileResult:
     if not isinstance(item, str):
         data = decode_item(item)
     try:
-        graphs, errors = _featurize_bytes(_STATE["featurizer"], file, data, selection, _STATE["reader"])
+        graphs, errors = _featurize_bytes(
+            _STATE["featurizer"], file, data, selection, _STATE["reader"], max_bytes
+        )
+    except SizeLimitError as exc:  # depends on the limit, not only on the bytes: not stored
+        return FileResult(spec_text, [], [str(exc)], key=key, content=content)
     except StructureError as exc:
         graphs, errors = [], [str(exc)]
     rows = [
@@ -664,6 +682,7 @@ def featurize_many(
     on_result: Callable[[FileResult], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     refresh: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> FeaturizeReport:
     """Featurize every structure of ``inputs`` through the cache.
 
@@ -683,6 +702,9 @@ def featurize_many(
         :class:`FileResult` as it completes.
     refresh:
         Featurize every input again and overwrite its cache entry, whatever is cached.
+    max_bytes:
+        The largest file, or gunzipped content, read (default 1 GiB); a larger one is a
+        ``failed`` row, so that a gzip bomb costs at most this much memory.
 
     Returns
     -------
@@ -722,11 +744,11 @@ def featurize_many(
 
     try:
         if workers <= 1 or (len(specs) <= 1 and not plan.containers):
-            _init_worker(spec, str(cache.root), reader, threads=0, refresh=refresh)
+            _init_worker(spec, str(cache.root), reader, threads=0, refresh=refresh, max_bytes=max_bytes)
             for item in misses():
                 kept(_process(item))
         else:
-            initargs = (spec, str(cache.root), reader, 1, refresh)
+            initargs = (spec, str(cache.root), reader, 1, refresh, max_bytes)
             run_in_processes(misses(), _process, _init_worker, initargs, workers, kept)
     finally:
         cache.flush()
@@ -799,6 +821,18 @@ class _WorkPlan:
                 self.skipped.append(Skipped(name, str(exc)))
 
 
+def _start_method() -> str:
+    """How worker processes start: ``fork`` on Linux, so that a worker begins with torch and
+    the plugins already imported (a spawned one spends seconds importing them, longer than
+    featurizing a few hundred files); ``spawn`` elsewhere, or when
+    ``PROTSTEPS_WORKER_START=spawn`` asks for it. Workers use one torch thread, as a
+    DataLoader's forked workers do."""
+    wanted = os.environ.get("PROTSTEPS_WORKER_START", "").strip().lower()
+    if wanted in ("spawn", "fork", "forkserver"):
+        return wanted
+    return "fork" if sys.platform.startswith("linux") else "spawn"
+
+
 def run_in_processes(
     items: Iterable[Any],
     work: Callable[[Any], FileResult],
@@ -808,14 +842,15 @@ def run_in_processes(
     record: Callable[[FileResult], None],
 ) -> None:
     """``record(work(item))`` for every item (taken from ``items`` as workers free up, so
-    a generator is read lazily), in ``workers`` spawned processes.
+    a generator is read lazily), in ``workers`` worker processes (forked where the platform
+    allows, see :func:`_start_method`).
 
     At most ``2 * workers`` items are in flight at once, so when a worker dies (killed for
     memory, say) and breaks the pool, the suspects are those few: each is retried alone in a
     fresh process, the one that kills its process again is reported as failed, and the rest
     go on in a new pool.
     """
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(_start_method())
 
     def pool(size: int) -> concurrent.futures.ProcessPoolExecutor:
         return concurrent.futures.ProcessPoolExecutor(

@@ -158,7 +158,9 @@ def test_a_fifo_is_refused_without_being_opened(tmp_path, structures_dir):
     assert [Path(r["source"]).name for r in report["ok"]] == ["good.cif"]
     errors = {Path(r["source"]).name: r["error"] for r in report["failed"]}
     assert set(errors) == {"stream.pdb", "named.pdb"}
-    assert all("a pipe (FIFO), not a regular file" in e and "save the stream to a file" in e for e in errors.values())
+    assert all(
+        "a pipe (FIFO), not a regular file" in e and "save the stream to a file" in e for e in errors.values()
+    )
 
 
 def test_dangling_symlinks_in_folders_are_reported(tmp_path, structures_dir):
@@ -198,3 +200,35 @@ def test_records_hold_their_checksum_and_no_pickle(tmp_path, structures_dir):
     assert record[:4] == b"PSG1"
     assert GraphCache(tmp_path).lookup(report.ok[0]["key"]).sha256 == hashlib.sha256(record).hexdigest()
     assert b"\x80\x02" not in record[:16] and b"PK" not in record[:4], "raw arrays, not a pickle or zip"
+
+
+def test_the_size_limit_refuses_without_caching_the_refusal(tmp_path, structures_dir, capsys):
+    source = structures_dir / "masif" / "1A2K_AB.pdb.gz"
+    size = len(gzip.decompress(source.read_bytes()))
+    cache = tmp_path / "cache"
+    small = featurize_many([source], cache_dir=cache, max_bytes=size - 1)
+    assert small.ok == [] and "decompresses to more than" in small.failed[0]["error"]
+    assert "--max-mib" in small.failed[0]["error"]
+    # the refusal follows from the limit, not the bytes: a larger limit reads the file
+    large = featurize_many([source], cache_dir=cache, max_bytes=size)
+    assert len(large.ok) == 2 and large.cache_hits == 0
+    bomb = tmp_path / "bomb.pdb.gz"
+    bomb.write_bytes(gzip.compress(b"REMARK" + b" " * (3 << 20), 9))
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "featurize",
+                str(bomb),
+                str(source),
+                "--out",
+                str(out),
+                "--cache-dir",
+                str(cache),
+                "--max-mib",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert "decompresses to more than 2 MiB" in capsys.readouterr().out

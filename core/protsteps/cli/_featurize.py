@@ -18,6 +18,7 @@ from ..featurize import FileResult, default_cache_dir, featurize_many
 from ..files import prepare_output_folder
 from ..progress import Ticker, format_duration
 from ..structure import READERS
+from ..structure._io import DEFAULT_MAX_BYTES
 from ._app import THREADS_HELP, StructureInputs, app, console, err_console
 
 
@@ -62,6 +63,15 @@ def featurize(
             min=0, help=THREADS_HELP + " With --workers above 1, each worker process uses one thread."
         ),
     ] = 0,
+    max_mib: Annotated[
+        int,
+        typer.Option(
+            "--max-mib",
+            min=1,
+            help="Largest file, or gunzipped content, to read, in MiB; a larger one is a failed row "
+            "(a gzip bomb costs at most this much memory).",
+        ),
+    ] = DEFAULT_MAX_BYTES >> 20,
     refresh: Annotated[
         bool,
         typer.Option(
@@ -136,6 +146,7 @@ def featurize(
             on_result=on_result,
             on_total=on_total,
             refresh=refresh,
+            max_bytes=max_mib << 20,
         )
     report_path = out / "report.json"
     try:

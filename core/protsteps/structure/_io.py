@@ -11,6 +11,7 @@ from ..errors import StructureError
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "SizeLimitError",
     "Format",
     "SUFFIXES",
     "decompress",
@@ -64,10 +65,15 @@ DEFAULT_MAX_BYTES = 1 << 30
 _PIECE = 16 << 20
 
 
+class SizeLimitError(StructureError):
+    """A file, or its content once gunzipped, is larger than the size limit. The outcome
+    depends on the limit, not only on the bytes, so it is never cached."""
+
+
 def _too_large(path: Path, what: str, max_bytes: int) -> StructureError:
-    return StructureError(
-        f"{path}: {what} more than {max_bytes / (1 << 20):,.0f} MiB (the size limit, "
-        f"max_bytes={max_bytes}); raise the limit if the file is genuine"
+    return SizeLimitError(
+        f"{path}: {what} more than {max_bytes / (1 << 20):,.0f} MiB (the size limit); raise it "
+        "(protsteps featurize --max-mib) if the file is genuine"
     )
 
 
