@@ -219,9 +219,13 @@ class RunConfig:
     scheme: ComponentChoice
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    #: warnings from reading the config (settings of a renamed component that were dropped
+    #: or are taken by the new one); not part of the config itself
+    notes: list[str] = dataclasses.field(default_factory=list, compare=False, repr=False)
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], catalog: Catalog) -> RunConfig:
+    def from_dict(cls, raw: Mapping[str, Any], catalog: Catalog, notes: list[str] | None = None) -> RunConfig:
+        notes = [] if notes is None else notes
         raw = dict(raw)
         unknown = [k for k in raw if k not in SECTIONS]
         if unknown:
@@ -237,18 +241,19 @@ class RunConfig:
             raise ConfigError("[[tasks]] must be an array of tables ([[tasks]] entries)")
         if not tasks_raw:
             raise ConfigError("[[tasks]]: at least one pretext task is needed")
-        tasks = [_choice(catalog, "tasks", t, f"[[tasks]] #{i}") for i, t in enumerate(tasks_raw)]
+        tasks = [_choice(catalog, "tasks", t, f"[[tasks]] #{i}", notes) for i, t in enumerate(tasks_raw)]
         names = [t.name for t in tasks]
         if len(set(names)) != len(names):
             raise ConfigError(f"[[tasks]]: a task is listed twice ({', '.join(names)})")
         return cls(
-            featurizer=_choice(catalog, "featurizer", merged["featurizer"]),
-            encoder=_choice(catalog, "encoder", merged["encoder"]),
+            featurizer=_choice(catalog, "featurizer", merged["featurizer"], notes=notes),
+            encoder=_choice(catalog, "encoder", merged["encoder"], notes=notes),
             tasks=tasks,
-            teacher=_choice(catalog, "teacher", merged["teacher"]),
-            scheme=_choice(catalog, "scheme", merged["scheme"]),
+            teacher=_choice(catalog, "teacher", merged["teacher"], notes=notes),
+            scheme=_choice(catalog, "scheme", merged["scheme"], notes=notes),
             train=from_dict(TrainConfig, _table(merged["train"], "train"), section="[train]"),
             data=from_dict(DataConfig, _table(merged["data"], "data"), section="[data]"),
+            notes=notes,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -296,7 +301,9 @@ def _table(value: Any, section: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _choice(catalog: Catalog, section: str, value: Any, label: str | None = None) -> ComponentChoice:
+def _choice(
+    catalog: Catalog, section: str, value: Any, label: str | None = None, notes: list[str] | None = None
+) -> ComponentChoice:
     label = label or f"[{section}]"
     table = _table(value, section)
     name = table.pop("name", None)
@@ -317,18 +324,78 @@ def _choice(catalog: Catalog, section: str, value: Any, label: str | None = None
         return ComponentChoice(name=name)
     kind = _KIND[section]
     entry = catalog.get(kind, name)
+    _check_settings_belong(catalog, kind, name, table, label, notes)
     config: Any = from_dict(entry.config, table, section=f"{label} ({name})")
     return ComponentChoice(name=name, config=config, weight=float(weight))
 
 
-def choose_component(raw: dict[str, Any], section: str, name: str | None) -> None:
+def _owner_of_settings(catalog: Catalog, kind: str, name: str, table: Mapping[str, Any]) -> str | None:
+    """Another component of ``kind`` whose settings ``table`` is (every key one of its fields,
+    and every field it writes to a run file there): the section of a run written for that
+    component whose ``name`` was changed afterwards. ``None`` when there is none."""
+    if len(table) < 2:
+        return None
+    keys = set(table)
+    for entry in catalog.entries(kind):
+        other = entry.name
+        if other == name:
+            continue
+        fields = {f.name: f for f in dataclasses.fields(entry.config)}
+        written = {n for n, f in fields.items() if f.default is not None}
+        if keys <= set(fields) and written <= keys:
+            return other
+    return None
+
+
+def _check_settings_belong(
+    catalog: Catalog, kind: str, name: str, table: Mapping[str, Any], label: str, notes: list[str] | None
+) -> None:
+    """A section that names ``name`` but holds every setting of another component (a run
+    file whose ``name`` was edited): keys ``name`` does not take are refused saying so;
+    when it takes them all, each is warned about, since it may mean something else there."""
+    owner = _owner_of_settings(catalog, kind, name, table)
+    if owner is None:
+        return
+    takes = {f.name for f in dataclasses.fields(catalog.get(kind, name).config)}
+    foreign = [k for k in table if k not in takes]
+    if foreign:
+        raise ConfigError(
+            f"{label} names {kind} '{name}' but holds the settings of {kind} '{owner}' "
+            f"({', '.join(foreign)} {'is' if len(foreign) == 1 else 'are'} not {name}'s): was its name "
+            f"changed? Remove {owner}'s settings from the section, or name {owner} again"
+        )
+    if notes is not None:
+        notes.append(
+            f"warning: {label} names {kind} '{name}' but holds every setting of {kind} '{owner}' "
+            f"(was its name changed?); {name} takes {', '.join(f'{k} = {table[k]!r}' for k in table)} as "
+            f"its own settings: check they mean the same there, or remove them"
+        )
+
+
+def choose_component(
+    raw: dict[str, Any], section: str, name: str | None, notes: list[str] | None = None, source: str = ""
+) -> None:
     """Set ``[section] name`` from a CLI option; settings the file gave for another
-    component are dropped (they belong to that one)."""
+    component are dropped (they belong to that one). With ``notes``, a warning naming
+    ``source`` (the option) and every dropped setting is added to it."""
     if name is None:
         return
     current = _table(raw.get(section, {}), section)
     if current.get("name") != name:
+        dropped = {k: v for k, v in current.items() if k != "name"}
+        if dropped and notes is not None:
+            notes.append(
+                _dropped_note(section, current.get("name"), name, dropped, source or f"--{section} {name}")
+            )
         raw[section] = {"name": name}
+
+
+def _dropped_note(section: str, old: Any, new: str, dropped: Mapping[str, Any], source: str) -> str:
+    settings = ", ".join(f"{k} = {v!r}" for k, v in dropped.items())
+    return (
+        f"warning: {source} replaces {_KIND[section]} '{old}': its settings ({settings}) are not used, "
+        f"since they were {old}'s; give {new}'s own with --set {section}.KEY=VALUE"
+    )
 
 
 def choose_tasks(raw: dict[str, Any], names: Sequence[str] | None) -> None:
@@ -340,8 +407,9 @@ def choose_tasks(raw: dict[str, Any], names: Sequence[str] | None) -> None:
     raw["tasks"] = [dict(previous.get(n, {"name": n})) for n in names]
 
 
-def apply_set(raw: dict[str, Any], assignment: str) -> None:
-    """Apply one ``section.key=value`` override to a raw config in place."""
+def apply_set(raw: dict[str, Any], assignment: str, notes: list[str] | None = None) -> None:
+    """Apply one ``section.key=value`` override to a raw config in place (a warning for
+    each renamed component's dropped settings goes to ``notes``)."""
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected section.key=value")
     path, _, text = assignment.partition("=")
@@ -382,14 +450,23 @@ def apply_set(raw: dict[str, Any], assignment: str) -> None:
     key = parts[1]
     table = raw.setdefault(section, {})
     if section in _SINGLE and key == "name":
-        choose_component(raw, section, value if isinstance(value, str) else str(value))
+        choose_component(
+            raw,
+            section,
+            value if isinstance(value, str) else str(value),
+            notes,
+            f"--set {assignment.strip()}",
+        )
         return
     table[key] = value
 
 
-def merge_raw(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def merge_raw(
+    base: Mapping[str, Any], over: Mapping[str, Any], notes: list[str] | None = None, source: str = ""
+) -> dict[str, Any]:
     """The raw tables of ``over`` applied on top of ``base`` (a preset), as the module
-    docstring says; neither argument is changed."""
+    docstring says; neither argument is changed. A section of ``over`` that renames a
+    component drops ``base``'s settings of it, with a warning in ``notes`` naming ``source``."""
     merged = copy.deepcopy(dict(base))
     for section, value in copy.deepcopy(dict(over)).items():
         current = merged.get(section)
@@ -400,6 +477,10 @@ def merge_raw(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any
             ]
         elif isinstance(value, Mapping) and isinstance(current, Mapping):
             renamed = section in _SINGLE and "name" in value and value["name"] != current.get("name")
+            dropped = {k: v for k, v in current.items() if k != "name" and k not in value}
+            if renamed and dropped and notes is not None:
+                where = f'[{section}] name = "{value["name"]}"' + (f" in {source}" if source else "")
+                notes.append(_dropped_note(section, current.get("name"), str(value["name"]), dropped, where))
             merged[section] = dict(value) if renamed else {**current, **value}
         else:
             merged[section] = value
@@ -498,9 +579,10 @@ def load_run_config(
     ``components`` maps single sections (featurizer, encoder, teacher, scheme) to a name
     chosen on the command line; ``train`` and ``data`` hold CLI options that are not None.
     """
+    notes: list[str] = []
     raw = copy.deepcopy(load_raw(path))
     if preset is not None:
-        raw = merge_raw(catalog.preset(preset).raw(), raw)
+        raw = merge_raw(catalog.preset(preset).raw(), raw, notes, str(path) if path else "")
     merged = default_raw()
     merged.update(raw)
     for section, name in (components or {}).items():
@@ -511,8 +593,8 @@ def load_run_config(
             if value is not None:
                 merged.setdefault(section, {})[key] = value
     for assignment in sets:
-        apply_set(merged, assignment)
-    return RunConfig.from_dict(merged, catalog)
+        apply_set(merged, assignment, notes)
+    return RunConfig.from_dict(merged, catalog, notes)
 
 
 def write_run_config(config: RunConfig, path: Path) -> None:

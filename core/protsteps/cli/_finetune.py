@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from ..errors import ProtstepsError
-from ._app import THREADS_HELP, app, console
+from ._app import THREADS_HELP, app, console, err_console
 
 
 def read_labels(
@@ -48,7 +48,10 @@ def scratch_config(config: Path | None, teacher: str | None, sets: list[str]) ->
 
     if config is not None and config.is_dir():
         config = config / "config.toml"
-    return load_run_config(config, default_catalog(), components={"teacher": teacher}, sets=sets)
+    run_config = load_run_config(config, default_catalog(), components={"teacher": teacher}, sets=sets)
+    for note in run_config.notes:  # settings of a renamed component
+        err_console.print(note, highlight=False, markup=False, style="yellow")
+    return run_config
 
 
 @app.command()

@@ -141,6 +141,8 @@ def pretrain(
             sets=set_ or [],
             preset=preset,
         )
+        for note in run_config.notes:  # settings of a renamed component
+            err_console.print(note, highlight=False, markup=False, style="yellow")
     from ..featurize import refuse_label_files
     from ..training import removed_on_failure
 
