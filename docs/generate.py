@@ -36,7 +36,8 @@ def _fields_table(fields: list[FieldInfo]) -> list[str]:
     lines = ["| setting | type | default | meaning |", "| --- | --- | --- | --- |"]
     for f in fields:
         default = f"`{f.default!r}`" if f.default is not None else "unset"
-        lines.append(f"| `{f.name}` | `{_cell(f.type)}` | {_cell(default)} | {_cell(f.help)} |")
+        bounds = f" ({_cell(f.range)})" if f.range else ""
+        lines.append(f"| `{f.name}` | `{_cell(f.type)}`{bounds} | {_cell(default)} | {_cell(f.help)} |")
     return [*lines, ""]
 
 
