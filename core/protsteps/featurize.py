@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import stat
 import sys
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -683,6 +684,7 @@ def featurize_many(
     on_total: Callable[[int], None] | None = None,
     refresh: bool = False,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    shard: tuple[int, int] | None = None,
 ) -> FeaturizeReport:
     """Featurize every structure of ``inputs`` through the cache.
 
@@ -705,6 +707,10 @@ def featurize_many(
     max_bytes:
         The largest file, or gunzipped content, read (default 1 GiB); a larger one is a
         ``failed`` row, so that a gzip bomb costs at most this much memory.
+    shard:
+        ``(index, count)``: featurize only this process's share of the inputs, those whose
+        name hashes to ``index`` modulo ``count`` (SLURM array tasks, torchrun ranks); the
+        report holds that share. Inputs that are not structures are reported by shard 0.
 
     Returns
     -------
@@ -713,8 +719,12 @@ def featurize_many(
     spec = FeaturizerSpec.create(featurizer, config)
     cache = GraphCache(cache_dir)
     cache.check_writable()
+    if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+        raise ProtstepsError(f"shard {shard[0]}/{shard[1]}: the index must be in 0..count-1")
     specs, failed_inputs = expand_inputs(inputs)
-    plan = _WorkPlan(specs)
+    if shard is not None and shard[0] != 0:
+        failed_inputs = []
+    plan = _WorkPlan(specs, shard)
     if on_total is not None:
         on_total(plan.total() + len(failed_inputs))
     for row in failed_inputs:
@@ -777,7 +787,8 @@ class _WorkPlan:
     the :class:`~protsteps.sources.Item` of each member, recording every label (for the
     report's order) and the members skipped."""
 
-    def __init__(self, specs: Sequence[str]) -> None:
+    def __init__(self, specs: Sequence[str], shard: tuple[int, int] | None = None) -> None:
+        self.shard = shard
         # members named one by one (CONTAINER::MEMBER) are read in one pass per container,
         # where the container is first named
         self.order: list[tuple[str, str | None]] = []  # (spec, None) or (container, "")
@@ -801,17 +812,29 @@ class _WorkPlan:
         self.skipped: list[Skipped] = []
 
     def total(self) -> int:
-        plain = sum(1 for _, kind in self.order if kind is None)
-        return plain + sum(count_members(c, self.wanted[c]) for c in self.containers)
+        plain = sum(1 for name, kind in self.order if kind is None and self.mine(name))
+        members = sum(count_members(c, self.wanted[c]) for c in self.containers)
+        return plain + (members if self.shard is None else -(-members // self.shard[1]))
+
+    def mine(self, label: str) -> bool:
+        """Whether this process featurizes ``label`` (``shard = (index, count)``: the inputs
+        whose label hashes to ``index`` modulo ``count``, whatever else is in the run)."""
+        if self.shard is None:
+            return True
+        index, count = self.shard
+        return zlib.crc32(label.encode("utf-8", "surrogateescape")) % count == index
 
     def items(self) -> Iterator[str | Item]:
         for name, kind in self.order:
             if kind is None:
-                self.labels.append(name)
-                yield name
+                if self.mine(name):
+                    self.labels.append(name)
+                    yield name
                 continue
             try:
                 for member in iterate_members(name, self.wanted[name]):
+                    if not self.mine(member.spec if isinstance(member, Item) else member.source):
+                        continue
                     if isinstance(member, Skipped):
                         self.skipped.append(member)
                     else:

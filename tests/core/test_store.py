@@ -127,3 +127,26 @@ def test_dataloader_workers_read_the_store(corpus, tmp_path):
     )
     seen = sorted((s, c) for batch in loader for s, c in zip(batch.sources, batch.chain_ids, strict=True))
     assert seen == sorted((str(Path(r["source"])), r["chain"]) for r in report.ok)
+
+
+def test_shards_split_the_inputs_and_a_full_run_finds_them_all(corpus, tmp_path, capsys):
+    import tarfile
+
+    from protsteps.cli import main
+
+    with tarfile.open(tmp_path / "extra.tar", "w") as archive:
+        archive.add(corpus / "1A2K_C.pdb.gz", arcname="copy_of_1A2K_C.pdb.gz")
+    inputs = [corpus, tmp_path / "extra.tar"]
+    cache = tmp_path / "cache"
+    parts = [featurize_many(inputs, cache_dir=cache, shard=(i, 3)) for i in range(3)]
+    chains = [(r["source"], r["chain"]) for part in parts for r in part.ok]
+    assert len(chains) == len(set(chains)), "no input in two shares"
+    full = featurize_many(inputs, cache_dir=cache)
+    assert sorted(chains) == sorted((r["source"], r["chain"]) for r in full.ok)
+    assert full.cache_hits == full.files
+    assert all(part.ok for part in parts), "eight files over three shares: none empty"
+    out = tmp_path / "run"
+    args = ["featurize", str(corpus), "--out", str(out), "--cache-dir", str(cache)]
+    assert main([*args, "--shard", "1/3"]) == 0
+    assert main([*args, "--shard", "3/3"]) == 2
+    assert "--shard: expected I/N with 0 <= I < N" in capsys.readouterr().err

@@ -36,6 +36,16 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
     return settings
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` as ``(I, N)``; anything else is a one-line error naming ``--shard``."""
+    index, sep, count = text.partition("/")
+    if sep and index.strip().isdigit() and count.strip().isdigit():
+        pair = int(index), int(count)
+        if pair[1] >= 1 and pair[0] < pair[1]:
+            return pair
+    raise ConfigError(f"--shard: expected I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
+
+
 @app.command()
 def featurize(
     inputs: StructureInputs,
@@ -72,6 +82,15 @@ def featurize(
             "(a gzip bomb costs at most this much memory).",
         ),
     ] = DEFAULT_MAX_BYTES >> 20,
+    shard: Annotated[
+        str,
+        typer.Option(
+            "--shard",
+            help="I/N: featurize only share I (0..N-1) of the inputs, those whose name hashes to I "
+            "modulo N (a SLURM array task: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); "
+            "every share writes the same cache, so a later run over all inputs finds them all.",
+        ),
+    ] = "",
     refresh: Annotated[
         bool,
         typer.Option(
@@ -91,6 +110,7 @@ def featurize(
         raise ConfigError(f"--reader: {reader!r} is not one of {', '.join(READERS)}")
     config = parse_settings(settings or [])
     cache = cache_dir or default_cache_dir()
+    share = parse_shard(shard) if shard else None
     prepare_output_folder(out, "--out")
     counts = {"ok": 0, "failed": 0}
     clock = {"started": time.perf_counter()}
@@ -147,6 +167,7 @@ def featurize(
             on_total=on_total,
             refresh=refresh,
             max_bytes=max_mib << 20,
+            shard=share,
         )
     report_path = out / "report.json"
     try:
