@@ -41,6 +41,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .errors import ProtstepsError, RunFailure
@@ -73,46 +74,92 @@ _DTYPES = {
         torch.float64,
         torch.int64,
         torch.int32,
+        torch.int16,
+        torch.int8,
         torch.bool,
         torch.float16,
         torch.bfloat16,
         torch.uint8,
     )
 }
+#: integer tensors are stored in the narrowest of these that holds their values exactly
+_NARROW = (torch.uint8, torch.int8, torch.int16, torch.int32)
+#: edge fields that are stored only when recomputing them from pos and edge_index would not
+#: give the same bits (see :func:`_edge_geometry`)
+_DERIVED = ("edge_distance", "edge_vector")
+
+
+def _edge_geometry(pos: torch.Tensor, edge_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CA-CA distance and unit vector of every edge, as ``residue_graph`` computes them (in
+    float64 from the float32 positions, then rounded to float32)."""
+    pos64 = pos.detach().cpu().numpy().astype(np.float64)
+    index = edge_index.detach().cpu().numpy()
+    delta = pos64[index[1]] - pos64[index[0]]
+    distance = np.sqrt(np.einsum("ij,ij->i", delta, delta))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vector = np.where(distance[:, None] > 0, delta / distance[:, None], 0.0)
+    return torch.from_numpy(distance.astype(np.float32)), torch.from_numpy(vector.astype(np.float32))
+
+
+def _narrowest(tensor: torch.Tensor) -> torch.dtype:
+    if tensor.dtype not in (torch.int64, torch.int32) or tensor.numel() == 0:
+        return tensor.dtype
+    low, high = int(tensor.min()), int(tensor.max())
+    for dtype in _NARROW:
+        info = torch.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return dtype
+    return tensor.dtype
 
 
 def encode_record(source: str, graphs: Sequence[ProteinGraph], errors: Sequence[str]) -> bytes:
-    """One input's result as record bytes (see the module docs)."""
+    """One input's result as record bytes (see the module docs). Lossless: integers are
+    stored in the narrowest type that holds them, and edge distances and directions are
+    left out when recomputing them from the positions gives the very same bits."""
     blobs: list[bytes] = []
     offset = 0
     chains = []
     for graph in graphs:
-        fields = {}
-        for name, value in graph.to_dict().items():
-            if name in _STRINGS:
+        fields: dict[str, list[Any]] = {}
+        values = graph.to_dict()
+        derived = []
+        if values["edge_distance"].dtype == torch.float32 and values["edge_vector"].dtype == torch.float32:
+            distance, vector = _edge_geometry(values["pos"], values["edge_index"])
+            if torch.equal(distance, values["edge_distance"].cpu()) and torch.equal(
+                vector, values["edge_vector"].cpu()
+            ):
+                derived = list(_DERIVED)
+        for name, value in values.items():
+            if name in _STRINGS or name in derived:
                 continue
             tensor = value.detach().cpu().contiguous()
+            stored = _narrowest(tensor)
+            kept = tensor.to(stored) if stored != tensor.dtype else tensor
             data = (
-                tensor.numpy().tobytes()
-                if tensor.dtype != torch.bfloat16
-                else tensor.view(torch.int16).numpy().tobytes()
+                kept.view(torch.int16).numpy().tobytes()
+                if kept.dtype == torch.bfloat16
+                else kept.numpy().tobytes()
             )
             pad = (-offset) % 8
             if pad:
                 blobs.append(b"\0" * pad)
                 offset += pad
-            fields[name] = [str(tensor.dtype).removeprefix("torch."), list(tensor.shape), offset, len(data)]
+            field = [str(tensor.dtype).removeprefix("torch."), list(tensor.shape), offset, len(data)]
+            if stored != tensor.dtype:
+                field.append(str(stored).removeprefix("torch."))
+            fields[name] = field
             blobs.append(data)
             offset += len(data)
-        chains.append(
-            {
-                "chain": graph.chain_id,
-                "residues": graph.num_nodes,
-                "sequence": graph.sequence,
-                "source": graph.source,
-                "fields": fields,
-            }
-        )
+        chain = {
+            "chain": graph.chain_id,
+            "residues": graph.num_nodes,
+            "sequence": graph.sequence,
+            "source": graph.source,
+            "fields": fields,
+        }
+        if derived:
+            chain["derived"] = derived
+        chains.append(chain)
     header = json.dumps(
         {"source": source, "errors": list(errors), "chains": chains}, separators=(",", ":")
     ).encode()
@@ -140,23 +187,24 @@ def decode_record(record: bytes | bytearray | memoryview, what: str = "record") 
             "chain_id": chain["chain"],
             "sequence": chain["sequence"],
         }
-        for name, (dtype, shape, offset, nbytes) in chain["fields"].items():
+        for name, (dtype, shape, offset, nbytes, *stored) in chain["fields"].items():
             if offset + nbytes > len(buffer):
                 raise ValueError(f"{what}: field {name} lies beyond the record's end")
-            torch_dtype = _DTYPES[dtype]
+            target = _DTYPES[dtype]
+            kind = _DTYPES[stored[0]] if stored else target
             if nbytes == 0:
-                graph[name] = torch.zeros(shape, dtype=torch_dtype)
-            elif torch_dtype == torch.bfloat16:
-                graph[name] = (
-                    torch.frombuffer(buffer, dtype=torch.int16, count=nbytes // 2, offset=offset)
-                    .view(torch.bfloat16)
-                    .reshape(shape)
+                graph[name] = torch.zeros(shape, dtype=target)
+                continue
+            if kind == torch.bfloat16:
+                tensor = torch.frombuffer(buffer, dtype=torch.int16, count=nbytes // 2, offset=offset).view(
+                    torch.bfloat16
                 )
             else:
-                count = nbytes // torch.empty((), dtype=torch_dtype).element_size()
-                graph[name] = torch.frombuffer(buffer, dtype=torch_dtype, count=count, offset=offset).reshape(
-                    shape
-                )
+                count = nbytes // torch.empty((), dtype=kind).element_size()
+                tensor = torch.frombuffer(buffer, dtype=kind, count=count, offset=offset)
+            graph[name] = tensor.reshape(shape).to(target)
+        if chain.get("derived"):
+            graph["edge_distance"], graph["edge_vector"] = _edge_geometry(graph["pos"], graph["edge_index"])
         chains.append({"chain": chain["chain"], "residues": chain["residues"], "graph": graph})
     return {"source": header["source"], "errors": header["errors"], "chains": chains}
 
