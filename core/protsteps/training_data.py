@@ -156,14 +156,18 @@ def prepare_training_data(
     display: Any,
     run_dir: Path | None = None,
 ) -> TrainingData:
-    """Featurize the inputs through the cache (rank 0 first, the others then read the cache),
-    split by source file, and build the length-aware sampler of this process's shard."""
+    """Featurize the inputs through the cache, split by source file, and build the
+    length-aware sampler of this process's shard. Under ``torchrun`` every rank first
+    featurizes its own share of the inputs (``featurize_many(shard=(rank, world_size))``)
+    into the one store; after a barrier each rank takes the union from the store, where
+    every input is then a hit (an unchanged file's hash comes from the store's index, so
+    no rank reads another's inputs)."""
     inputs = list(config.data.inputs) or bundled_inputs()
     if not config.data.inputs:
         display.message(f"no inputs given: training on the {len(inputs)} bundled example structures")
     cache_dir = config.data.cache_dir or None
 
-    def run() -> FeaturizeReport:
+    def run(shard: tuple[int, int] | None = None) -> FeaturizeReport:
         watch = FileProgress(display.message)
         return featurize_many(
             inputs,
@@ -173,13 +177,13 @@ def prepare_training_data(
             workers=max(1, config.train.workers),
             on_total=watch.total,
             on_result=watch.result,
+            shard=shard,
         )
 
-    if dist.is_main:
-        report = run()
-    dist.barrier()
-    if not dist.is_main:
-        report = run()
+    if dist.world_size > 1:
+        run((dist.rank, dist.world_size))
+        dist.barrier()
+    report = run()
     if run_dir is not None and dist.is_main:
         report.write(run_dir / "featurize-report.json")
     entries = [e for e in report.ok if int(e["residues"]) >= config.data.min_residues]

@@ -59,3 +59,10 @@ def test_two_process_pretrain_keeps_replicas_identical(structures_dir, tiny_esm_
     first, last = train[0]["loss"], sum(r["loss"] for r in train[-2:]) / 2
     assert last < first, (first, last)
     assert all("mi" in r for r in train)  # the pseudo bi-level scheme ran under DDP
+    # each rank featurized its own share of the inputs into the one store (a shard each),
+    # then both trained on the union
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "cache" / "index.sqlite") as index:
+        per_shard = [n for (n,) in index.execute("SELECT COUNT(*) FROM entries GROUP BY shard")]
+    assert sorted(per_shard) != [len(names)] and sum(per_shard) == len(names), per_shard
