@@ -35,22 +35,31 @@ __all__ = ["GraphDataset", "LengthBatchSampler"]
 
 
 class GraphDataset(torch.utils.data.Dataset[ProteinGraph]):
-    """Featurized chains, loaded from the cache on access.
+    """Featurized chains, loaded from the graph store on access.
+
+    The rows are held as packed columns (keys, sources and chain ids as one UTF-8 buffer
+    each plus offsets, residue counts as int64), about 150 bytes per chain and no Python
+    object per row, so a
+    dataset of millions of chains is small and DataLoader workers forked from it share its
+    pages instead of copying them as they touch reference counts.
 
     Parameters
     ----------
     entries:
         Rows like ``report.json``'s ``ok`` rows: ``{"source", "chain", "residues", "key"}``.
     cache_dir:
-        The cache the keys live in (``None``: the default cache).
+        The store the keys live in (``None``: the default cache).
     """
 
     def __init__(self, entries: Sequence[Mapping[str, Any]], cache_dir: str | os.PathLike[str] | None = None):
-        self.entries = [dict(e) for e in entries]
-        for index, entry in enumerate(self.entries):
+        for index, entry in enumerate(entries):
             missing = {"source", "chain", "residues", "key"} - set(entry)
             if missing:
                 raise ProtstepsError(f"dataset entry {index} lacks {', '.join(sorted(missing))}")
+        self._keys = _Strings.pack([str(e["key"]) for e in entries])
+        self._sources = _Strings.pack([_file_of(str(e["source"])) for e in entries])
+        self._chains = _Strings.pack([str(e["chain"]) for e in entries])
+        self._lengths = np.asarray([int(e["residues"]) for e in entries], dtype=np.int64)
         self.cache = GraphCache(cache_dir)
 
     @classmethod
@@ -80,25 +89,80 @@ class GraphDataset(torch.utils.data.Dataset[ProteinGraph]):
     @property
     def lengths(self) -> np.ndarray:
         """[len(self)] int64, residues per chain (known without loading any graph)."""
-        return np.asarray([int(e["residues"]) for e in self.entries], dtype=np.int64)
+        return self._lengths
+
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        """The rows as dicts ``{"source", "chain", "residues", "key"}`` (made on demand)."""
+        return [self.entry(i) for i in range(len(self))]
+
+    def entry(self, index: int) -> dict[str, Any]:
+        """Row ``index`` as a dict ``{"source", "chain", "residues", "key"}``."""
+        return {
+            "source": self._sources[index],
+            "chain": self._chains[index],
+            "residues": int(self._lengths[index]),
+            "key": self._keys[index],
+        }
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self._lengths)
 
     def __getitem__(self, index: int) -> ProteinGraph:
-        entry = self.entries[index]
-        graph = self.cache.load_graph(entry["key"])
-        # The cache is addressed by content: a graph may have been made from another copy
+        graph = self.cache.load_graph(self._keys[index])
+        # The store is addressed by content: a graph may have been made from another copy
         # of the same file, so the source is the one this dataset was built from.
-        graph.source = str(split_selection(str(entry["source"]))[0])
+        graph.source = self._sources[index]
         return graph
 
     def subset(self, indices: Sequence[int]) -> GraphDataset:
         """A dataset of some of these entries (e.g. a train/validation split)."""
+        chosen = np.asarray(indices, dtype=np.int64)
         out = GraphDataset.__new__(GraphDataset)
-        out.entries = [self.entries[i] for i in indices]
+        out._keys, out._sources = self._keys.take(chosen), self._sources.take(chosen)
+        out._chains, out._lengths = self._chains.take(chosen), self._lengths[chosen]
         out.cache = self.cache
         return out
+
+
+def _file_of(source: str) -> str:
+    """The file (or container member) of a report's source, without a ``:CHAIN`` selection."""
+    if ":" not in source:  # the common case, without split_selection's stat
+        return source
+    return str(split_selection(source)[0])
+
+
+class _Strings:
+    """Strings packed as one UTF-8 buffer and offsets (no Python object per string, no
+    padding to the longest)."""
+
+    __slots__ = ("_data", "_offsets")
+
+    def __init__(self, data: np.ndarray, offsets: np.ndarray) -> None:
+        self._data, self._offsets = data, offsets
+
+    @classmethod
+    def pack(cls, values: Sequence[str]) -> _Strings:
+        encoded = [v.encode("utf-8", "surrogateescape") for v in values]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(v) for v in encoded], out=offsets[1:])
+        return cls(np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, index: int) -> str:
+        start, stop = self._offsets[index], self._offsets[index + 1]
+        return self._data[start:stop].tobytes().decode("utf-8", "surrogateescape")
+
+    def take(self, indices: np.ndarray) -> _Strings:
+        starts, stops = self._offsets[indices], self._offsets[indices + 1]
+        lengths = stops - starts
+        offsets = np.zeros(len(indices) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        # the byte positions of every chosen string, in order: each string's start, then +1
+        positions = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return _Strings(self._data[positions], offsets)
 
 
 class LengthBatchSampler(torch.utils.data.Sampler[list[int]]):
