@@ -71,15 +71,16 @@ class Chain:
 class ResidueRecords:
     """Every residue of a model, in file order, before any residue rule applies.
 
-    chain_ids, residue_names, insertion_codes: [R] str; hetero: [R] bool (HETATM);
-    residue_numbers: [R] int64; backbone: [R, 4, 3] float32; backbone_mask: [R, 4] bool.
+    chain_ids, residue_names, insertion_codes: [R] str (a list or a numpy str array);
+    hetero: [R] bool (HETATM); residue_numbers: [R] int64; backbone: [R, 4, 3] float32;
+    backbone_mask: [R, 4] bool.
     """
 
-    chain_ids: Sequence[str]
-    residue_names: Sequence[str]
+    chain_ids: Sequence[str] | np.ndarray
+    residue_names: Sequence[str] | np.ndarray
     hetero: np.ndarray
     residue_numbers: np.ndarray
-    insertion_codes: Sequence[str]
+    insertion_codes: Sequence[str] | np.ndarray
     backbone: np.ndarray
     backbone_mask: np.ndarray
 
@@ -94,41 +95,49 @@ def assemble_chains(source: str, records: ResidueRecords) -> list[Chain]:
     is left out. Chains come in order of first appearance; chains left without residues are
     dropped.
     """
-    names = np.asarray(records.residue_names, dtype=object)
-    mask = np.asarray(records.backbone_mask, dtype=bool)
-    unique_names = set(names.tolist())
-    known = {n: is_known_amino_acid(n) for n in unique_names}
-    other = {n: not (is_water(n) or is_nucleotide(n)) for n in unique_names}
-    is_known = np.array([known[n] for n in names.tolist()], dtype=bool)
-    is_other = np.array([other[n] for n in names.tolist()], dtype=bool)
-    has_ca = mask[:, 1] if len(mask) else np.zeros(0, dtype=bool)
-    has_nc = mask[:, 0] & mask[:, 2] if len(mask) else np.zeros(0, dtype=bool)
-    keep = has_ca & (is_known | (is_other & has_nc))
-
-    chain_ids = np.asarray(records.chain_ids, dtype=object)
-    order: dict[str, list[int]] = {}
-    for index in np.flatnonzero(keep).tolist():
-        order.setdefault(chain_ids[index], []).append(index)
+    names = np.asarray(records.residue_names, dtype=str)
+    mask = np.asarray(records.backbone_mask, dtype=bool).reshape(-1, 4)
+    if len(names) == 0:
+        return []
+    # The residue rules are decided once per distinct name, not once per residue.
+    unique_names, name_code = np.unique(names, return_inverse=True)
+    name_code = name_code.reshape(-1)
+    rules = [
+        (is_known_amino_acid(n), not (is_water(n) or is_nucleotide(n)), parent_letter(n) or "X")
+        for n in unique_names.tolist()
+    ]
+    known = np.array([r[0] for r in rules], dtype=bool)[name_code]
+    other = np.array([r[1] for r in rules], dtype=bool)[name_code]
+    letters = np.frombuffer("".join(r[2] for r in rules).encode("ascii"), dtype="S1")
+    keep = mask[:, 1] & (known | (other & mask[:, 0] & mask[:, 2]))
+    kept = np.flatnonzero(keep)
+    if len(kept) == 0:
+        return []
+    chain_ids = np.asarray(records.chain_ids, dtype=str)[kept]
+    # Chains in order of first appearance; residues within a chain in file order.
+    _, first, inverse = np.unique(chain_ids, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    chain_rank = rank[inverse.reshape(-1)]
+    order = np.argsort(chain_rank, kind="stable")
+    rows_all = kept[order]
+    bounds = np.searchsorted(chain_rank[order], np.arange(len(first) + 1))
+    numbers = np.asarray(records.residue_numbers, dtype=np.int64)
+    icodes = np.char.strip(np.asarray(records.insertion_codes, dtype=str))
+    backbone = np.where(mask[..., None], records.backbone, 0).astype(np.float32)
     chains = []
-    for chain_id, indices in order.items():
-        rows = np.asarray(indices, dtype=np.int64)
-        residue_names = names[rows]
-        sequence = "".join(parent_letter(n) or "X" for n in residue_names.tolist())
+    for index in range(len(first)):
+        rows = rows_all[bounds[index] : bounds[index + 1]]
         chains.append(
             Chain(
                 source=source,
-                chain_id=str(chain_id).strip(),
-                sequence=sequence,
-                residue_names=residue_names.astype(str),
-                residue_numbers=np.asarray(records.residue_numbers, dtype=np.int64)[rows],
-                insertion_codes=np.asarray(
-                    [str(c).strip() for c in np.asarray(records.insertion_codes, dtype=object)[rows]],
-                    dtype=str,
-                )
-                if len(rows)
-                else np.zeros(0, dtype=str),
-                backbone=np.where(mask[rows][..., None], records.backbone[rows], 0).astype(np.float32),
-                backbone_mask=mask[rows].copy(),
+                chain_id=str(chain_ids[order[bounds[index]]]).strip(),
+                sequence=letters[name_code[rows]].tobytes().decode("ascii"),
+                residue_names=names[rows],
+                residue_numbers=numbers[rows],
+                insertion_codes=icodes[rows],
+                backbone=backbone[rows],
+                backbone_mask=mask[rows],
             )
         )
     return chains

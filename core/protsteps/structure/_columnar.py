@@ -13,10 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import StructureError
 from ._chain import BACKBONE_ATOMS, ResidueRecords
 from ._cif import atom_site_columns
+from ._fixed import field_words, fixed_integer, fixed_point
 from ._io import Format
 
 __all__ = ["read_records_columnar"]
@@ -49,23 +51,31 @@ def read_records_columnar(path: Path, text: bytes, fmt: Format) -> ResidueRecord
 # ---------------------------------------------------------------------------- PDB
 
 
-def _record_codes(*records: bytes) -> np.ndarray:
-    return np.array(records, dtype="S6")
+def _record_code(name: bytes) -> int:
+    """A six-column record name as the integer its bytes make (little-endian)."""
+    return int.from_bytes(name, "little")
 
 
-_ATOM_RECORDS = _record_codes(b"ATOM  ", b"HETATM")
-_MODEL_RECORDS = _record_codes(b"MODEL ", b"ENDMDL")
-_END_RECORDS = _record_codes(b"END   ", b"CONECT")
-# A four-column atom name field that strips to a backbone atom name, and its slot.
+_ATOM, _HETATM = _record_code(b"ATOM  "), _record_code(b"HETATM")
+_MODEL, _ENDMDL = _record_code(b"MODEL "), _record_code(b"ENDMDL")
+_END, _CONECT = _record_code(b"END   "), _record_code(b"CONECT")
+_SIX_BYTES = np.uint64((1 << 48) - 1)
+# A four-column atom name field that strips to a backbone atom name, and its slot; the field
+# is compared as the little-endian uint32 of its bytes.
 _NAME_FIELDS = {
     field.encode(): slot
     for name, slot in _SLOT.items()
     for field in {name.rjust(k).ljust(4) for k in range(len(name), 5)}
 }
-_NAME_FIELD_ARRAY = np.array(list(_NAME_FIELDS), dtype="S4")
-_NAME_FIELD_SLOT = np.array(list(_NAME_FIELDS.values()), dtype=np.int8)
-_NAME_SORTER = np.argsort(_NAME_FIELD_ARRAY)
+_NAME_CODES = np.array([int.from_bytes(f, "little") for f in _NAME_FIELDS], dtype=np.uint32)
+_NAME_SORTER = np.argsort(_NAME_CODES)
+_NAME_SORTED = _NAME_CODES[_NAME_SORTER]
+_NAME_SLOTS = np.array(list(_NAME_FIELDS.values()), dtype=np.int8)[_NAME_SORTER]
 _SPACE, _NUL = 32, 0
+#: the columns of an ATOM/HETATM record the reader uses (through the occupancy)
+_ATOM_WIDTH = 60
+#: zero bytes after the text, so that a window of this many columns fits at every line start
+_PADDING = 80
 
 
 def _columns(
@@ -81,9 +91,22 @@ def _columns(
     return np.ascontiguousarray(block)
 
 
+def _line_rows(padded: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+    """[lines, width] uint8: the first ``width`` columns of each line, blank past its end.
+    ``padded`` is the text followed by ``width`` zero bytes, so that every window fits."""
+    rows = sliding_window_view(padded, width)[starts]  # one contiguous copy, row by row
+    short = np.flatnonzero(lengths < width)
+    if len(short):
+        past = np.arange(width)[None, :] >= lengths[short, None]
+        rows[short] = np.where(past, np.uint8(_SPACE), rows[short])
+    return rows
+
+
 def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
-    """Every line is located with one pass of numpy over the bytes; only the backbone atom
-    lines of the first model are cut out and decoded, as a fixed-column record array."""
+    """Every line is located with one pass of numpy over the bytes; the record name of every
+    line is compared as an integer; the ATOM/HETATM lines are copied once into a
+    [lines, 60] byte array whose columns are the record's fields. Numbers are read by
+    :mod:`._fixed` when written in the standard layout, else by numpy's conversion."""
     buffer = np.frombuffer(text, dtype=np.uint8)
     breaks = np.flatnonzero(buffer == 10)
     starts = np.concatenate(([0], breaks + 1))
@@ -93,56 +116,75 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
     carriage = (ends > starts) & (buffer[np.maximum(ends - 1, 0)] == 13)
     ends = ends - carriage
     lengths = ends - starts
-    # Record names as Bio.PDB compares them: exactly six columns, so "END" alone is not END.
-    record = _columns(buffer, starts, lengths, 0, 6, _NUL).view("S6").ravel()
-    is_atom = (record == _ATOM_RECORDS[0]) | (record == _ATOM_RECORDS[1])
+    padded = np.concatenate((buffer, np.zeros(_PADDING, dtype=np.uint8)))
+    # Record names as Bio.PDB compares them: exactly six columns, so "END" alone is not END
+    # (the byte after a shorter line is a line break or padding, which no name holds).
+    record = sliding_window_view(padded, 8)[starts].view("<u8").ravel() & _SIX_BYTES
+    is_atom = (record == _ATOM) | (record == _HETATM)
     atom_lines = np.flatnonzero(is_atom)
     if len(atom_lines) == 0:
         raise StructureError(f"{path}: no ATOM or HETATM records")
     # The first model, following Bio.PDB: reading starts at the first ATOM/HETATM (or a
     # MODEL before it) and stops at END/CONECT, or at MODEL/ENDMDL after the first atom.
     first_atom = int(atom_lines[0])
-    model_lines = np.flatnonzero((record == _MODEL_RECORDS[0]) | (record == _MODEL_RECORDS[1]))
+    model_lines = np.flatnonzero((record == _MODEL) | (record == _ENDMDL))
     start = min(first_atom, int(model_lines[0])) if len(model_lines) else first_atom
-    stops = np.flatnonzero((record == _END_RECORDS[0]) | (record == _END_RECORDS[1]))
+    stops = np.flatnonzero((record == _END) | (record == _CONECT))
     stops = stops[stops >= start]
     later_models = model_lines[model_lines > first_atom]
     end = min([len(record), *stops[:1].tolist(), *later_models[:1].tolist()])
     # Bio.PDB parses the numbers of every model's records up to END/CONECT and refuses the
     # file if one does not parse; so do we, reading the first model's atoms from them.
     checked = atom_lines[atom_lines < (stops[0] if len(stops) else len(record))]
-    xyz_all = _pdb_numbers(path, buffer, starts, lengths, checked, 30, 8, 3, "invalid or missing coordinates")
-    resseq_all = _pdb_residue_numbers(path, buffer, starts, lengths, checked)
-    _check_extra_numbers(path, buffer, starts, lengths, record, start, stops)
-    atom_lines = atom_lines[atom_lines < end]
-    names = _columns(buffer, starts[atom_lines], lengths[atom_lines], 12, 4, _SPACE).view("S4").ravel()
-    found = np.searchsorted(_NAME_FIELD_ARRAY, names, sorter=_NAME_SORTER)
-    found = np.minimum(found, len(_NAME_FIELD_ARRAY) - 1)
-    match = _NAME_FIELD_ARRAY[_NAME_SORTER[found]] == names
-    lines = atom_lines[match]
-    if len(lines) == 0:
+    rows = _line_rows(padded, starts[checked], lengths[checked], _ATOM_WIDTH)
+    xyz_all = fixed_point(field_words(rows, 54, 3), 3)
+    if xyz_all is None:
+        xyz_all = _pdb_numbers(
+            path, buffer, starts, lengths, checked, 30, 8, 3, "invalid or missing coordinates"
+        )
+    resseq_all = fixed_integer(field_words(rows, 26, 1, 4))
+    if resseq_all is None:
+        resseq_all = _pdb_residue_numbers(path, buffer, starts, lengths, checked)
+    resseq_all = resseq_all.reshape(-1)
+    _check_extra_numbers(path, buffer, starts, lengths, padded, record, start, stops)
+    first_model = int(np.searchsorted(checked, end))  # its atom lines come first
+    names = np.ascontiguousarray(rows[:first_model, 12:16]).view("<u4").ravel()
+    found = np.minimum(np.searchsorted(_NAME_SORTED, names), len(_NAME_SORTED) - 1)
+    match = np.flatnonzero(_NAME_SORTED[found] == names)
+    if len(match) == 0:
         return _empty_records()
-    slots = _NAME_FIELD_SLOT[_NAME_SORTER[found[match]]]
-    block = _columns(buffer, starts[lines], lengths[lines], 0, _PDB_LINE.itemsize, _SPACE)
-    table = block.view(_PDB_LINE).ravel()
-    # The first model's atom lines are the first of the checked ones.
-    xyz = xyz_all[: len(atom_lines)][match].astype(np.float32)
-    resseq = resseq_all[: len(atom_lines)][match]
-    occupancy = _floats_or(table["occupancy"], 1.0)
-    hetatm = table["record"] == b"HETATM"
-    resname = np.char.strip(table["resname"])
-    water = hetatm & np.isin(resname, _WATER_NAMES)
-    kind = np.where(water, 2, hetatm.astype(np.int8)).astype(np.int8)
+    table = rows[match]
+    slots = _NAME_SLOTS[found[match]]
+    xyz = xyz_all[match].astype(np.float32)
+    resseq = resseq_all[match]
+    occupancy = fixed_point(field_words(table, 60, 1, 6), 2)
+    if occupancy is None:
+        occupancy = _floats_or(np.ascontiguousarray(table[:, 54:60]).view("S6"), 1.0)
+    occupancy = occupancy.reshape(-1)
+    hetatm = record[checked[match]] == _HETATM
+    # Atoms of one residue are neighbours in the file: compare each with the one before
+    # (residue name, chain, number, insertion code and record) and read the residue fields
+    # once per run of atoms.
+    identity = table[:, 17:27]
+    new_run = np.ones(len(table), dtype=bool)
+    new_run[1:] = (identity[1:] != identity[:-1]).any(1) | (hetatm[1:] != hetatm[:-1])
+    run_first = np.flatnonzero(new_run)
+    runs = table[run_first]
+    resname = np.char.strip(np.ascontiguousarray(runs[:, 17:20]).view("S3").ravel())
+    run_het = hetatm[run_first]
+    water = run_het & np.isin(resname, _WATER_NAMES)
     return _group(
-        chain=table["chain"],
-        kind=kind,
+        run_of_atom=np.cumsum(new_run) - 1,
+        run_first=run_first,
+        chain=np.ascontiguousarray(runs[:, 21]).view("S1"),
+        kind=np.where(water, 2, run_het).astype(np.int8),
         resname=resname,
-        resseq=resseq,
-        icode=table["icode"],
+        resseq=resseq[run_first],
+        icode=np.ascontiguousarray(runs[:, 26]).view("S1"),
         slot=slots,
         occupancy=occupancy,
         xyz=xyz,
-        altloc_blank=table["altloc"] == b" ",
+        altloc_blank=table[:, 16] == _SPACE,
     )
 
 
@@ -220,6 +262,7 @@ def _check_extra_numbers(
     buffer: np.ndarray,
     starts: np.ndarray,
     lengths: np.ndarray,
+    padded: np.ndarray,
     record: np.ndarray,
     start: int,
     stops: np.ndarray,
@@ -227,12 +270,25 @@ def _check_extra_numbers(
     """ANISOU, SIGATM and SIGUIJ numbers parse where Bio.PDB reads them (up to END/CONECT)."""
     stop = int(stops[0]) if len(stops) else len(record)
     for name, slices in _EXTRA_NUMBERS.items():
-        lines = np.flatnonzero(record == np.bytes_(name))
+        lines = np.flatnonzero(record == _record_code(name))
         lines = lines[(lines >= start) & (lines < stop)]
-        for first, end in slices if len(lines) else ():
-            _pdb_numbers(
-                path, buffer, starts, lengths, lines, first, end - first, 1, f"invalid {name.decode()} values"
-            )
+        if not len(lines):
+            continue
+        rows = _line_rows(padded, starts[lines], lengths[lines], _PADDING)
+        for first, end in slices:
+            # (ANISOU and SIGUIJ write integers: read as such they need no conversion)
+            if fixed_integer(field_words(rows, end, 1, end - first)) is None:
+                _pdb_numbers(
+                    path,
+                    buffer,
+                    starts,
+                    lengths,
+                    lines,
+                    first,
+                    end - first,
+                    1,
+                    f"invalid {name.decode()} values",
+                )
 
 
 # ---------------------------------------------------------------------------- residues
@@ -251,6 +307,8 @@ def _empty_records() -> ResidueRecords:
 
 
 def _group(
+    run_of_atom: np.ndarray,
+    run_first: np.ndarray,
     chain: np.ndarray,
     kind: np.ndarray,
     resname: np.ndarray,
@@ -263,23 +321,28 @@ def _group(
 ) -> ResidueRecords:
     """Atoms -> residues, in order of first appearance.
 
-    A residue is identified as Bio.PDB does: chain, hetero flag (ATOM, HETATM or water;
-    HETATM residues also by name), number and insertion code. Per residue and backbone atom
-    the highest-occupancy record wins, the earlier one on a tie.
+    Atoms come in runs (consecutive atoms with the same residue fields): ``run_of_atom``
+    [A] says which run each atom is in, ``run_first`` [R] is each run's first atom, and
+    ``chain``, ``kind``, ``resname``, ``resseq``, ``icode`` [R] are each run's residue fields.
+    A residue is identified as Bio.PDB does: chain, hetero flag (``kind``: ATOM 0, HETATM 1,
+    water 2; HETATM residues also by name), number and insertion code, so that two runs with
+    one identity (a residue continued later in the file) are one residue. Per residue and
+    backbone atom the highest-occupancy record wins, the earlier one on a tie.
     """
     count = len(slot)
     key = _residue_keys(chain, kind, resname, resseq, icode)
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
     # np.unique sorts by key; renumber residues by where they first appear in the file.
     rank = np.empty(len(first), dtype=np.int64)
     order = np.argsort(first, kind="stable")
     rank[order] = np.arange(len(first))
-    residue = rank[inverse]
-    first_atom = first[order]
+    residue_of_run = rank[inverse.reshape(-1)]
+    first_run = first[order]
+    residue = residue_of_run[run_of_atom]
 
+    residues = len(first)
     atom_slot = residue * 4 + slot
-    if len(np.unique(atom_slot)) == count:
+    if np.bincount(atom_slot, minlength=4 * residues).max(initial=0) <= 1:
         chosen = np.arange(count)  # no alternate locations, no duplicates: nothing to choose
     else:
         # Bio.PDB lets an altloc record displace a blank-altloc one of equal occupancy;
@@ -288,25 +351,42 @@ def _group(
         best = np.lexsort((np.arange(count), tie_order, -occupancy, atom_slot))
         chosen = best[np.r_[True, atom_slot[best][1:] != atom_slot[best][:-1]]]
 
-    residues = len(first)
     backbone = np.zeros((residues, 4, 3), dtype=np.float32)
     mask = np.zeros((residues, 4), dtype=bool)
     backbone[residue[chosen], slot[chosen]] = xyz[chosen]
     mask[residue[chosen], slot[chosen]] = True
     # A point mutation (two residue names at one position, as alternate locations) is read
     # as the residue whose CA was chosen.
-    name_atom = first_atom.copy()
+    name_run = first_run.copy()
     chosen_ca = chosen[slot[chosen] == _SLOT["CA"]]
-    name_atom[residue[chosen_ca]] = chosen_ca
+    name_run[residue[chosen_ca]] = run_of_atom[chosen_ca]
     return ResidueRecords(
-        chain_ids=[c.decode("latin-1") for c in chain[first_atom].tolist()],
-        residue_names=[n.decode("latin-1") for n in resname[name_atom].tolist()],
-        hetero=kind[first_atom] != 0,
-        residue_numbers=resseq[first_atom],
-        insertion_codes=[c.decode("latin-1") for c in icode[first_atom].tolist()],
+        chain_ids=_text(chain[first_run]),
+        residue_names=_text(resname[name_run]),
+        hetero=kind[first_run] != 0,
+        residue_numbers=resseq[first_run],
+        insertion_codes=_text(icode[first_run]),
         backbone=backbone,
         backbone_mask=mask,
     )
+
+
+def _text(values: np.ndarray) -> np.ndarray:
+    """A bytes column as text (latin-1, as the reference reader decodes files)."""
+    values = values.reshape(-1)
+    try:
+        return values.astype(str)  # ASCII, by far the common case
+    except UnicodeDecodeError:
+        return np.char.decode(values, "latin-1")
+
+
+def _runs(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of consecutive rows equal in every column: (run of each row [A], first row of
+    each run [R])."""
+    new_run = np.ones(len(columns[0]), dtype=bool)
+    for column in columns:
+        new_run[1:] |= column[1:] != column[:-1]
+    return np.cumsum(new_run) - 1, np.flatnonzero(new_run)
 
 
 def _codes(values: np.ndarray) -> tuple[np.ndarray, int]:
@@ -436,16 +516,23 @@ def _cif_records(path: Path, columns: dict[str, list[bytes]]) -> ResidueRecords:
 
     altloc = column("label_alt_id")
     icode = column("pdbx_PDB_ins_code")
-    icode = np.where(np.isin(icode, _UNASSIGNED), b" ", icode)
     resname = column("label_comp_id")
     hetatm = column("group_PDB") == b"HETATM"
-    water = hetatm & np.isin(resname, _WATER_NAMES)
-    kind = np.where(water, 2, hetatm.astype(np.int8)).astype(np.int8)
+    chain = column("auth_asym_id")
+    resseq = resseq[take]
+    run_of_atom, run_first = _runs(chain, resseq, icode, resname, hetatm)
+    icode = icode[run_first]
+    icode = np.where(np.isin(icode, _UNASSIGNED), b" ", icode)
+    resname = resname[run_first]
+    run_het = hetatm[run_first]
+    water = run_het & np.isin(resname, _WATER_NAMES)
     return _group(
-        chain=column("auth_asym_id"),
-        kind=kind,
+        run_of_atom=run_of_atom,
+        run_first=run_first,
+        chain=chain[run_first],
+        kind=np.where(water, 2, run_het).astype(np.int8),
         resname=resname,
-        resseq=resseq[take],
+        resseq=resseq[run_first],
         icode=icode,
         slot=slot_of[take],  # rows is 0, 1, 2, ...: row numbers index it directly
         occupancy=occupancy[take],

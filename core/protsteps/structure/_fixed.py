@@ -1,0 +1,129 @@
+"""Numbers in fixed columns, read from their bytes in a few integer operations.
+
+PDB coordinate records write every number right-aligned in a fixed field: ``%8.3f`` for
+coordinates, ``%6.2f`` for occupancies, ``%4d`` for residue numbers. Converting such a field
+with ``float()`` (or numpy's string-to-float cast, which calls it per value) costs far more
+than the arithmetic it stands for. Here each field, at most 8 bytes, is one 64-bit integer
+(its first byte lowest); one pass of integer operations over a whole column checks every
+field against the exact layout (blanks, an optional minus sign, digits, the point where the
+format puts it) and a second turns its digits into the number, all bytes of a field at once
+("SIMD within a register").
+
+The result is exactly what ``float()`` gives: the digits form an integer ``n`` that float64
+holds exactly, and ``n / 10**d`` is one correctly rounded division, the same rounding that
+``float()`` applies to the decimal text. A column with any field in another layout (a plus
+sign, an exponent, a number shifted left, blanks, a byte that is no ASCII) is not read here
+(``None``), so that the caller can take the general conversion, and its error messages,
+for that column.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["fixed_point", "fixed_integer", "field_words"]
+
+_ONES = 0x0101010101010101
+_HIGH = np.uint64(0x8080808080808080)
+_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+_NIBBLE_HIGH = np.uint64(0xF0F0F0F0F0F0F0F0)
+_NIBBLE_LOW = np.uint64(0x0F0F0F0F0F0F0F0F)
+_SIX = np.uint64(0x0606060606060606)
+_ZEROS = np.uint64(0x3030303030303030)
+_BLANKS = np.uint64(0x2020202020202020)
+_MINUS = np.uint64(0x2D2D2D2D2D2D2D2D)
+_U7, _U8, _U16, _U32 = (np.uint64(n) for n in (7, 8, 16, 32))
+
+
+def field_words(rows: np.ndarray, end: int, fields: int = 1, width: int = 8) -> np.ndarray:
+    """[lines, fields] uint64: ``fields`` adjacent fields of ``width`` (<= 8) columns, the
+    last ending at column ``end`` of ``rows`` ([lines, columns] uint8), each as the 8 bytes
+    that end where it ends (first byte lowest), the columns before the field blanked."""
+    first = end - fields * width
+    if width == 8:
+        block = np.ascontiguousarray(rows[:, first:end])
+        return block.view("<u8").reshape(len(rows), fields)
+    starts = first + width * np.arange(1, fields + 1) - 8
+    if starts.min() >= 0:
+        block = np.stack([rows[:, s : s + 8] for s in starts.tolist()], axis=1)
+    else:  # a field near the start of the line: blanks stand in for what precedes it
+        padded = np.concatenate((np.full((len(rows), 8), 32, np.uint8), rows), axis=1)
+        block = np.stack([padded[:, s + 8 : s + 16] for s in starts.tolist()], axis=1)
+    words = np.ascontiguousarray(block).view("<u8").reshape(len(rows), fields)
+    lead = np.uint64((1 << (8 * (8 - width))) - 1)  # the bytes before the field
+    return (words & ~lead) | (_BLANKS & lead)
+
+
+def _zero_bytes(x: np.ndarray) -> np.ndarray:
+    """The high bit of every byte of ``x`` that is 0 (exact: no carry crosses bytes)."""
+    return ~(((x & _LOW7) + _LOW7) | x | _LOW7)
+
+
+def _classes(words: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """High-bit masks of the digit, blank and minus bytes of each word."""
+    # A digit has high nibble 3, and so has the digit plus 6 (0x3A-0x3F become 0x40-0x45).
+    # Adding 6 carries into the next byte only from a byte >= 0xFA, which is no digit,
+    # blank or minus itself: such a word fails the layout whatever the carry does.
+    digit = _zero_bytes((words & _NIBBLE_HIGH) ^ _ZEROS) & _zero_bytes(
+        ((words + _SIX) & _NIBBLE_HIGH) ^ _ZEROS
+    )
+    return digit, _zero_bytes(words ^ _BLANKS), _zero_bytes(words ^ _MINUS)
+
+
+def _byte_bits(positions: range | list[int]) -> np.uint64:
+    return np.uint64(sum(0x80 << (8 * k) for k in positions))
+
+
+def _layout_ok(
+    words: np.ndarray, digit: np.ndarray, blank: np.ndarray, minus: np.ndarray, point: int
+) -> bool:
+    """Bytes ``0..point-1`` hold blanks, then an optional minus, then at least one digit;
+    with ``point`` < 8 that byte is ``.`` and every byte after it a digit."""
+    required = _byte_bits([point - 1, *range(point + 1, 8)])
+    if not ((digit & required) == required).all():
+        return False
+    if point < 8:
+        dot = np.uint64(0x2E) << np.uint64(8 * point)
+        if not ((words & (np.uint64(0xFF) << np.uint64(8 * point))) == dot).all():
+            return False
+    # blank, or (minus or digit) followed by a digit
+    lead = _byte_bits(range(point - 1))
+    ok = blank | ((minus | digit) & (digit >> _U8))
+    return bool(((ok & lead) == lead).all())
+
+
+def _value(words: np.ndarray, digit: np.ndarray) -> np.ndarray:
+    """The eight bytes' digits (non-digits read as 0) as one 8-digit integer, the first
+    byte the most significant."""
+    x = words & _NIBBLE_LOW & ((digit >> _U7) * np.uint64(0xFF))
+    x = x * np.uint64(10) + (x >> _U8)  # bytes 0, 2, 4, 6: two-digit numbers
+    low = x & np.uint64(0x000000FF000000FF)
+    high = (x >> _U16) & np.uint64(0x000000FF000000FF)
+    return (low * np.uint64(100 + (1000000 << 32)) + high * np.uint64(1 + (10000 << 32))) >> _U32
+
+
+def fixed_point(words: np.ndarray, decimals: int) -> np.ndarray | None:
+    """Values of right-aligned ``%w.<decimals>f`` fields (see :func:`field_words`), or
+    ``None`` if any field has another layout. Returns float64 of ``words``' shape, equal to
+    ``float()`` of each field's text."""
+    digit, blank, minus = _classes(words)
+    point = 7 - decimals
+    if not _layout_ok(words, digit, blank, minus, point):
+        return None
+    # The point reads as a 0 digit: n8 = integer part * 10**(decimals + 1) + fraction.
+    n8 = _value(words, digit)
+    scale = np.uint64(10 ** (decimals + 1))
+    number = (n8 - (n8 // scale) * np.uint64(9 * 10**decimals)).astype(np.float64)
+    number /= 10.0**decimals
+    negative = (minus & _byte_bits(range(point))) != 0
+    return np.negative(number, out=number, where=negative)
+
+
+def fixed_integer(words: np.ndarray) -> np.ndarray | None:
+    """Values of right-aligned ``%wd`` fields (see :func:`field_words`), or ``None`` if any
+    field has another layout. Returns int64 of ``words``' shape."""
+    digit, blank, minus = _classes(words)
+    if not _layout_ok(words, digit, blank, minus, 8):
+        return None
+    number = _value(words, digit).astype(np.int64)
+    return np.where(minus != 0, -number, number)
