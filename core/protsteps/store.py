@@ -82,6 +82,7 @@ _DTYPES = {
         torch.uint8,
     )
 }
+_SIZES = {t: torch.empty((), dtype=t).element_size() for t in _DTYPES.values()}
 #: integer tensors are stored in the narrowest of these that holds their values exactly
 _NARROW = (torch.uint8, torch.int8, torch.int16, torch.int32)
 #: edge fields that are stored only when recomputing them from pos and edge_index would not
@@ -90,12 +91,14 @@ _DERIVED = ("edge_distance", "edge_vector")
 
 
 def _edge_geometry(pos: torch.Tensor, edge_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """CA-CA distance and unit vector of every edge, as ``residue_graph`` computes them (in
-    float64 from the float32 positions, then rounded to float32)."""
+    """CA-CA distance and unit vector of every edge, as ``residue_graph`` computes them: in
+    float64 from the float32 positions, ``dx*dx + dy*dy + dz*dz`` in that order (elementwise
+    operations, so the same bits on any machine), then rounded to float32."""
     pos64 = pos.detach().cpu().numpy().astype(np.float64)
     index = edge_index.detach().cpu().numpy()
     delta = pos64[index[1]] - pos64[index[0]]
-    distance = np.sqrt(np.einsum("ij,ij->i", delta, delta))
+    dx, dy, dz = delta[:, 0], delta[:, 1], delta[:, 2]
+    distance = np.sqrt(dx * dx + dy * dy + dz * dz)
     with np.errstate(invalid="ignore", divide="ignore"):
         vector = np.where(distance[:, None] > 0, delta / distance[:, None], 0.0)
     return torch.from_numpy(distance.astype(np.float32)), torch.from_numpy(vector.astype(np.float32))
@@ -200,9 +203,9 @@ def decode_record(record: bytes | bytearray | memoryview, what: str = "record") 
                     torch.bfloat16
                 )
             else:
-                count = nbytes // torch.empty((), dtype=kind).element_size()
-                tensor = torch.frombuffer(buffer, dtype=kind, count=count, offset=offset)
-            graph[name] = tensor.reshape(shape).to(target)
+                tensor = torch.frombuffer(buffer, dtype=kind, count=nbytes // _SIZES[kind], offset=offset)
+            tensor = tensor.reshape(shape)
+            graph[name] = tensor.to(target) if kind != target else tensor
         if chain.get("derived"):
             graph["edge_distance"], graph["edge_vector"] = _edge_geometry(graph["pos"], graph["edge_index"])
         chains.append({"chain": chain["chain"], "residues": chain["residues"], "graph": graph})

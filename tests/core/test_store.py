@@ -85,14 +85,19 @@ def test_two_processes_write_one_store_at_once(corpus, tmp_path):
         """
     )
     children = [
-        subprocess.Popen([sys.executable, "-c", code, str(cache), *part], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(cache), *part],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for part in (files[::2], files[1::2])
     ]
-    outputs = [child.communicate(timeout=300)[0] for child in children]
+    outputs = [child.communicate(timeout=300) for child in children]
     assert all(child.returncode == 0 for child in children), outputs
     union = featurize_many([corpus], cache_dir=cache)
-    assert union.cache_hits == len(NAMES)
-    assert GraphStore(cache).counts() == (len(NAMES), 2)
+    assert union.cache_hits == len(NAMES), (outputs, union.to_json())
+    assert GraphStore(cache).counts() == (len(NAMES), 2), outputs
 
 
 def test_committed_shards_survive_a_kill_and_its_open_shard_is_cleared(structures_dir, tmp_path, monkeypatch):
