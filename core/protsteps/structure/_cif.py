@@ -20,17 +20,15 @@ import io
 import re
 from pathlib import Path
 
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
 from ..errors import StructureError
 from ._complete import line_number
 
-__all__ = ["atom_site_columns"]
+__all__ = ["AtomSiteTokens", "atom_site_columns", "atom_site_tokens"]
 
 _TAG = b"_atom_site."
-# Bytes that the fast path cannot treat as Bio.PDB's tokenizer does: a line-start ``;`` (text
-# field) is looked for separately; ``#`` at a line start (a comment line) is removed first.
-_UNUSUAL = re.compile(
-    rb"#|\r(?!\n)|[\x0b\x0c\x1c-\x1f\x85\xa0]|[ \t](?:_|[Ll][Oo][Oo][Pp]_|[Dd][Aa][Tt][Aa]_)"
-)
 _COMMENT_LINES = re.compile(rb"\n#[^\n]*")
 _QUOTES = "'\""
 _BLANKS = " \t"
@@ -107,14 +105,45 @@ def _loop_end(text: bytes, start: int) -> int:
     return min((e for e in ends if e >= 0), default=len(text))
 
 
-def _fast_tokens(text: bytes, start: int, width: int) -> list[bytes] | None:
-    """The loop's values by one split of its bytes, or ``None`` where that would not read
-    them as the exact rules do."""
+def _fast_block(text: bytes, start: int) -> bytes | None:
+    """The loop's values as one block of bytes (comment lines removed) that splitting on
+    white space reads as the exact rules do, or ``None`` where it would not."""
     end = _loop_end(text, start)
     block = text[start:end]
     if b"#" in block:
         block = b"".join(_COMMENT_LINES.split(b"\n" + block))
-    if _UNUSUAL.search(block) or b"\n;" in block or block.startswith(b";"):
+    if _unusual(block) or b"\n;" in block or block.startswith(b";"):
+        return None
+    if end == len(text) and not text.endswith(b"\n") and text[text.rfind(b"\n") + 1 :].strip():
+        return None
+    return block
+
+
+def _unusual(block: bytes) -> bool:
+    """Whether the block holds what the fast path cannot read as Bio.PDB's tokenizer does: a
+    ``#`` (comment lines are removed before), a carriage return not followed by a line feed,
+    a control byte Python takes for white space, or a data name, ``loop_`` or ``data_``
+    after a blank (a new item in mid-line). A line-start ``;`` (a text field) is looked for
+    separately. Searches for fixed strings, not a regular expression (which stops at every
+    blank, slow on a loop of megabytes)."""
+    if b"#" in block or block.count(b"\r") != block.count(b"\r\n"):
+        return True
+    if len(block.translate(None, _CONTROL)) != len(block):
+        return True
+    if b" _" in block or b"\t_" in block:
+        return True
+    lower = block.lower()
+    return any(blank + word in lower for blank in (b" ", b"\t") for word in (b"loop_", b"data_"))
+
+
+_CONTROL = b"\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0"
+
+
+def _fast_tokens(text: bytes, start: int, width: int) -> list[bytes] | None:
+    """The loop's values by one split of its bytes, or ``None`` where that would not read
+    them as the exact rules do."""
+    block = _fast_block(text, start)
+    if block is None:
         return None
     tokens = block.split()
     if b"'" in block or b'"' in block:
@@ -128,9 +157,91 @@ def _fast_tokens(text: bytes, start: int, width: int) -> list[bytes] | None:
         tokens = unquoted
     if len(tokens) % width:
         return None
-    if end == len(text) and not text.endswith(b"\n") and text[text.rfind(b"\n") + 1 :].strip():
-        return None
     return tokens
+
+
+class AtomSiteTokens:
+    """The ``_atom_site`` loop as token offsets into one block of bytes, for reading whole
+    columns with numpy instead of one bytes object per value.
+
+    tags: the loop's tags (without ``_atom_site.``); block: [B] uint8, the loop's values;
+    starts, ends: [rows, len(tags)] int64, each value's offsets in ``block`` (quotes
+    excluded). ``padded`` is ``block`` with 8 blanks before it and 16 zero bytes after it, so
+    that an 8- or 16-byte window fits around any value (offsets into it are shifted by 8).
+    """
+
+    def __init__(self, tags: list[str], block: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+        self.tags = tags
+        self.block = block
+        self.starts = starts
+        self.ends = ends
+        self.padded = np.concatenate((np.full(8, 32, np.uint8), block, np.zeros(16, np.uint8)))
+
+    @property
+    def rows(self) -> int:
+        return len(self.starts)
+
+    def column(self, tag: str) -> tuple[np.ndarray, np.ndarray]:
+        index = self.tags.index(tag)
+        return self.starts[:, index], self.ends[:, index]
+
+    def strings(self, tag: str) -> np.ndarray:
+        """[rows] bytes (numpy ``S``) values of a column, as ``np.asarray(values, bytes)``
+        gives them."""
+        starts, ends = self.column(tag)
+        lengths = ends - starts
+        width = int(lengths.max(initial=1))
+        padded = self.padded if width <= 16 else np.concatenate((self.padded, np.zeros(width, np.uint8)))
+        values = sliding_window_view(padded, width)[starts + 8]
+        values[np.arange(width)[None, :] >= lengths[:, None]] = 0
+        return values.view(f"S{width}").reshape(-1)
+
+    def words(self, tag: str) -> np.ndarray | None:
+        """[rows] uint64: each value right-aligned in 8 bytes, blanks before it (see
+        :func:`protsteps.structure._fixed.field_words`); ``None`` when one is longer."""
+        starts, ends = self.column(tag)
+        lengths = ends - starts
+        if not len(lengths) or int(lengths.max()) > 8:
+            return None
+        words = sliding_window_view(self.padded, 8)[ends].view("<u8").reshape(-1)
+        lead = (np.uint64(1) << (8 * (8 - lengths)).astype(np.uint64)) - np.uint64(1)
+        return (words & ~lead) | (np.uint64(0x2020202020202020) & lead)
+
+
+def atom_site_tokens(text: bytes) -> AtomSiteTokens | None:
+    """The ``_atom_site`` loop as token offsets, or ``None`` wherever
+    :func:`atom_site_columns` would not take its fast path (or the loop is not there): the
+    caller then reads the loop with :func:`atom_site_columns`, which refuses what must be
+    refused. Where both read a loop, they read the same values."""
+    header = _loop_header(text)
+    if header is None:
+        return None
+    tags, start = header
+    block = _fast_block(text, start)
+    if block is None:
+        return None
+    data = np.frombuffer(block, dtype=np.uint8)
+    # bytes.split() white space; vertical tab and form feed never reach here (_unusual)
+    blank = _WHITE[data]
+    edges = np.diff(np.concatenate(([True], blank, [True])).view(np.int8))
+    starts = np.flatnonzero(edges == -1)
+    ends = np.flatnonzero(edges == 1)
+    width = len(tags)
+    if len(starts) == 0 or len(starts) % width:
+        return None
+    first = data[starts]
+    quoted = np.flatnonzero((first == 39) | (first == 34))
+    if len(quoted):
+        closed = (ends[quoted] - starts[quoted] >= 2) & (data[ends[quoted] - 1] == first[quoted])
+        if not closed.all():
+            return None
+        starts[quoted] += 1
+        ends[quoted] -= 1
+    return AtomSiteTokens(tags, data, starts.reshape(-1, width), ends.reshape(-1, width))
+
+
+_WHITE = np.zeros(256, dtype=bool)
+_WHITE[[9, 10, 11, 12, 13, 32]] = True
 
 
 def _exact_tokens(text: bytes, start: int, width: int) -> list[bytes]:

@@ -17,7 +17,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import StructureError
 from ._chain import BACKBONE_ATOMS, ResidueRecords
-from ._cif import atom_site_columns
+from ._cif import AtomSiteTokens, atom_site_columns, atom_site_tokens
 from ._fixed import field_words, fixed_integer, fixed_point
 from ._io import Format
 
@@ -42,10 +42,13 @@ def read_records_columnar(path: Path, text: bytes, fmt: Format) -> ResidueRecord
     """Residue records of the first model; same contract as the Bio.PDB reader."""
     if fmt == "pdb":
         return _pdb_records(path, text)
+    tokens = atom_site_tokens(text)
+    if tokens is not None:
+        return _cif_records(path, _LoopColumns(path, tokens=tokens))
     columns = atom_site_columns(path, text)
     if columns is None:
         columns = _cif_atom_site_full(path, text)
-    return _cif_records(path, columns)
+    return _cif_records(path, _LoopColumns(path, lists=columns))
 
 
 # ---------------------------------------------------------------------------- PDB
@@ -462,27 +465,78 @@ def _numbers(path: Path, values: np.ndarray, dtype: type, what: str) -> np.ndarr
         raise StructureError(f"{path}: {what} in _atom_site; re-download or repair the file") from None
 
 
-def _cif_records(path: Path, columns: dict[str, list[bytes]]) -> ResidueRecords:
+class _LoopColumns:
+    """The ``_atom_site`` columns, from one list of values per tag (the exact tokenizer) or
+    from token offsets (the fast path, read a column at a time without a bytes object per
+    value)."""
+
+    def __init__(
+        self, path: Path, lists: dict[str, list[bytes]] | None = None, tokens: AtomSiteTokens | None = None
+    ) -> None:
+        self.path, self.lists, self.tokens = path, lists, tokens
+        self.tags = set(tokens.tags if tokens is not None else lists or ())
+        self._strings: dict[str, np.ndarray] = {}
+
+    def lengths(self) -> set[int]:
+        if self.tokens is not None:
+            return {self.tokens.rows}
+        return {len(values) for values in (self.lists or {}).values()}
+
+    def strings(self, tag: str) -> np.ndarray:
+        """[rows] numpy bytes values."""
+        if tag not in self._strings:
+            if self.tokens is not None:
+                self._strings[tag] = self.tokens.strings(tag)
+            else:
+                self._strings[tag] = np.asarray((self.lists or {})[tag], dtype=bytes)
+        return self._strings[tag]
+
+    def numbers(self, tag: str, dtype: type, what: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """The values of ``rows`` (default all) as numbers; one that does not parse is a
+        :class:`StructureError`. Values written alike (digits, one sign, as many decimals
+        as the first value) are read by :mod:`._fixed`, the rest by numpy's conversion."""
+        values = self._fixed(tag, dtype) if self.tokens is not None else None
+        if values is not None:
+            return values if rows is None else values[rows]
+        strings = self.strings(tag)
+        return _numbers(self.path, strings if rows is None else strings[rows], dtype, what)
+
+    def _fixed(self, tag: str, dtype: type) -> np.ndarray | None:
+        assert self.tokens is not None
+        words = self.tokens.words(tag)
+        if words is None:
+            return None
+        if dtype is np.int64:
+            return fixed_integer(words)
+        starts, ends = self.tokens.column(tag)
+        first = self.tokens.block[starts[0] : ends[0]].tobytes()
+        point = first.find(b".")
+        decimals = len(first) - 1 - point
+        if point < 0 or decimals > 6:
+            return None
+        return fixed_point(words, decimals)
+
+
+def _cif_records(path: Path, columns: _LoopColumns) -> ResidueRecords:
     """Every row is checked as Bio.PDB's MMCIFParser checks it (numbers that must parse, in
     every model), then the backbone atoms of the first model are grouped into residues."""
-    seq_tag = "auth_seq_id" if "auth_seq_id" in columns else "label_seq_id"
-    missing = [tag for tag in (*_CIF_REQUIRED, seq_tag) if tag not in columns]
+    seq_tag = "auth_seq_id" if "auth_seq_id" in columns.tags else "label_seq_id"
+    missing = [tag for tag in (*_CIF_REQUIRED, seq_tag) if tag not in columns.tags]
     if missing:
         raise StructureError(
             f"{path}: the _atom_site loop lacks {', '.join('_atom_site.' + m for m in missing)}"
         )
-    count = len(columns["label_atom_id"])
-    if any(len(values) != count for values in columns.values()):
+    counts = columns.lengths()
+    if len(counts) > 1:
         raise StructureError(f"{path}: truncated or malformed _atom_site loop (its columns differ in length)")
+    count = counts.pop()
     if count == 0:
         raise StructureError(f"{path}: no atoms in _atom_site")
 
-    def full(tag: str) -> np.ndarray:
-        return np.asarray(columns[tag], dtype=bytes)
-
+    full = columns.strings
     xyz = np.stack(
         [
-            _numbers(path, full(tag), np.float64, "invalid or missing coordinates")
+            columns.numbers(tag, np.float64, "invalid or missing coordinates")
             for tag in ("Cartn_x", "Cartn_y", "Cartn_z")
         ],
         axis=1,
@@ -490,15 +544,13 @@ def _cif_records(path: Path, columns: dict[str, list[bytes]]) -> ResidueRecords:
     seq = full(seq_tag)
     numbered = seq != b"."  # Bio.PDB skips a row without a residue number
     resseq = np.zeros(count, dtype=np.int64)
-    resseq[numbered] = _numbers(path, seq[numbered], np.int64, "invalid residue number")
+    resseq[numbered] = columns.numbers(seq_tag, np.int64, "invalid residue number", numbered)
     occupancy = np.ones(count, dtype=np.float64)
-    occupancy[numbered] = _numbers(
-        path, full("occupancy")[numbered], np.float64, "invalid or missing occupancy"
-    )
-    _numbers(path, full("B_iso_or_equiv")[numbered], np.float64, "invalid or missing B factor")
+    occupancy[numbered] = columns.numbers("occupancy", np.float64, "invalid or missing occupancy", numbered)
+    columns.numbers("B_iso_or_equiv", np.float64, "invalid or missing B factor", numbered)
     rows = np.arange(count)
-    if "pdbx_PDB_model_num" in columns:
-        model = _numbers(path, full("pdbx_PDB_model_num"), np.int64, "invalid model number")
+    if "pdbx_PDB_model_num" in columns.tags:
+        model = columns.numbers("pdbx_PDB_model_num", np.int64, "invalid model number")
         # Bio.PDB opens a new model whenever the number changes; keep the first run.
         changes = np.flatnonzero(model[1:] != model[:-1])
         if len(changes):
