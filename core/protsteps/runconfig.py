@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import re
 import stat
 from collections.abc import Iterable, Mapping, Sequence
@@ -493,13 +494,14 @@ MAX_RUN_FILE_BYTES = 1_000_000
 MAX_RUN_FILE_DEPTH = 8
 
 
-def load_raw(path: Path | None) -> dict[str, Any]:
+def load_raw(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     """The raw tables of a run file (an empty dict without a file).
 
     Anything that is not a small UTF-8 TOML file (a folder, a FIFO, binary data, a file of
     megabytes, tables nested thousands deep) is a :class:`ConfigError` naming the file."""
     if path is None:
         return {}
+    path = Path(path)
     what = f"config file {path}"
     try:
         info = path.stat()

@@ -307,7 +307,13 @@ class GraphStore:
             self._maps = OrderedDict()
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
-                connection = sqlite3.connect(self.root / "index.sqlite", timeout=120, isolation_level=None)
+                index = self.root / "index.sqlite"
+                try:  # created here, so that it gets 0o666 less the umask as any file would (a
+                    # store shared by a group stays writable by it); SQLite would use 0o644
+                    os.close(os.open(index, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                except FileExistsError:
+                    pass
+                connection = sqlite3.connect(index, timeout=120, isolation_level=None)
                 connection.executescript(_SCHEMA)
             except (sqlite3.Error, OSError) as exc:
                 raise ProtstepsError(

@@ -90,11 +90,13 @@ def test_a_second_holder_is_refused_with_the_pid_and_the_folder(tmp_path):
 
 def test_finetune_refuses_a_locked_folder_before_reading_anything(tmp_path):
     from protsteps.downstream import finetune
+    from protsteps.downstream._labels import LabelledSet
 
     out = tmp_path / "ft"
+    nothing = LabelledSet(source="labels.tsv", label_column="label", rows=[])
     with run_folder_lock(out, "finetune"):
         with pytest.raises(FolderInUseError, match="in use by another protsteps process"):
-            finetune(None, None, out)  # type: ignore[arg-type]
+            finetune(nothing, None, out)  # type: ignore[arg-type]  # no encoder: never read
 
 
 HOLDER = textwrap.dedent(

@@ -217,10 +217,21 @@ def test_a_run_and_its_cache_are_readable_by_others_under_umask_022(small_struct
         "checkpoints/best.pt",
     ):
         assert mode(run / name) == 0o644, name
-    entries = [p for p in cache.rglob("*.pt")]
+    entries = [*cache.rglob("*.pgs"), cache / "index.sqlite"]
     trunk_entries = [p for p in trunk.rglob("*.pt")]
     assert entries and trunk_entries
     for path in entries + trunk_entries:
         assert mode(path) == 0o644, path
     for folder in [run, run / "checkpoints", cache, *(p.parent for p in entries + trunk_entries)]:
         assert mode(folder) == 0o755, folder
+
+
+def test_a_store_shared_by_a_group_stays_group_writable_under_umask_002(tmp_path, structures_dir):
+    from protsteps.featurize import featurize_many
+
+    cache = tmp_path / "cache"
+    with umask(0o002):
+        featurize_many([structures_dir / "biopython" / "1A8O.cif"], cache_dir=cache)
+    assert mode(cache / "index.sqlite") == 0o664
+    assert all(mode(p) == 0o664 for p in cache.rglob("*.pgs"))
+    assert mode(cache / "shards") == 0o775

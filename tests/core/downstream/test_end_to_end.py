@@ -164,7 +164,7 @@ def test_finetune_cli_errors_are_one_line(pretrain_run, labels_dir, tmp_path, ca
         ["finetune", str(labels_dir / "scop2_chains.tsv"), "--out", str(tmp_path / "x"), *label, *args]
     )
     err = capsys.readouterr().err
-    assert code == 1 and message in err and err.startswith("error:")
+    assert code == 2 and message in err and err.startswith("error:")
     assert len(err.strip().splitlines()) <= 2  # one line (rich may wrap a very long one)
 
 
