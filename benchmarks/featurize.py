@@ -1,21 +1,36 @@
-"""How fast structures become residue graphs: the STEPS authors' way against ours.
+"""How fast structures become residue graphs: the STEPS authors' way against ours, per folder.
 
-Four ways over the same files, in one run:
+For each folder of structures (by default the four under ../shared/data/structures: MaSIF,
+Docking Benchmark 5.5, MDAnalysis and Biopython test files), over the same files:
 
-(a) the authors' algorithm, re-implemented faithfully: a Bio.PDB parse, every residue pair
-    visited in a Python double loop with its CA-CA distance, edges under 7 Å appended to
-    lists, phi/psi from Bio.PDB internal coordinates;
+(a) the authors' algorithm, re-implemented faithfully from the released code's
+    ``build_protein.py``: a Bio.PDB parse, every residue pair visited in a Python double
+    loop with its CA-CA distance, edges under 7 Å appended to lists, phi/psi from Bio.PDB
+    internal coordinates, the result saved with ``np.save``;
 (b) a Bio.PDB parse alone (the floor for any reader built on Bio.PDB's object tree);
-(c) ``featurize_many`` with a cold (empty) cache and one worker: read, featurize, hash and
-    write every graph;
+(c) ``featurize_many`` with a cold (empty) cache and one worker: read, hash, parse,
+    featurize and write every graph to the store;
 (d) the same again, warm: every file is a cache hit;
 (e) as (c) but with the Bio.PDB reference reader, to show what the columnar reader buys.
 
+Time is the CPU time of this process (``time.process_time``), which other processes on a
+shared machine disturb far less than wall time; wall time is reported too. Every method
+runs once per round and folder, (a) and (c) back to back in alternating order, so that a
+change of load during the run weighs on both sides of the ratio alike; the ratio (a)/(c) is
+the sum of (a)'s CPU seconds over the rounds divided by (c)'s, with the lowest and highest
+single-round ratio beside it. The load average is printed before and after: if it is high or
+the rounds disagree, run again on a quiet machine.
+
+Plugin discovery and the first use of lazily imported modules happen once per process,
+before timing (a warm-up featurize of one file).
+
 Run from the repository root:
 
-    python benchmarks/featurize.py --files 300
+    python benchmarks/featurize.py                       # the four shared folders
+    python benchmarks/featurize.py --files 0 --rounds 3  # every file of every folder
+    python benchmarks/featurize.py path/to/folder ...    # other structures, one row each
 
-It prints a Markdown table (structures per second and speed-up over (a)); ``--json FILE``
+It prints one Markdown table per folder and a summary of (a)/(c) per folder; ``--json FILE``
 also writes the numbers.
 """
 
@@ -30,18 +45,28 @@ import platform
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 STRUCTURES = ROOT.parent / "shared" / "data" / "structures"
+FOLDERS = ("masif", "db55_unbound", "mdanalysis", "biopython")
+METHODS = {
+    "a": "(a) authors' algorithm: Bio.PDB, O(L^2) Python loop, IC angles",
+    "b": "(b) Bio.PDB parse alone",
+    "c": "(c) ours, cold cache, 1 worker",
+    "d": "(d) ours, warm cache",
+    "e": "(e) ours with the Bio.PDB reader, cold, 1 worker",
+}
 
 
-def pick_files(count: int) -> list[Path]:
-    """``count`` files spread evenly over the sorted shared structures (every folder)."""
-    files = sorted(p for p in STRUCTURES.rglob("*") if p.is_file())
-    if count >= len(files):
+def pick_files(folder: Path, count: int) -> list[Path]:
+    """``count`` files spread evenly over the folder's sorted files (all when ``count`` is 0
+    or at least their number)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    if count <= 0 or count >= len(files):
         return files
     picks = np.linspace(0, len(files) - 1, count).round().astype(int)
     return [files[i] for i in picks]
@@ -121,7 +146,7 @@ class Clock:
         self.cpu = time.process_time() - self.cpu
 
 
-def time_per_file(files: list[Path], work) -> tuple[Clock, int]:
+def per_file(files: list[Path], work: Callable[[Path], object]) -> tuple[Clock, int]:
     ok = 0
     with Clock() as clock:
         for path in files:
@@ -133,74 +158,162 @@ def time_per_file(files: list[Path], work) -> tuple[Clock, int]:
     return clock, ok
 
 
+def _failed(report) -> int:
+    ok_sources = {row["source"] for row in report.ok}
+    return len({row["source"] for row in report.failed} - ok_sources)
+
+
+def measure(files: list[Path], key: str) -> tuple[Clock, int]:
+    """One method over the files: its clock and how many files it read."""
+    from protsteps.featurize import featurize_many
+
+    if key == "a":
+        with tempfile.TemporaryDirectory() as out:
+            return per_file(files, lambda path: authors_graph(path, Path(out)))
+    if key == "b":
+        return per_file(files, bio_structure)
+    reader = "biopython" if key == "e" else "columnar"
+    with tempfile.TemporaryDirectory() as cache:
+        if key == "d":
+            featurize_many(files, cache_dir=cache, workers=1)
+        with Clock() as clock:
+            report = featurize_many(files, cache_dir=cache, workers=1, reader=reader)
+        if key == "d":
+            assert report.cache_hits == len(files)
+    return clock, len(files) - _failed(report)
+
+
+def run_folder(files: list[Path], rounds: int) -> dict[str, list[tuple[float, float, int]]]:
+    """Per method, (CPU s, wall s, files read) of every round; (a) and (c) are measured back
+    to back, (a) first in even rounds and (c) first in odd ones."""
+    times: dict[str, list[tuple[float, float, int]]] = {key: [] for key in METHODS}
+    for number in range(rounds):
+        order = ["a", "c"] if number % 2 == 0 else ["c", "a"]
+        for key in [*order, "b", "d", "e"]:
+            clock, ok = measure(files, key)
+            times[key].append((clock.cpu, clock.wall, ok))
+    return times
+
+
+def residue_counts(files: list[Path]) -> tuple[int, int, int]:
+    """(chains, median residues, longest chain) read by the columnar reader."""
+    from protsteps.structure import read_chains
+
+    lengths = []
+    for path in files:
+        try:
+            lengths += [len(chain) for chain in read_chains(path)]
+        except Exception:
+            pass
+    if not lengths:
+        return 0, 0, 0
+    return len(lengths), int(np.median(lengths)), max(lengths)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--files", type=int, default=300, help="structures to use (default 300)")
+    parser.add_argument(
+        "folders",
+        nargs="*",
+        type=Path,
+        help="folders of structures (default: the four shared folders)",
+    )
+    parser.add_argument(
+        "--files", type=int, default=80, help="files per folder, spread evenly (default 80; 0: all)"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per folder (default 2)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
+    folders = args.folders or [STRUCTURES / name for name in FOLDERS]
 
     import protsteps
     from protsteps.featurize import featurize_many
 
-    files = pick_files(args.files)
     with Clock() as startup:
         protsteps.list_components()  # plugin discovery: once per process, not per structure
-    rows: list[tuple[str, Clock, int]] = []
-
-    with tempfile.TemporaryDirectory() as out:
-        clock, ok = time_per_file(files, lambda path: authors_graph(path, Path(out)))
-    rows.append(("(a) authors' algorithm: Bio.PDB, O(L^2) Python loop, IC angles", clock, ok))
-    clock, ok = time_per_file(files, bio_structure)
-    rows.append(("(b) Bio.PDB parse alone", clock, ok))
-    with tempfile.TemporaryDirectory() as cache:
-        with Clock() as clock:
-            cold = featurize_many(files, cache_dir=cache, workers=1)
-        rows.append(("(c) ours, cold cache, 1 worker", clock, len(files) - _failed(cold)))
-        with Clock() as clock:
-            warm = featurize_many(files, cache_dir=cache, workers=1)
-        rows.append(("(d) ours, warm cache", clock, len(files) - _failed(warm)))
-        assert warm.cache_hits == len(files)
-    with tempfile.TemporaryDirectory() as cache:
-        with Clock() as clock:
-            bio = featurize_many(files, cache_dir=cache, workers=1, reader="biopython")
-        rows.append(("(e) ours with the Bio.PDB reader, cold, 1 worker", clock, len(files) - _failed(bio)))
-
-    count = len(files)
-    base_wall, base_cpu = rows[0][1].wall, rows[0][1].cpu
+        with tempfile.TemporaryDirectory() as cache:  # lazily imported modules, once
+            featurize_many(pick_files(folders[0], 1), cache_dir=cache, workers=1)
+    load_before = os.getloadavg()
     print(
-        f"{count} files of ../shared/data/structures ({len(cold.ok)} chains featurized); "
-        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-        f"plugin discovery (once per process, excluded) {startup.wall:.2f} s\n"
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"numpy {np.__version__}; load average before {load_before[0]:.2f} (1 min), "
+        f"{load_before[1]:.2f} (5 min); start-up (plugin discovery, first imports; "
+        f"excluded) {startup.wall:.2f} s; {args.rounds} rounds\n"
     )
-    print("| method | files read | wall s | structures/s | vs (a), wall | vs (a), CPU time |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    results = []
-    for label, clock, ok in rows:
-        rate = count / clock.wall
-        speedup_wall, speedup_cpu = base_wall / clock.wall, base_cpu / max(clock.cpu, 1e-9)
+    summary = []
+    for folder in folders:
+        files = pick_files(folder, args.files)
+        times = run_folder(files, args.rounds)
+        chains, median, longest = residue_counts(files)
+        cpu = {key: sum(t[0] for t in rows) for key, rows in times.items()}
+        wall = {key: sum(t[1] for t in rows) for key, rows in times.items()}
+        per_round = [a[0] / max(c[0], 1e-9) for a, c in zip(times["a"], times["c"], strict=True)]
         print(
-            f"| {label} | {ok} | {clock.wall:.2f} | {rate:.1f} | {speedup_wall:.0f}x | {speedup_cpu:.0f}x |"
+            f"### {folder.name}: {len(files)} files, {chains} chains (median {median} residues, "
+            f"longest {longest})\n"
         )
-        results.append(
+        print("| method | files read | CPU ms/file | wall ms/file | vs (a), CPU | vs (a), wall |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        rows = []
+        for key, label in METHODS.items():
+            runs = len(times[key])
+            cpu_ms = 1000 * cpu[key] / (runs * len(files))
+            wall_ms = 1000 * wall[key] / (runs * len(files))
+            vs_cpu, vs_wall = cpu["a"] / max(cpu[key], 1e-9), wall["a"] / max(wall[key], 1e-9)
+            print(
+                f"| {label} | {times[key][-1][2]} | {cpu_ms:.2f} | {wall_ms:.2f} | "
+                f"{vs_cpu:.0f}x | {vs_wall:.0f}x |"
+            )
+            rows.append(
+                {
+                    "method": label,
+                    "files_read": times[key][-1][2],
+                    "cpu_seconds": [t[0] for t in times[key]],
+                    "wall_seconds": [t[1] for t in times[key]],
+                    "speedup_cpu": vs_cpu,
+                    "speedup_wall": vs_wall,
+                }
+            )
+        ratio = cpu["a"] / max(cpu["c"], 1e-9)
+        print(f"\n(a)/(c), CPU: {ratio:.0f}x (single rounds {min(per_round):.0f}x-{max(per_round):.0f}x)\n")
+        summary.append(
             {
-                "method": label,
-                "files_read": ok,
-                "wall_seconds": clock.wall,
-                "cpu_seconds": clock.cpu,
-                "per_second": rate,
-                "speedup_wall": speedup_wall,
-                "speedup_cpu": speedup_cpu,
+                "folder": str(folder),
+                "files": len(files),
+                "chains": chains,
+                "median_residues": median,
+                "ratio_cpu": ratio,
+                "ratio_cpu_rounds": per_round,
+                "methods": rows,
             }
         )
+    load_after = os.getloadavg()
+    print("| folder | files | (a) CPU ms/file | (c) CPU ms/file | (a)/(c), CPU | single rounds |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for entry in summary:
+        a_cpu = entry["methods"][0]["cpu_seconds"]
+        c_cpu = entry["methods"][2]["cpu_seconds"]
+        scale = 1000 / (len(a_cpu) * entry["files"])
+        print(
+            f"| {Path(entry['folder']).name} | {entry['files']} | {sum(a_cpu) * scale:.1f} | "
+            f"{sum(c_cpu) * scale:.2f} | {entry['ratio_cpu']:.0f}x | "
+            f"{min(entry['ratio_cpu_rounds']):.0f}-{max(entry['ratio_cpu_rounds']):.0f}x |"
+        )
+    print(f"\nload average after {load_after[0]:.2f} (1 min), {load_after[1]:.2f} (5 min)")
     if args.json:
-        args.json.write_text(json.dumps({"files": count, "rows": results}, indent=2))
-
-
-def _failed(report) -> int:
-    ok_sources = {row["source"] for row in report.ok}
-    return len({row["source"] for row in report.failed} - ok_sources)
+        args.json.write_text(
+            json.dumps(
+                {
+                    "rounds": args.rounds,
+                    "load_before": load_before,
+                    "load_after": load_after,
+                    "folders": summary,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

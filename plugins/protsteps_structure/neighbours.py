@@ -1,9 +1,15 @@
 """Neighbour search over CA coordinates without a Python loop over residues or pairs.
 
-Two ways, both exact (they return the pairs a pair-by-pair check would):
+Three ways, all exact (they return the pairs a pair-by-pair check would):
 
+- tree: scipy's k-d tree (``cKDTree.query_pairs``, compiled, the radius widened by a
+  rounding margin), every candidate pair then decided on its exact difference; used for
+  radius edges of chains up to ``CELL_SEARCH_FROM`` residues, where it is 2-5x faster than
+  blocks (a chain of a few hundred residues has some 10 neighbours per residue, so
+  a dense distance matrix is mostly wasted work);
 - blocks: distances of a block of target residues to all residues at a time, memory
-  O(block x N) instead of O(N^2); used for short chains and for kNN;
+  O(block x N) instead of O(N^2); used for kNN, and for radius edges where the other two
+  cannot be used (non-finite coordinates, a candidate budget exceeded);
 - cells: residues binned into cubes of the radius' side, pairs looked for only in the 27
   cubes around each residue, O(N) time and memory for protein-like densities; used for
   radius edges of long chains, unless the candidate pairs would exceed the memory budget
@@ -68,7 +74,27 @@ def radius_edges(
         found = _radius_edges_cells(pos, radius)
         if found is not None:
             return found
+    elif len(pos) > 1 and np.isfinite(pos).all():
+        return _radius_edges_tree(pos, radius)
     return _radius_edges_blocks(pos, radius, pair_budget)
+
+
+def _radius_edges_tree(pos: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Radius edges through a k-d tree; ordered by target then source like the others."""
+    from scipy.spatial import cKDTree
+
+    num = len(pos)
+    # The tree measures distances its own way: ask for a little more than the radius, then
+    # decide each pair on the difference the other searches compute.
+    reach = radius * (1.0 + 1e-9) + 1e-9
+    tree = cKDTree(pos, leafsize=16, compact_nodes=False, balanced_tree=False)
+    pairs = tree.query_pairs(reach, output_type="ndarray")
+    first, second = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+    diff = pos[first] - pos[second]
+    keep = np.einsum("ij,ij->i", diff, diff) < radius * radius
+    first, second = first[keep], second[keep]
+    pair = np.sort(np.concatenate((first * num + second, second * num + first)))
+    return pair % num, pair // num
 
 
 def _radius_edges_blocks(pos: np.ndarray, radius: float, pair_budget: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ import torch
 
 from protsteps import BuildContext, Featurizer, ProteinGraph, option
 from protsteps.errors import StructureError
-from protsteps.graph import residue_types
+from protsteps.graph import ALPHABET, UNKNOWN_RESIDUE
 from protsteps.structure import MAX_PEPTIDE_BOND, Chain, backbone_dihedrals
 
 from .neighbours import knn_edges, merge_edges, radius_edges, sequential_edges
@@ -33,6 +33,10 @@ from .neighbours import knn_edges, merge_edges, radius_edges, sequential_edges
 __all__ = ["ResidueGraphConfig", "ResidueGraph"]
 
 RadialBasis = Literal["gaussian", "cosine", "smooth_finite", "fourier", "bessel"]
+
+# ALPHABET index of each one-letter code, looked up for a whole sequence at once
+_RESIDUE_INDEX = np.full(256, UNKNOWN_RESIDUE, dtype=np.int64)
+_RESIDUE_INDEX[np.frombuffer(ALPHABET.encode("ascii"), dtype=np.uint8)] = np.arange(len(ALPHABET))
 
 
 @dataclasses.dataclass
@@ -213,7 +217,7 @@ class ResidueGraph(Featurizer):
             source=chain.source,
             chain_id=chain.chain_id,
             sequence=chain.sequence,
-            residue_type=residue_types(chain.sequence),
+            residue_type=torch.from_numpy(_RESIDUE_INDEX[np.frombuffer(chain.sequence.encode(), np.uint8)]),
             residue_number=torch.from_numpy(chain.residue_numbers.astype(np.int64)),
             pos=torch.from_numpy(chain.backbone[:, 1].astype(np.float32)),
             backbone=torch.from_numpy(chain.backbone.astype(np.float32)),

@@ -266,3 +266,23 @@ def test_cell_search_hands_over_to_blocks_beyond_its_budget(monkeypatch):
     got = radius_edges(pos, 7.0)
     assert calls, "the block search took over"
     assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+@pytest.mark.parametrize("n", [2, 3, 40, 300, 999])
+def test_tree_search_of_short_chains_matches_the_full_distance_matrix(n):
+    import protsteps_structure.neighbours as neighbours
+
+    assert n < neighbours.CELL_SEARCH_FROM
+    pos = compact_chain(n, seed=n)
+    # pairs exactly at the radius (not edges) and just inside it (edges)
+    pos[1] = pos[0] + [7.0, 0.0, 0.0]
+    if n > 2:
+        pos[2] = pos[0] + [0.0, np.nextafter(7.0, 0.0), 0.0]
+    source, target = radius_edges(pos, 7.0)
+    diff = pos[:, None, :] - pos[None, :, :]
+    within = np.einsum("ijk,ijk->ij", diff, diff) < 49.0
+    np.fill_diagonal(within, False)
+    expected_target, expected_source = np.nonzero(within)
+    assert np.array_equal(target, expected_target) and np.array_equal(source, expected_source)
+    blocks = neighbours._radius_edges_blocks(pos, 7.0, neighbours.PAIR_BUDGET)
+    assert all(np.array_equal(a, b) for a, b in zip((source, target), blocks, strict=True))

@@ -99,15 +99,17 @@ def backbone_dihedrals(
     if length < 2:
         return angles, defined
     bonded = peptide_bonds(backbone, mask, max_bond)
-    prev, this = backbone[:-1], backbone[1:]
-    # Angles spanning the bond between residue i and i + 1; phi and omega belong to i + 1.
-    # One call for the three angles: [3, L - 1] quadruples of points.
-    quads = [
-        (prev[:, _C], this[:, _N], this[:, _CA], this[:, _C]),  # phi
-        (prev[:, _N], prev[:, _CA], prev[:, _C], this[:, _N]),  # psi
-        (prev[:, _CA], prev[:, _C], this[:, _N], this[:, _CA]),  # omega
-    ]
-    phi, psi, omega = dihedral(*(np.stack([q[k] for q in quads]) for k in range(4)))
+    # The three angles are consecutive dihedrals of the backbone trace N0 CA0 C0 N1 CA1 C1 ...:
+    # dihedral k spans atoms k..k+3, so k = 3i is psi_i, 3i + 1 omega_{i+1}, 3i + 2 phi_{i+1}.
+    # One pass over the trace's bonds and their normals computes all of them, each with
+    # exactly the operations :func:`dihedral` applies to its four points.
+    trace = backbone[:, :3].reshape(-1, 3)
+    bond = trace[1:] - trace[:-1]
+    normal = _cross(bond[:-1], bond[1:])
+    y = np.sqrt((bond[1:-1] * bond[1:-1]).sum(-1)) * (bond[:-2] * normal[1:]).sum(-1)
+    x = (normal[:-1] * normal[1:]).sum(-1)
+    along = np.arctan2(y, x)  # [3L - 3]
+    psi, omega, phi = along[0::3], along[1::3], along[2::3]
     phi_ok = bonded & mask[1:, _CA] & mask[1:, _C]
     psi_ok = bonded & mask[:-1, _N] & mask[:-1, _CA]
     omega_ok = bonded & mask[:-1, _CA] & mask[1:, _CA]
