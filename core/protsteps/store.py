@@ -63,6 +63,8 @@ SHARD_BYTES = 256 << 20
 SHARD_SECONDS = 60.0
 #: shards kept memory-mapped at once by one reading process
 OPEN_SHARDS = 64
+#: index connections a forked process inherited from its parent, kept from being closed
+_INHERITED: list[sqlite3.Connection] = []
 
 _MAGIC = b"PSG1"
 _HOST = "".join(c if c.isalnum() or c == "-" else "_" for c in os.uname().nodename) or "host"
@@ -304,6 +306,10 @@ class GraphStore:
     def _db(self) -> sqlite3.Connection:
         # one connection per process: a connection must not cross a fork (DataLoader workers)
         if self._connection is None or self._pid != os.getpid():
+            if self._connection is not None:
+                # a connection inherited through fork (a DataLoader worker) must not be used or
+                # closed here (SQLite: never carry a connection across fork); keep it unclosed
+                _INHERITED.append(self._connection)
             self._maps = OrderedDict()
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
