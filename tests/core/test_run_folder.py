@@ -170,3 +170,15 @@ def test_metrics_jsonl_is_strict_json_when_a_loss_is_not_finite(small_structures
     records = [strict(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     (valid,) = [r for r in records if r["split"] == "valid"]
     assert valid["loss"] is None and "loss" in valid["nonfinite"]
+
+
+def test_finetune_refuses_an_unknown_callback_before_making_its_folder(tmp_path):
+    from protsteps.downstream import FinetuneConfig, finetune
+    from protsteps.downstream._labels import LabelledSet
+    from protsteps.errors import ProtstepsError
+
+    out = tmp_path / "ft"
+    nothing = LabelledSet(source="labels.tsv", label_column="label", rows=[])
+    with pytest.raises(ProtstepsError, match="csv"):
+        finetune(nothing, None, out, FinetuneConfig(callbacks=["csvv"]))  # type: ignore[arg-type]
+    assert not out.exists()

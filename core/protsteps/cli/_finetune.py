@@ -149,6 +149,14 @@ def finetune(
     cache_dir: Annotated[Path | None, typer.Option(help="Featurize cache folder.")] = None,
     workers: Annotated[int | None, typer.Option(help="Featurizing processes.")] = None,
     threads: Annotated[int | None, typer.Option(min=0, help=THREADS_HELP)] = None,
+    callback: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--callback",
+            help="Training callback or logger given every epoch's record, repeatable (protsteps plugins "
+            "lists them; default: csv, which writes RUNDIR/metrics.csv).",
+        ),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -208,6 +216,7 @@ def finetune(
         "cache_dir": str(cache_dir) if cache_dir else None,
         "workers": workers,
         "threads": threads,
+        "callbacks": callback,
     }
     settings = from_dict(
         FinetuneConfig, {k: v for k, v in values.items() if v is not None}, section="finetune"

@@ -56,10 +56,11 @@ from torch import Tensor, nn
 from .. import _toml
 from .._text import count
 from .._version import __version__
+from ..callbacks import TrainingCallbacks
 from ..config import option, to_dict
 from ..data import GraphDataset, LengthBatchSampler
 from ..errors import CompositionError, ProtstepsError, RunFailure
-from ..extensions import ExtensionEntry, HeadContext, check_metric
+from ..extensions import CallbackContext, ExtensionEntry, HeadContext, RunStart, check_metric
 from ..featurize import featurize_many
 from ..files import atomic_torch_save, atomic_write_text, run_folder_lock, strict_json_line
 from ..optim import make_optimizer
@@ -135,6 +136,11 @@ class FinetuneConfig:
         0,
         "CPU threads of torch (0: auto: OMP_NUM_THREADS when set, else the physical cores, fewer "
         "when the load average says the machine is busy).",
+    )
+    callbacks: list[str] = option(
+        ["csv"],
+        "Training callbacks and loggers called with every epoch's record (protsteps plugins lists "
+        "them: csv writes RUNDIR/metrics.csv, tensorboard needs protsteps[tensorboard]).",
     )
 
     def __post_init__(self) -> None:
@@ -602,8 +608,14 @@ def _finetune(
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"epoch": 0, "key": None}
     (out / "history.jsonl").unlink(missing_ok=True)
+    callbacks = TrainingCallbacks.build(
+        catalog, config.callbacks, CallbackContext(run_dir=out, config=to_dict(config), resume=False)
+    )
+    callbacks.warn = display.warn
     display.start(config.epochs)
     clock = time.perf_counter()
+    status = "failed"
+    callbacks.start(RunStart(step=0, total_steps=config.epochs))
     try:
         for epoch in range(1, config.epochs + 1):
             train_loss = trainer.train_epoch(parts["train"], epoch)
@@ -626,11 +638,14 @@ def _finetune(
             history.append(record)
             with open(out / "history.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(strict_json_line(record) + "\n")
+            callbacks.log({"step": epoch, **record})
             shown = {k: (math.nan if v is None else v) for k, v in record.items()}
             line = epoch_line(shown, metric, best["epoch"])
             display.update(epoch, line, f"{line}  ({epoch}/{config.epochs} epochs, ETA {display.eta(epoch)})")
+        status = "completed"
     finally:
         display.close()
+        callbacks.end(status)
     train_seconds = time.perf_counter() - clock
 
     # -- the chosen epoch, scored once on test
@@ -765,6 +780,8 @@ def check_names(catalog: Catalog, config: FinetuneConfig, data: LabelledSet) -> 
     """Refuse an unknown ``[finetune] head`` or ``metric``, or a metric of the other kind of
     task, before anything is featurized or written."""
     catalog.extensions.get("head", config.head)
+    for name in config.callbacks:
+        catalog.extensions.get("callback", name)
     if config.metric:
         task_metrics(catalog, config, config.task == "multi" or any(len(r.labels) > 1 for r in data.rows))
 

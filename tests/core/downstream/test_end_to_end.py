@@ -51,6 +51,11 @@ def check_single_label_run(run: Path, epochs: int) -> dict:
         assert (run / name).is_file(), name
     head = torch.load(run / "head.pt", weights_only=True)
     assert head["classes"] == classes and head["head"]["in_dim"] == 32
+    # the csv callback (the default [finetune] callbacks) logged every epoch
+    with open(run / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
+    assert all(r["train_loss"] and r["valid_loss"] for r in rows)
     return metrics
 
 
