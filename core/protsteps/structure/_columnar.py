@@ -18,6 +18,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..errors import StructureError
 from ._chain import BACKBONE_ATOMS, ResidueRecords
 from ._cif import AtomSiteTokens, atom_site_columns, atom_site_tokens
+from ._complete import check_pdb_complete
 from ._fixed import field_words, fixed_integer, fixed_point
 from ._io import Format
 
@@ -39,7 +40,9 @@ _PDB_LINE = np.dtype(
 
 
 def read_records_columnar(path: Path, text: bytes, fmt: Format) -> ResidueRecords:
-    """Residue records of the first model; same contract as the Bio.PDB reader."""
+    """Residue records of the first model; same contract as the Bio.PDB reader. A PDB file
+    is checked for being whole (:func:`.check_pdb_complete`) here, on the reader's own line
+    index; an mmCIF file must have been checked before."""
     if fmt == "pdb":
         return _pdb_records(path, text)
     tokens = atom_site_tokens(text)
@@ -122,7 +125,9 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
     padded = np.concatenate((buffer, np.zeros(_PADDING, dtype=np.uint8)))
     # Record names as Bio.PDB compares them: exactly six columns, so "END" alone is not END
     # (the byte after a shorter line is a line break or padding, which no name holds).
-    record = sliding_window_view(padded, 8)[starts].view("<u8").ravel() & _SIX_BYTES
+    heads = sliding_window_view(padded, 8)[starts].view("<u8").ravel()
+    check_pdb_complete(path, text, (starts, heads))
+    record = heads & _SIX_BYTES
     is_atom = (record == _ATOM) | (record == _HETATM)
     atom_lines = np.flatnonzero(is_atom)
     if len(atom_lines) == 0:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import StructureError
 
 __all__ = ["check_pdb_complete", "check_cif_complete", "line_number"]
@@ -50,7 +52,7 @@ def _record_start(text: bytes, record: bytes, last: bool = True) -> int:
     return 0 if text.startswith(record) else -1
 
 
-def check_pdb_complete(path: Path, text: bytes) -> None:
+def check_pdb_complete(path: Path, text: bytes, heads: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """Refuse a PDB file that shows it was cut short.
 
     - its last line has no line break and is cut mid-record: a record name that is no PDB
@@ -60,13 +62,19 @@ def check_pdb_complete(path: Path, text: bytes) -> None:
     - its last MODEL is never closed (no ENDMDL or END after it);
     - it closes its chains with TER records but nothing (TER, END, ENDMDL) follows its last
       ATOM record.
+
+    ``heads``: (starts [lines] int64, the offset of every line; heads [lines] uint64, its
+    first 8 bytes, little-endian), as the columnar reader reads them, finds the records
+    without searching the text (a search for a record a file lacks reads all of it);
+    without it the text is searched.
     """
     if not text.endswith(b"\n"):
         start = text.rfind(b"\n") + 1
         last = text[start:].rstrip(b"\r")
         if last.strip():
             _check_unterminated(path, text, start, last)
-    atom = max(_record_start(text, b"ATOM  "), _record_start(text, b"HETATM"))
+    lines = _Lines(text, heads)
+    atom = max(lines.last(b"ATOM  "), lines.last(b"HETATM"))
     if atom >= 0:
         end = text.find(b"\n", atom)
         line = text[atom : end if end >= 0 else len(text)].rstrip(b"\r")
@@ -74,18 +82,52 @@ def check_pdb_complete(path: Path, text: bytes) -> None:
             raise _truncated(
                 path, "the last ATOM/HETATM record stops before its coordinates", line_number(text, atom)
             )
-    model = _record_start(text, b"MODEL ")
-    if model >= 0 and text.find(b"\nEND", model) < 0:
+    model = lines.last(b"MODEL ")
+    if model >= 0 and not lines.after(model, b"END"):
         raise _truncated(path, "the last MODEL is never closed by ENDMDL or END", line_number(text, model))
-    last_atom = _record_start(text, b"ATOM  ")
-    if last_atom >= 0 and _record_start(text, b"TER", last=False) >= 0:
-        if text.find(b"\nTER", last_atom) < 0 and text.find(b"\nEND", last_atom) < 0:
+    last_atom = lines.last(b"ATOM  ")
+    if last_atom >= 0 and lines.first(b"TER") >= 0:
+        if not lines.after(last_atom, b"TER") and not lines.after(last_atom, b"END"):
             raise _truncated(
                 path,
                 "the file closes its chains with TER records, but no TER, ENDMDL or END follows "
                 "its last ATOM record",
                 line_number(text, last_atom),
             )
+
+
+class _Lines:
+    """Lines starting with a record name: by the line heads when given, else by searching
+    the text. Offsets are those of the line's first byte; -1 when there is none."""
+
+    def __init__(self, text: bytes, heads: tuple[np.ndarray, np.ndarray] | None) -> None:
+        self.text = text
+        self.heads = heads
+
+    def _starts(self, record: bytes) -> np.ndarray:
+        """Offsets of the lines starting with ``record`` (heads given)."""
+        assert self.heads is not None
+        starts, heads = self.heads
+        mask = np.uint64((1 << (8 * len(record))) - 1)
+        return starts[(heads & mask) == np.uint64(int.from_bytes(record, "little"))]
+
+    def last(self, record: bytes) -> int:
+        if self.heads is None:
+            return _record_start(self.text, record)
+        found = self._starts(record)
+        return int(found[-1]) if len(found) else -1
+
+    def first(self, record: bytes) -> int:
+        if self.heads is None:
+            return _record_start(self.text, record, last=False)
+        found = self._starts(record)
+        return int(found[0]) if len(found) else -1
+
+    def after(self, offset: int, record: bytes) -> bool:
+        """Whether a line after the one starting at ``offset`` starts with ``record``."""
+        if self.heads is None:
+            return self.text.find(b"\n" + record, offset) >= 0
+        return self.last(record) > offset
 
 
 def _check_unterminated(path: Path, text: bytes, start: int, line: bytes) -> None:

@@ -78,25 +78,28 @@ def read_chains_from_bytes(
     text = decompress(path, data, max_bytes)
     check_text(path, text)
     fmt = structure_format(path, text)
-    # Whole files or nothing, whichever reader reads them.
-    if fmt == "pdb":
-        check_pdb_complete(path, text)
-    else:
+    if reader not in READERS:
+        raise ValueError(f"unknown reader {reader!r}; readers: {', '.join(READERS)}")
+    # Whole files or nothing, whichever reader reads them (the columnar reader checks a PDB
+    # file on the line index it makes anyway).
+    if fmt == "cif":
         check_cif_complete(path, text)
+    elif reader == "biopython":
+        check_pdb_complete(path, text)
     if reader == "biopython":
         if fmt == "cif":
             atom_site_columns(path, text)  # the loop checks the columnar reader makes as it reads
         records = read_records_biopython(path, text, fmt)
-    elif reader == "columnar":
+    else:
         try:
             records = read_records_columnar(path, text, fmt)
         except StructureError:
             raise
         except Exception:
             # The reference reader is slower but copes with anything Bio.PDB copes with.
+            if fmt == "pdb":
+                check_pdb_complete(path, text)
             records = read_records_biopython(path, text, fmt)
-    else:
-        raise ValueError(f"unknown reader {reader!r}; readers: {', '.join(READERS)}")
     found = assemble_chains(str(path), records)
     if not found:
         raise StructureError(f"{path}: {_why_no_protein(records)}")
