@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import os
+import types
 import zlib
 from pathlib import Path
 from typing import Literal
 
 from ..errors import StructureError
+
+_inflate: types.ModuleType = zlib
+_INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error,)
+try:  # ISA-L's inflate reads the same streams as zlib, about 3x faster (structures come gzipped)
+    from isal import isal_zlib
+
+    _inflate = isal_zlib
+    _INFLATE_ERRORS = (zlib.error, getattr(isal_zlib, "error"))  # noqa: B009 (untyped module)
+except ImportError:  # pragma: no cover - isal is a dependency; zlib where it cannot be installed
+    pass
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -113,7 +124,7 @@ def decompress(path: Path, data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> b
     total = 0
     pending = data
     try:
-        stream = zlib.decompressobj(wbits=31)
+        stream = _inflate.decompressobj(wbits=31)
         while True:
             piece = stream.decompress(pending, _PIECE)
             total += len(piece)
@@ -126,13 +137,13 @@ def decompress(path: Path, data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> b
                     break
                 if rest[:2] != b"\x1f\x8b":
                     raise StructureError(f"{path}: corrupt gzip file (data after the end of the gzip stream)")
-                stream = zlib.decompressobj(wbits=31)  # the next member
+                stream = _inflate.decompressobj(wbits=31)  # the next member
                 pending = rest
                 continue
             pending = stream.unconsumed_tail
             if not pending and not piece:
                 raise StructureError(f"{path}: truncated gzip file (the compressed stream ends early)")
-    except zlib.error as exc:
+    except _INFLATE_ERRORS as exc:
         raise StructureError(f"{path}: corrupt gzip file ({exc})") from None
     return b"".join(pieces)
 
