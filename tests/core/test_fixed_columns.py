@@ -69,3 +69,31 @@ def test_residue_numbers_equal_int():
 @pytest.mark.parametrize("field", [b" 12 ", b"    ", b"1 23", b" +12", b" - 1", b"12-3", b"--12", b" 1A2"])
 def test_integer_layouts_other_than_right_aligned_are_declined(field):
     assert fixed_integer(field_words(rows_of([b"  12", field]), 4, 1, 4)) is None
+
+
+@pytest.mark.parametrize("base", [b"  12.345", b"-123.456", b"   0.000", b"1234.567"])
+def test_every_byte_at_every_position_is_classified_exactly(base):
+    """A field is read iff it matches ' *-?[0-9]+[.][0-9]{3}', and then as float() reads it."""
+    import re
+
+    layout = re.compile(rb" *-?[0-9]+\.[0-9]{3}")
+    fields = [base[:k] + bytes([b]) + base[k + 1 :] for k in range(8) for b in range(256)]
+    for field in fields:
+        got = fixed_point(field_words(rows_of([field]), 8), 3)
+        if layout.fullmatch(field):
+            assert got is not None and got.item() == float(field), field
+        else:
+            assert got is None, field
+
+
+@pytest.mark.parametrize("base", [b"  12", b" -12", b"1234", b"   0"])
+def test_every_byte_of_a_residue_number_is_classified_exactly(base):
+    import re
+
+    layout = re.compile(rb" *-?[0-9]+")
+    for field in [base[:k] + bytes([b]) + base[k + 1 :] for k in range(4) for b in range(256)]:
+        got = fixed_integer(field_words(rows_of([b"ATOM" + field]), 8, 1, 4))
+        if layout.fullmatch(field):
+            assert got is not None and got.item() == int(field), field
+        else:
+            assert got is None, field

@@ -10,6 +10,7 @@ shared structure.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -165,10 +166,6 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
     slots = _NAME_SLOTS[found[match]]
     xyz = xyz_all[match].astype(np.float32)
     resseq = resseq_all[match]
-    occupancy = fixed_point(field_words(table, 60, 1, 6), 2)
-    if occupancy is None:
-        occupancy = _floats_or(np.ascontiguousarray(table[:, 54:60]).view("S6"), 1.0)
-    occupancy = occupancy.reshape(-1)
     hetatm = record[checked[match]] == _HETATM
     # Atoms of one residue are neighbours in the file: compare each with the one before
     # (residue name, chain, number, insertion code and record) and read the residue fields
@@ -181,19 +178,46 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
     resname = np.char.strip(np.ascontiguousarray(runs[:, 17:20]).view("S3").ravel())
     run_het = hetatm[run_first]
     water = run_het & np.isin(resname, _WATER_NAMES)
+    kind = np.where(water, 2, run_het).astype(np.int8)
+    run_resseq = resseq[run_first]
     return _group(
         run_of_atom=np.cumsum(new_run) - 1,
         run_first=run_first,
         chain=np.ascontiguousarray(runs[:, 21]).view("S1"),
-        kind=np.where(water, 2, run_het).astype(np.int8),
+        kind=kind,
         resname=resname,
-        resseq=resseq[run_first],
+        resseq=run_resseq,
         icode=np.ascontiguousarray(runs[:, 26]).view("S1"),
         slot=slots,
-        occupancy=occupancy,
+        occupancy=lambda: _pdb_occupancy(table),
         xyz=xyz,
         altloc_blank=table[:, 16] == _SPACE,
+        key=_pdb_residue_keys(runs, kind, resname, run_resseq),
     )
+
+
+def _pdb_occupancy(table: np.ndarray) -> np.ndarray:
+    """[atoms] float64, columns 55-60; 1 where they do not hold a number."""
+    occupancy = fixed_point(field_words(table, 60, 1, 6), 2)
+    if occupancy is None:
+        occupancy = _floats_or(np.ascontiguousarray(table[:, 54:60]).view("S6"), 1.0)
+    return occupancy.reshape(-1)
+
+
+def _pdb_residue_keys(
+    runs: np.ndarray, kind: np.ndarray, resname: np.ndarray, resseq: np.ndarray
+) -> np.ndarray | None:
+    """:func:`_residue_keys` from the bytes of PDB records: chain and insertion code are one
+    byte each, a HETATM residue's name three; ``None`` when the residue numbers span more
+    than 2**20 (then the general packing decides)."""
+    low = int(resseq.min()) if len(resseq) else 0
+    numbers = int(resseq.max()) - low + 1 if len(resseq) else 1
+    if numbers > 1 << 20:
+        return None
+    name = np.ascontiguousarray(resname.astype("S3")).view(np.uint8).reshape(-1, 3).astype(np.int64)
+    het_name = np.where(kind == 1, name[:, 0] | name[:, 1] << 8 | name[:, 2] << 16, 0)
+    key = (runs[:, 21].astype(np.int64) * 3 + kind) << 24 | het_name
+    return (key * numbers + (resseq - low)) << 8 | runs[:, 26]
 
 
 def _floats_or(column: np.ndarray, default: float) -> np.ndarray:
@@ -323,9 +347,10 @@ def _group(
     resseq: np.ndarray,
     icode: np.ndarray,
     slot: np.ndarray,
-    occupancy: np.ndarray,
+    occupancy: Callable[[], np.ndarray],
     xyz: np.ndarray,
     altloc_blank: np.ndarray,
+    key: np.ndarray | None = None,
 ) -> ResidueRecords:
     """Atoms -> residues, in order of first appearance.
 
@@ -335,10 +360,14 @@ def _group(
     A residue is identified as Bio.PDB does: chain, hetero flag (``kind``: ATOM 0, HETATM 1,
     water 2; HETATM residues also by name), number and insertion code, so that two runs with
     one identity (a residue continued later in the file) are one residue. Per residue and
-    backbone atom the highest-occupancy record wins, the earlier one on a tie.
+    backbone atom the highest-occupancy record wins, the earlier one on a tie; ``occupancy``
+    gives [A] float64 when that choice is to be made (only alternate locations or repeated
+    atoms need it). ``key`` [R] int64, if given, is the runs' residue identity already
+    packed (equal exactly for runs of one residue).
     """
     count = len(slot)
-    key = _residue_keys(chain, kind, resname, resseq, icode)
+    if key is None:
+        key = _residue_keys(chain, kind, resname, resseq, icode)
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     # np.unique sorts by key; renumber residues by where they first appear in the file.
     rank = np.empty(len(first), dtype=np.int64)
@@ -356,7 +385,7 @@ def _group(
         # Bio.PDB lets an altloc record displace a blank-altloc one of equal occupancy;
         # every other tie keeps the earlier record.
         tie_order = np.where(altloc_blank, 1, 0)
-        best = np.lexsort((np.arange(count), tie_order, -occupancy, atom_slot))
+        best = np.lexsort((np.arange(count), tie_order, -occupancy(), atom_slot))
         chosen = best[np.r_[True, atom_slot[best][1:] != atom_slot[best][:-1]]]
 
     backbone = np.zeros((residues, 4, 3), dtype=np.float32)
@@ -592,7 +621,7 @@ def _cif_records(path: Path, columns: _LoopColumns) -> ResidueRecords:
         resseq=resseq[run_first],
         icode=icode,
         slot=slot_of[take],  # rows is 0, 1, 2, ...: row numbers index it directly
-        occupancy=occupancy[take],
+        occupancy=lambda: occupancy[take],
         xyz=xyz[take].astype(np.float32),
         altloc_blank=np.isin(altloc, _UNASSIGNED),
     )

@@ -23,12 +23,10 @@ import numpy as np
 
 __all__ = ["fixed_point", "fixed_integer", "field_words"]
 
-_ONES = 0x0101010101010101
 _HIGH = np.uint64(0x8080808080808080)
 _LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
-_NIBBLE_HIGH = np.uint64(0xF0F0F0F0F0F0F0F0)
 _NIBBLE_LOW = np.uint64(0x0F0F0F0F0F0F0F0F)
-_SIX = np.uint64(0x0606060606060606)
+_TEN_BELOW = np.uint64(0x7676767676767676)  # 0x80 - 10 in every byte
 _ZEROS = np.uint64(0x3030303030303030)
 _BLANKS = np.uint64(0x2020202020202020)
 _MINUS = np.uint64(0x2D2D2D2D2D2D2D2D)
@@ -61,12 +59,10 @@ def _zero_bytes(x: np.ndarray) -> np.ndarray:
 
 def _classes(words: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """High-bit masks of the digit, blank and minus bytes of each word."""
-    # A digit has high nibble 3, and so has the digit plus 6 (0x3A-0x3F become 0x40-0x45).
-    # Adding 6 carries into the next byte only from a byte >= 0xFA, which is no digit,
-    # blank or minus itself: such a word fails the layout whatever the carry does.
-    digit = _zero_bytes((words & _NIBBLE_HIGH) ^ _ZEROS) & _zero_bytes(
-        ((words + _SIX) & _NIBBLE_HIGH) ^ _ZEROS
-    )
+    # A digit is a byte t = b ^ 0x30 below 10: its low 7 bits plus 0x76 stay below 0x80 and
+    # its own high bit is clear (the sum of a byte's low 7 bits and 0x76 never carries over).
+    shifted = words ^ _ZEROS
+    digit = ~(((shifted & _LOW7) + _TEN_BELOW) | shifted) & _HIGH
     return digit, _zero_bytes(words ^ _BLANKS), _zero_bytes(words ^ _MINUS)
 
 
