@@ -64,6 +64,12 @@ def _loop(rows: list[bytes]) -> bytes:
         ([b"ATOM 1 N\rATOM 2 CA\n"], False),
         ([b"ATOM 1 'N\n"], False),  # an unclosed quote
         ([b"ATOM 1 N\n", b"ATOM 2\n"], False),  # values that do not fill the last row
+        ([b"ATOM 1 N\n", b"ATOM 2 LOOP_\n"], False),  # loop_ in any case ends the loop
+        ([b"ATOM 1 Data_x\n"], False),
+        ([b"ATOM _x N\n"], False),  # a data name in mid-line
+        ([b"ATOM 1 N\x01\n"], False),  # a control byte is no white space to the exact rules
+        ([b"ATOM 1 N\xe9\n"], False),
+        ([b"ATOM 1 Lo\n", b"ATOM 2 data\n"], True),  # only whole words end the loop
     ],
 )
 def test_fast_path_reads_alike_or_declines(rows, fast):

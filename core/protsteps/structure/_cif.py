@@ -185,10 +185,12 @@ class AtomSiteTokens:
         index = self.tags.index(tag)
         return self.starts[:, index], self.ends[:, index]
 
-    def strings(self, tag: str) -> np.ndarray:
-        """[rows] bytes (numpy ``S``) values of a column, as ``np.asarray(values, bytes)``
-        gives them."""
+    def strings(self, tag: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """[rows] bytes (numpy ``S``) values of a column (of ``rows`` only, if given), as
+        ``np.asarray(values, bytes)`` gives them."""
         starts, ends = self.column(tag)
+        if rows is not None:
+            starts, ends = starts[rows], ends[rows]
         lengths = ends - starts
         width = int(lengths.max(initial=1))
         padded = self.padded if width <= 16 else np.concatenate((self.padded, np.zeros(width, np.uint8)))
@@ -209,27 +211,59 @@ class AtomSiteTokens:
 
 
 def atom_site_tokens(text: bytes) -> AtomSiteTokens | None:
-    """The ``_atom_site`` loop as token offsets, or ``None`` wherever
-    :func:`atom_site_columns` would not take its fast path (or the loop is not there): the
+    """The ``_atom_site`` loop as token offsets, or ``None`` wherever it cannot be read by
+    splitting on white space as the exact rules read it (or the loop is not there): the
     caller then reads the loop with :func:`atom_site_columns`, which refuses what must be
-    refused. Where both read a loop, they read the same values."""
+    refused. Where both read a loop, they read the same values.
+
+    The checks of the fast path are made on the tokens, with numpy: no value may start with
+    ``_``, ``loop_`` or ``data_`` (in any case: a new item), and white space may only be
+    blanks, tabs and line breaks; a non-ASCII byte, a ``#`` left after the comment lines are
+    removed, a line-start ``;`` or a carriage return without a line feed leave the loop to
+    the exact rules too.
+    """
     header = _loop_header(text)
     if header is None:
         return None
     tags, start = header
-    block = _fast_block(text, start)
-    if block is None:
+    end = _loop_end(text, start)
+    block = text[start:end]
+    if b"#" in block:
+        block = b"".join(_COMMENT_LINES.split(b"\n" + block))
+    if b"#" in block or b"\n;" in block or block.startswith(b";") or not block.isascii():
+        return None
+    breaks, returns, tabs = block.count(b"\n"), block.count(b"\r"), block.count(b"\t")
+    if returns and returns != block.count(b"\r\n"):
+        return None
+    if end == len(text) and not text.endswith(b"\n") and text[text.rfind(b"\n") + 1 :].strip():
         return None
     data = np.frombuffer(block, dtype=np.uint8)
-    # bytes.split() white space; vertical tab and form feed never reach here (_unusual)
-    blank = _WHITE[data]
-    edges = np.diff(np.concatenate(([True], blank, [True])).view(np.int8))
-    starts = np.flatnonzero(edges == -1)
-    ends = np.flatnonzero(edges == 1)
+    if not len(data):
+        return None
+    blank = data <= 32
+    if int(np.count_nonzero(data < 32)) != breaks + returns + tabs:
+        return None  # another control byte: white space to bytes.split(), not to the exact rules
+    # where white space and values meet: the starts and ends of the values, alternately
+    bounds = np.flatnonzero(blank[1:] != blank[:-1]) + 1
+    if not blank[0]:
+        bounds = np.concatenate(([0], bounds))
+    if not blank[-1]:
+        bounds = np.concatenate((bounds, [len(data)]))
+    starts, ends = bounds[0::2], bounds[1::2]
     width = len(tags)
     if len(starts) == 0 or len(starts) % width:
         return None
     first = data[starts]
+    if (first == _UNDERSCORE).any():
+        return None
+    folded = first | 0x20
+    maybe_word = np.flatnonzero((folded == ord("l")) | (folded == ord("d")))
+    if len(maybe_word):
+        padded = np.concatenate((data, np.zeros(8, np.uint8)))
+        heads = sliding_window_view(padded, 8)[starts[maybe_word]].view("<u8").reshape(-1)
+        heads = (heads | _LOWER_FOUR) & _FIVE_BYTES
+        if ((heads == _LOOP) | (heads == _DATA)).any():
+            return None
     quoted = np.flatnonzero((first == 39) | (first == 34))
     if len(quoted):
         closed = (ends[quoted] - starts[quoted] >= 2) & (data[ends[quoted] - 1] == first[quoted])
@@ -240,8 +274,11 @@ def atom_site_tokens(text: bytes) -> AtomSiteTokens | None:
     return AtomSiteTokens(tags, data, starts.reshape(-1, width), ends.reshape(-1, width))
 
 
-_WHITE = np.zeros(256, dtype=bool)
-_WHITE[[9, 10, 11, 12, 13, 32]] = True
+_UNDERSCORE = ord("_")
+_LOWER_FOUR = np.uint64(0x20202020)  # lower case for the four letters of loop_ and data_
+_FIVE_BYTES = np.uint64((1 << 40) - 1)
+_LOOP = np.uint64(int.from_bytes(b"loop_", "little"))
+_DATA = np.uint64(int.from_bytes(b"data_", "little"))
 
 
 def _exact_tokens(text: bytes, start: int, width: int) -> list[bytes]:

@@ -525,6 +525,12 @@ class _LoopColumns:
                 self._strings[tag] = np.asarray((self.lists or {})[tag], dtype=bytes)
         return self._strings[tag]
 
+    def some_strings(self, tag: str, rows: np.ndarray) -> np.ndarray:
+        """The values of ``rows`` only (read only for them where that is possible)."""
+        if self.tokens is not None and tag not in self._strings:
+            return self.tokens.strings(tag, rows)
+        return self.strings(tag)[rows]
+
     def numbers(self, tag: str, dtype: type, what: str, rows: np.ndarray | None = None) -> np.ndarray:
         """The values of ``rows`` (default all) as numbers; one that does not parse is a
         :class:`StructureError`. Values written alike (digits, one sign, as many decimals
@@ -589,7 +595,7 @@ def _cif_records(path: Path, columns: _LoopColumns) -> ResidueRecords:
         changes = np.flatnonzero(model[1:] != model[:-1])
         if len(changes):
             rows = rows[: changes[0] + 1]
-    names = full("label_atom_id")[rows]
+    names = columns.some_strings("label_atom_id", rows)
     slot_of = np.full(len(rows), -1, dtype=np.int8)
     for name, slot in _SLOT_BYTES.items():
         slot_of[names == name] = slot
@@ -598,7 +604,7 @@ def _cif_records(path: Path, columns: _LoopColumns) -> ResidueRecords:
         return _empty_records()
 
     def column(tag: str) -> np.ndarray:
-        return full(tag)[take]
+        return columns.some_strings(tag, take)
 
     altloc = column("label_alt_id")
     icode = column("pdbx_PDB_ins_code")
