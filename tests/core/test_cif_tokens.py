@@ -75,3 +75,39 @@ def _loop(rows: list[bytes]) -> bytes:
 def test_fast_path_reads_alike_or_declines(rows, fast):
     text = _loop(rows)
     assert assert_same_values(Path("t.cif"), text) is fast
+
+
+def test_decimal_values_equal_float_or_are_declined():
+    import re
+
+    rng = np.random.default_rng(3)
+    values = [
+        f"{v:.{d}f}" for v, d in zip(rng.uniform(-9999, 9999, 3000), rng.integers(0, 9, 3000), strict=True)
+    ]
+    values += [
+        "0",
+        "-0.0",
+        "7.",
+        ".5",
+        "-.5",
+        "+1.5",
+        "1e3",
+        "12345678.1234567",
+        "123456789.1",
+        "1.123456789",
+    ]
+    values += ["1-2.3", "1.2.3", "nan", "-", "1.2-", "00012.50"]
+    layout = re.compile(r"-?[0-9]{1,8}(\.[0-9]{1,8})?")
+    for value in values:
+        text = _loop([b"ATOM 1 " + value.encode() + b"\n", b"ATOM 2 1.5\n"])
+        got = atom_site_tokens(text).decimals("label_atom_id")
+        exact = layout.fullmatch(value) and len(value.lstrip("-").replace(".", "")) <= 15
+        if exact:
+            assert (
+                got is not None and got[0] == float(value) and np.signbit(got[0]) == np.signbit(float(value))
+            )
+        else:
+            assert got is None, value
+    many = [f"{v:.5f}".encode() for v in rng.uniform(-999, 999, 2000)]
+    text = _loop([b"ATOM 1 " + v + b"\n" for v in many])
+    assert atom_site_tokens(text).decimals("label_atom_id").tolist() == [float(v) for v in many]

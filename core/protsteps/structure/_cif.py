@@ -25,6 +25,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import StructureError
 from ._complete import line_number
+from ._fixed import fixed_digits
 
 __all__ = ["AtomSiteTokens", "atom_site_columns", "atom_site_tokens"]
 
@@ -205,9 +206,51 @@ class AtomSiteTokens:
         lengths = ends - starts
         if not len(lengths) or int(lengths.max()) > 8:
             return None
+        return self._right_aligned(starts, ends)
+
+    def _right_aligned(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """[n] uint64: the bytes ``starts``..``ends`` (at most 8) right-aligned, blanks
+        before them."""
         words = sliding_window_view(self.padded, 8)[ends].view("<u8").reshape(-1)
-        lead = (np.uint64(1) << (8 * (8 - lengths)).astype(np.uint64)) - np.uint64(1)
+        lead = (np.uint64(1) << (8 * (8 - (ends - starts))).astype(np.uint64)) - np.uint64(1)
         return (words & ~lead) | (np.uint64(0x2020202020202020) & lead)
+
+    def decimals(self, tag: str) -> np.ndarray | None:
+        """[rows] float64: the values of a column written ``[-]digits[.digits]`` (at most 8
+        digits before the point and 8 after it, 15 in all), exactly as ``float()`` reads
+        them; ``None`` if any value is written otherwise. The digits make an integer ``n``
+        below 10**15 and the value is ``n / 10**d``, one correctly rounded division."""
+        starts, ends = self.column(tag)
+        if not len(starts):
+            return None
+        negative = self.block[starts] == _MINUS_BYTE
+        first = starts + negative
+        lengths = ends - first
+        if int(lengths.max()) > 17 or int(lengths.min()) < 1:
+            return None
+        window = sliding_window_view(self.padded, 17)[first + 8]
+        is_point = (window == _POINT_BYTE) & (np.arange(17) < lengths[:, None])
+        point = np.where(is_point.any(1), is_point.argmax(1), lengths)
+        places = np.maximum(lengths - point - 1, 0)
+        if int(point.max()) > 8 or int(point.min()) < 1 or int(places.max()) > 8:
+            return None
+        if int((point + places).max()) > 15 or bool(((places == 0) & (point < lengths)).any()):
+            return None  # too many digits to be exact, or a point without digits after it
+        whole = fixed_digits(self._right_aligned(first, first + point))
+        fraction = np.zeros(len(starts), dtype=np.int64)
+        with_fraction = np.flatnonzero(places)
+        if len(with_fraction):
+            digits = fixed_digits(
+                self._right_aligned(ends[with_fraction] - places[with_fraction], ends[with_fraction])
+            )
+            if digits is None:
+                return None
+            fraction[with_fraction] = digits
+        if whole is None:
+            return None
+        scale = 10.0**places
+        number = (whole * scale + fraction) / scale  # whole * scale and the sum are exact
+        return np.negative(number, out=number, where=negative)
 
 
 def atom_site_tokens(text: bytes) -> AtomSiteTokens | None:
@@ -275,6 +318,7 @@ def atom_site_tokens(text: bytes) -> AtomSiteTokens | None:
 
 
 _UNDERSCORE = ord("_")
+_MINUS_BYTE, _POINT_BYTE = ord("-"), ord(".")
 _LOWER_FOUR = np.uint64(0x20202020)  # lower case for the four letters of loop_ and data_
 _FIVE_BYTES = np.uint64((1 << 40) - 1)
 _LOOP = np.uint64(int.from_bytes(b"loop_", "little"))

@@ -543,18 +543,10 @@ class _LoopColumns:
 
     def _fixed(self, tag: str, dtype: type) -> np.ndarray | None:
         assert self.tokens is not None
+        if dtype is not np.int64:
+            return self.tokens.decimals(tag)
         words = self.tokens.words(tag)
-        if words is None:
-            return None
-        if dtype is np.int64:
-            return fixed_integer(words)
-        starts, ends = self.tokens.column(tag)
-        first = self.tokens.block[starts[0] : ends[0]].tobytes()
-        point = first.find(b".")
-        decimals = len(first) - 1 - point
-        if point < 0 or decimals > 6:
-            return None
-        return fixed_point(words, decimals)
+        return None if words is None else fixed_integer(words)
 
 
 def _cif_records(path: Path, columns: _LoopColumns) -> ResidueRecords:

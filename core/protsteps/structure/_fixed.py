@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fixed_point", "fixed_integer", "field_words"]
+__all__ = ["fixed_point", "fixed_integer", "fixed_digits", "field_words"]
 
 _HIGH = np.uint64(0x8080808080808080)
 _LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
@@ -123,3 +123,12 @@ def fixed_integer(words: np.ndarray) -> np.ndarray | None:
         return None
     number = _value(words, digit).astype(np.int64)
     return np.where(minus != 0, -number, number)
+
+
+def fixed_digits(words: np.ndarray) -> np.ndarray | None:
+    """Values of right-aligned unsigned integers (blanks, then at least one digit), or
+    ``None`` if any field has another layout. Returns int64 of ``words``' shape."""
+    digit, blank, _ = _classes(words)
+    if not _layout_ok(words, digit, blank, np.zeros_like(words), 8):
+        return None
+    return _value(words, digit).astype(np.int64)
