@@ -200,7 +200,7 @@ def _pdb_occupancy(table: np.ndarray) -> np.ndarray:
     """[atoms] float64, columns 55-60; 1 where they do not hold a number."""
     occupancy = fixed_point(field_words(table, 60, 1, 6), 2)
     if occupancy is None:
-        occupancy = _floats_or(np.ascontiguousarray(table[:, 54:60]).view("S6"), 1.0)
+        occupancy = _floats_or(np.ascontiguousarray(table[:, 54:60]).view("S6").reshape(-1), 1.0)
     return occupancy.reshape(-1)
 
 
