@@ -542,11 +542,22 @@ class _LoopColumns:
         return _numbers(self.path, strings if rows is None else strings[rows], dtype, what)
 
     def _fixed(self, tag: str, dtype: type) -> np.ndarray | None:
+        """The fixed-column reader on the right-aligned values (the common case: at most 8
+        characters, as many decimals as the first value), else, for floats, the reader of
+        any decimal layout; ``None`` when neither reads the column."""
         assert self.tokens is not None
-        if dtype is not np.int64:
-            return self.tokens.decimals(tag)
         words = self.tokens.words(tag)
-        return None if words is None else fixed_integer(words)
+        if dtype is np.int64:
+            return None if words is None else fixed_integer(words)
+        if words is not None:
+            starts, ends = self.tokens.column(tag)
+            first = self.tokens.block[starts[0] : ends[0]].tobytes()
+            point = first.find(b".")
+            if 0 <= point and len(first) - 1 - point <= 6:
+                values = fixed_point(words, len(first) - 1 - point)
+                if values is not None:
+                    return values
+        return self.tokens.decimals(tag)
 
 
 def _cif_records(path: Path, columns: _LoopColumns) -> ResidueRecords:
