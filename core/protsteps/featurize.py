@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -274,20 +275,22 @@ def file_key(
 ) -> str:
     """The cache key of one input: its bytes, what its name decides (:func:`name_rules`),
     the featurizer (name, plugin, version, code, config), the chain selection and the
-    reader."""
-    material = json.dumps(
-        {
-            "format": CACHE_FORMAT,
-            "content": content_hash,
-            "name": dict(names) if names is not None else None,
-            "featurizer": json.loads(spec_identity),
-            "chains": list(selection) if selection is not None else None,
-            "reader": reader,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
+    reader. Each part is canonical JSON (the featurizer's hashed once per identity), joined
+    in a fixed order and hashed."""
+    parts = (
+        str(CACHE_FORMAT),
+        content_hash,
+        _digest(spec_identity),
+        json.dumps(sorted(dict(names).items()) if names is not None else None, separators=(",", ":")),
+        json.dumps(list(selection) if selection is not None else None, separators=(",", ":")),
+        reader,
     )
-    return hashlib.sha256(material.encode()).hexdigest()
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def chain_key(file_key_: str, chain_id: str) -> str:
@@ -359,11 +362,18 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
     for inputs that are none of these."""
     specs: list[str] = []
     failed: list[dict[str, str]] = []
-    seen: set[tuple[str, tuple[str, ...] | None]] = set()
+    seen: set[tuple[object, tuple[str, ...] | None]] = set()
     seen_members: set[str] = set()
 
     def add(spec: str, path: Path, selection: tuple[str, ...] | None) -> None:
-        identity = (os.path.realpath(path), selection)
+        # one file however it is spelled: its device and inode (one stat; realpath would
+        # make one per path component)
+        try:
+            info = os.stat(path)
+            where: object = (info.st_dev, info.st_ino)
+        except OSError:
+            where = os.path.realpath(path)
+        identity = (where, selection)
         if identity not in seen:
             seen.add(identity)
             specs.append(spec)

@@ -426,8 +426,8 @@ class GraphStore:
     # ------------------------------------------------------------------ input memo
 
     def known_hash(self, path: Path) -> tuple[str | None, tuple[int, int, int, int] | None]:
-        """The SHA-256 recorded for ``path`` when its size, times and inode are unchanged,
-        and the stat signature to record otherwise."""
+        """The SHA-256 recorded for ``path`` (by its absolute spelling) when its size, times
+        and inode are unchanged, and the stat signature to record otherwise."""
         try:
             stat = path.stat()
         except OSError:
@@ -437,7 +437,7 @@ class GraphStore:
             self._db()
             .execute(
                 "SELECT size, mtime_ns, ctime_ns, inode, sha256 FROM inputs WHERE path = ?",
-                (str(path.resolve()),),
+                (os.path.abspath(path),),
             )
             .fetchone()
         )
@@ -451,7 +451,7 @@ class GraphStore:
         resolution could go unseen."""
         if signature is None or time.time_ns() - signature[1] < 2_000_000_000:
             return
-        self._memo.append((str(path.resolve()), *signature, sha256))
+        self._memo.append((os.path.abspath(path), *signature, sha256))
 
     # ------------------------------------------------------------------ writing
 
