@@ -102,21 +102,38 @@ def _loop_header(text: bytes) -> tuple[list[str], int] | None:
 def _loop_end(text: bytes, start: int) -> int:
     """Where the loop's values end at the latest on the fast path: a line that starts with a
     data name, ``loop_`` or ``data_``."""
-    ends = [text.find(marker, start - 1) for marker in (b"\n_", b"\nloop_", b"\ndata_")]
-    return min((e for e in ends if e >= 0), default=len(text))
+    end = text.find(b"\n_", start - 1)
+    end = len(text) if end < 0 else end
+    # loop_ and data_ only matter before the next data name: search no further (the
+    # _atom_site loop is often the file's last, and a search to its end reads megabytes)
+    for marker in (b"\nloop_", b"\ndata_"):
+        found = text.find(marker, start - 1, end)
+        if found >= 0:
+            end = found
+    return end
 
 
 def _fast_block(text: bytes, start: int) -> bytes | None:
     """The loop's values as one block of bytes (comment lines removed) that splitting on
     white space reads as the exact rules do, or ``None`` where it would not."""
     end = _loop_end(text, start)
-    block = text[start:end]
-    if b"#" in block:
-        block = b"".join(_COMMENT_LINES.split(b"\n" + block))
+    block = _without_comment_lines(text[start:end])
     if _unusual(block) or b"\n;" in block or block.startswith(b";"):
         return None
     if end == len(text) and not text.endswith(b"\n") and text[text.rfind(b"\n") + 1 :].strip():
         return None
+    return block
+
+
+def _without_comment_lines(block: bytes) -> bytes:
+    """The block without its lines starting with ``#`` (those the exact rules skip). The
+    usual one, a ``#`` line closing the loop at the block's end, is cut off without a
+    regular expression over the block."""
+    last = block.rfind(b"\n#")
+    if last >= 0 and block.find(b"#") == last + 1 and block.find(b"\n", last + 1) in (-1, len(block) - 1):
+        return block[: last + 1]
+    if b"#" in block:
+        return b"".join(_COMMENT_LINES.split(b"\n" + block))
     return block
 
 
@@ -270,9 +287,7 @@ def atom_site_tokens(text: bytes) -> AtomSiteTokens | None:
         return None
     tags, start = header
     end = _loop_end(text, start)
-    block = text[start:end]
-    if b"#" in block:
-        block = b"".join(_COMMENT_LINES.split(b"\n" + block))
+    block = _without_comment_lines(text[start:end])
     if b"#" in block or b"\n;" in block or block.startswith(b";") or not block.isascii():
         return None
     breaks, returns, tabs = block.count(b"\n"), block.count(b"\r"), block.count(b"\t")
