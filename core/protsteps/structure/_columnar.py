@@ -120,8 +120,9 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
     ends = np.concatenate((breaks, [len(buffer)]))
     if len(buffer) and ends[-1] == starts[-1]:
         starts, ends = starts[:-1], ends[:-1]
-    carriage = (ends > starts) & (buffer[np.maximum(ends - 1, 0)] == 13)
-    ends = ends - carriage
+    if b"\r" in text:
+        carriage = (ends > starts) & (buffer[np.maximum(ends - 1, 0)] == 13)
+        ends = ends - carriage
     lengths = ends - starts
     padded = np.concatenate((buffer, np.zeros(_PADDING, dtype=np.uint8)))
     # Record names as Bio.PDB compares them: exactly six columns, so "END" alone is not END
