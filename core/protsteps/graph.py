@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -299,7 +300,8 @@ def collate(graphs: Sequence[ProteinGraph]) -> Batch:
         sources=[g.source for g in graphs],
         chain_ids=[g.chain_id for g in graphs],
         edge_index=edge_index,
-        batch=torch.repeat_interleave(torch.arange(len(graphs)), nodes),
+        # numpy's repeat: torch.repeat_interleave with a tensor of counts costs milliseconds here
+        batch=torch.from_numpy(np.repeat(np.arange(len(graphs), dtype=np.int64), nodes.numpy())),
         ptr=ptr,
         edge_ptr=edge_ptr,
         dihedral_input_mask=fields["dihedral_mask"].clone(),

@@ -320,6 +320,10 @@ class GraphStore:
                 except FileExistsError:
                     pass
                 connection = sqlite3.connect(index, timeout=120, isolation_level=None)
+                # reads through a memory map and a larger page cache: a lookup per graph a
+                # DataLoader worker reads
+                connection.execute("PRAGMA mmap_size = 268435456")
+                connection.execute("PRAGMA cache_size = -65536")
                 connection.executescript(_SCHEMA)
             except (sqlite3.Error, OSError) as exc:
                 raise ProtstepsError(
