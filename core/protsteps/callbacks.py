@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .errors import CompositionError, ProtstepsError
+from .errors import build_in_plugin
 from .extensions import CallbackContext, RunStart, TrainingCallback
 
 __all__ = ["TrainingCallbacks"]
@@ -39,14 +39,7 @@ class TrainingCallbacks:
             entry = catalog.extensions.get("callback", name)
             if not enabled:
                 continue
-            try:
-                callback = entry.record.factory(context)
-            except ProtstepsError:
-                raise
-            except Exception as exc:
-                raise CompositionError(
-                    f"callback '{name}' of plugin '{entry.plugin}' could not be built: {type(exc).__name__}: {exc}"
-                ) from exc
+            callback = build_in_plugin(f"callback '{name}'", entry.plugin, entry.record.factory, context)
             built.append((name, entry.plugin, callback))
         return cls(built)
 

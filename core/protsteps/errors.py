@@ -12,6 +12,11 @@ instead of showing a traceback (``protsteps --debug`` shows it too):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
 __all__ = [
     "ProtstepsError",
     "RunFailure",
@@ -21,6 +26,7 @@ __all__ = [
     "CompositionError",
     "ComponentUnavailableError",
     "StructureError",
+    "build_in_plugin",
 ]
 
 
@@ -67,3 +73,18 @@ class ComponentUnavailableError(RunFailure):
 
 class StructureError(ProtstepsError):
     """A structure file cannot be used; the message says which file and why."""
+
+
+def build_in_plugin(what: str, plugin: str, factory: Callable[..., T], *args: Any) -> T:
+    """``factory(*args)``, where a plugin's own exception (anything but a
+    :class:`ProtstepsError`) becomes one :class:`CompositionError` line that says whose it is:
+    ``{what} of plugin '{plugin}' could not be built: ValueError: ...`` (``what`` names the
+    thing, e.g. ``"encoder 'gin'"``). The traceback stays chained for ``--debug``."""
+    try:
+        return factory(*args)
+    except ProtstepsError:
+        raise
+    except Exception as exc:
+        raise CompositionError(
+            f"{what} of plugin '{plugin}' could not be built: {type(exc).__name__}: {exc}"
+        ) from exc

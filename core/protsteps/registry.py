@@ -28,8 +28,8 @@ from .errors import (
     CompositionError,
     ConfigError,
     DuplicateComponentError,
-    ProtstepsError,
     UnknownComponentError,
+    build_in_plugin,
 )
 from .extensions import Extensions
 from .presets import Preset, PresetEntry
@@ -437,14 +437,7 @@ class Catalog:
             )
         context = context or BuildContext()
         check_requirements(kind, name, getattr(entry.factory, "requires", None), context)
-        try:
-            component = entry.factory(config, context)
-        except ProtstepsError:
-            raise
-        except Exception as exc:  # a plugin's own error: one line that says whose it is
-            raise CompositionError(
-                f"{kind} '{name}' of plugin '{entry.plugin}' could not be built: {type(exc).__name__}: {exc}"
-            ) from exc
+        component = build_in_plugin(f"{kind} '{name}'", entry.plugin, entry.factory, config, context)
         check_requirements(kind, name, getattr(component, "requires", None), context)
         return component
 

@@ -59,7 +59,7 @@ from .._version import __version__
 from ..callbacks import TrainingCallbacks
 from ..config import option, to_dict
 from ..data import GraphDataset, LengthBatchSampler
-from ..errors import CompositionError, ProtstepsError, RunFailure
+from ..errors import CompositionError, ProtstepsError, RunFailure, build_in_plugin
 from ..extensions import CallbackContext, ExtensionEntry, HeadContext, RunStart, check_metric
 from ..featurize import featurize_many
 from ..files import atomic_torch_save, atomic_write_text, run_folder_lock, strict_json_line
@@ -755,14 +755,7 @@ def _finetune(
 def build_head(entry: ExtensionEntry, context: HeadContext) -> nn.Module:
     """The head registered as ``entry`` for ``context``; a plugin's failure is one line
     naming the head and its plugin."""
-    try:
-        head = entry.record.factory(context)
-    except ProtstepsError:
-        raise
-    except Exception as exc:
-        raise CompositionError(
-            f"head '{entry.name}' of plugin '{entry.plugin}' could not be built: {type(exc).__name__}: {exc}"
-        ) from exc
+    head = build_in_plugin(f"head '{entry.name}'", entry.plugin, entry.record.factory, context)
     if not isinstance(head, nn.Module):
         raise CompositionError(
             f"head '{entry.name}' of plugin '{entry.plugin}' returned {type(head).__name__}, expected a torch.nn.Module"
