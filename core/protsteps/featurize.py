@@ -37,12 +37,12 @@ from .files import atomic_write_text
 from .graph import ProteinGraph
 from .registry import Catalog, default_catalog
 from .sources import (
-    ARCHIVE_SUFFIXES,
     Item,
     Skipped,
     container_kind,
     count_members,
     decode_item,
+    is_archive_name,
     item_name_rules,
     iterate_members,
     split_member,
@@ -395,7 +395,7 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
             return
         if path.is_dir() and selection is None:
             named = sorted(
-                p for p in path.rglob("*") if (is_structure_path(p) or _is_archive_name(p)) and not p.is_dir()
+                p for p in path.rglob("*") if (is_structure_path(p) or is_archive_name(p)) and not p.is_dir()
             )
             found = []
             for p in named:
@@ -436,10 +436,6 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
     for item in inputs:
         visit(os.fspath(item), 0)
     return specs, failed
-
-
-def _is_archive_name(path: Path) -> bool:
-    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
 def _not_a_regular_file(path: Path) -> str | None:

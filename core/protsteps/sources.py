@@ -44,6 +44,7 @@ __all__ = [
     "container_kind",
     "count_members",
     "decode_item",
+    "is_archive_name",
     "iterate_members",
     "split_member",
 ]
@@ -88,14 +89,16 @@ def split_member(spec: str) -> tuple[str, str | None]:
     return (container, member) if sep else (spec, None)
 
 
-def _is_archive_name(path: Path) -> bool:
+def is_archive_name(path: str | os.PathLike[str]) -> bool:
+    """Whether a file name says it is a tar archive (``.tar``, ``.tar.gz``, ``.tgz``)."""
+    path = Path(path)
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
 def container_kind(path: str | os.PathLike[str]) -> str | None:
     """``"tar"``, ``"foldcomp"`` or ``None`` (not a container)."""
     path = Path(path)
-    if _is_archive_name(path) and path.is_file():
+    if is_archive_name(path) and path.is_file():
         return "tar"
     if path.is_file() and Path(f"{path}.index").is_file() and Path(f"{path}.dbtype").is_file():
         return "foldcomp"
