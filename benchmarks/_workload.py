@@ -75,3 +75,27 @@ def esm2_weights(directory: Path, args: argparse.Namespace) -> Path:
         embed_dim=args.dim,
         attention_heads=args.heads,
     )
+
+
+def composed_for_training(config, catalog, total_steps: int, *, one_epoch: bool = False):
+    """``config`` composed (torch seeded with 0), its scheme set up on the CPU for
+    ``total_steps`` and the model in training mode. ``one_epoch``: the steps are one long
+    epoch (``epoch_starts = [0, total_steps]``), so per-epoch schedules stay at their start."""
+    import torch
+
+    from protsteps.model import compose
+    from protsteps.optim import SchemeSetup
+
+    torch.manual_seed(0)
+    composition = compose(config, catalog)
+    composition.scheme.setup(
+        SchemeSetup(
+            model=composition.model,
+            train=config.train,
+            total_steps=total_steps,
+            device=torch.device("cpu"),
+            epoch_starts=[0, total_steps] if one_epoch else (),
+        )
+    )
+    composition.model.train()
+    return composition

@@ -34,13 +34,11 @@ import time
 from collections.abc import Callable
 
 import torch
-from _workload import DEFAULT_STRUCTURES, real_chains
+from _workload import DEFAULT_STRUCTURES, composed_for_training, real_chains
 from torch.utils.flop_counter import FlopCounterMode
 
 import protsteps
 from protsteps.graph import Batch
-from protsteps.model import compose
-from protsteps.optim import SchemeSetup
 from protsteps.registry import default_catalog
 from protsteps.runconfig import load_run_config
 from protsteps.scatter import WeightedAdjacency
@@ -51,15 +49,7 @@ PATHS = ("scatter", "sparse")
 def build(total_steps: int):
     catalog = default_catalog()
     config = load_run_config(None, catalog, components={"teacher": "none"})
-    torch.manual_seed(0)
-    composition = compose(config, catalog)
-    composition.scheme.setup(
-        SchemeSetup(
-            model=composition.model, train=config.train, total_steps=total_steps, device=torch.device("cpu")
-        )
-    )
-    composition.model.train()
-    return composition
+    return composed_for_training(config, catalog, total_steps)
 
 
 def run_epoch(composition, batches: list[Batch], path: str, seed: int) -> list[float]:

@@ -36,12 +36,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _workload import DEFAULT_STRUCTURES, real_chains
+from _workload import DEFAULT_STRUCTURES, composed_for_training, real_chains
 
 import protsteps
 from protsteps.files import atomic_write_text
-from protsteps.model import compose
-from protsteps.optim import SchemeSetup
 from protsteps.registry import default_catalog
 from protsteps.runconfig import load_run_config
 from protsteps_esm.testing import write_esm2_checkpoint
@@ -80,19 +78,7 @@ def build(setting: str, weights: Path, alpha: float, total_steps: int):
             *extra,
         ],
     )
-    torch.manual_seed(0)
-    composition = compose(config, catalog)
-    composition.scheme.setup(
-        SchemeSetup(
-            model=composition.model,
-            train=config.train,
-            total_steps=total_steps,
-            device=torch.device("cpu"),
-            epoch_starts=[0, total_steps],
-        )
-    )
-    composition.model.train()
-    return composition
+    return composed_for_training(config, catalog, total_steps, one_epoch=True)
 
 
 def measure(setting: str, weights: Path, alpha: float, graphs, steps: int) -> dict[str, object]:

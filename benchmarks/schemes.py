@@ -23,11 +23,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _workload import add_workload_arguments, esm2_weights, real_chains, timed
+from _workload import add_workload_arguments, composed_for_training, esm2_weights, real_chains, timed
 
 import protsteps
-from protsteps.model import compose
-from protsteps.optim import SchemeSetup
 from protsteps.registry import default_catalog
 from protsteps.runconfig import load_run_config
 
@@ -40,15 +38,7 @@ def build(scheme: str, weights: Path, cache: bool, total_steps: int):
         components={"teacher": "esm", "scheme": scheme},
         sets=[f'teacher.weights="{weights}"', f"teacher.cache={str(cache).lower()}"],
     )
-    torch.manual_seed(0)
-    composition = compose(config, catalog)
-    composition.scheme.setup(
-        SchemeSetup(
-            model=composition.model, train=config.train, total_steps=total_steps, device=torch.device("cpu")
-        )
-    )
-    composition.model.train()
-    return composition
+    return composed_for_training(config, catalog, total_steps)
 
 
 def timed_epoch(composition, batches, seed: int) -> list[tuple[float, float]]:

@@ -74,7 +74,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _workload import DEFAULT_STRUCTURES, real_chains
+from _workload import DEFAULT_STRUCTURES, composed_for_training, real_chains
 from torch import Tensor, nn
 
 import protsteps
@@ -235,8 +235,6 @@ class AuthorsStep:
 
 
 def protsteps_run(preset: str, cache: bool, weights: Path, total_steps: int):
-    from protsteps.model import compose
-    from protsteps.optim import SchemeSetup
     from protsteps.registry import default_catalog
     from protsteps.runconfig import load_run_config
 
@@ -252,19 +250,8 @@ def protsteps_run(preset: str, cache: bool, weights: Path, total_steps: int):
             f"teacher.cache={str(cache).lower()}",
         ],
     )
-    torch.manual_seed(0)
-    composition = compose(config, catalog)
-    composition.scheme.setup(
-        SchemeSetup(
-            model=composition.model,
-            train=config.train,
-            total_steps=total_steps,
-            device=torch.device("cpu"),
-            epoch_starts=[0, total_steps],  # one long epoch: the rates stay at their start
-        )
-    )
-    composition.model.train()
-    return composition, config.train.batch_size
+    # one long epoch: the rates stay at their start
+    return composed_for_training(config, catalog, total_steps, one_epoch=True), config.train.batch_size
 
 
 # ------------------------------------------------------------------ one configuration, one process
