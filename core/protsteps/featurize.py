@@ -80,7 +80,7 @@ def featurize(
     Parameters
     ----------
     path:
-        ``.pdb``/``.ent``/``.cif``/``.mmcif``, optionally ``.gz``; ``path:A`` selects a chain.
+        ``.pdb``/``.ent``/``.cif``/``.mmcif``/``.bcif``, optionally ``.gz``; ``path:A`` selects a chain.
     featurizer:
         A registered featurizer (``protsteps plugins`` lists them).
     reader:
@@ -406,7 +406,7 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
                     found.append(p)
             if not named:
                 failed.append(
-                    {"source": item, "error": f"{item}: folder holds no .pdb/.ent/.cif/.mmcif(.gz) file"}
+                    {"source": item, "error": f"{item}: folder holds no .pdb/.ent/.cif/.mmcif/.bcif(.gz) file"}
                 )
             for p in found:
                 add(str(p), p, None)
@@ -428,7 +428,7 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
             failed.append(
                 {
                     "source": item,
-                    "error": f"{path}: not a structure file (.pdb/.ent/.cif/.mmcif, optionally .gz) "
+                    "error": f"{path}: not a structure file (.pdb/.ent/.cif/.mmcif/.bcif, optionally .gz) "
                     "nor a text file listing paths",
                 }
             )
@@ -698,7 +698,7 @@ def featurize_many(
     ----------
     inputs:
         Files (``path:CHAIN`` selects chains), folders (searched recursively for
-        ``.pdb/.ent/.cif/.mmcif(.gz)``) and text files listing such paths.
+        ``.pdb/.ent/.cif/.mmcif/.bcif(.gz)``) and text files listing such paths.
     featurizer, config:
         A registered featurizer and its settings (mapping or config dataclass).
     cache_dir:

@@ -74,7 +74,7 @@ def test_a_tar_shard_is_read_in_place_every_member_featurized_or_reported(shard,
             f"{_afdb(i)}.cif.gz": f"the same AlphaFold DB model as {shard}::{_afdb(i)}.pdb.gz"
             for i in range(3)
         },
-        "README.txt": "not a structure file name (.pdb/.ent/.cif/.mmcif, optionally .gz)",
+        "README.txt": "not a structure file name (.pdb/.ent/.cif/.mmcif/.bcif, optionally .gz)",
     }
     # the graphs read back from the cache are those of the files themselves
     from protsteps.data import GraphDataset

@@ -138,7 +138,7 @@ def protfunct(
     structures:
         A folder searched recursively for each chain's structure file, by name and in any
         case: ``1abc.A``, ``1abc_A``, ``1abc-A`` or ``1abcA`` (a file of that chain), else
-        ``1abc`` (the whole entry), with any of ``.pdb .ent .cif .mmcif``, gzipped or not.
+        ``1abc`` (the whole entry), with any of ``.pdb .ent .cif .mmcif .bcif``, gzipped or not.
         The chain is always selected by its identifier inside the file.
     label_column:
         ``ec_number`` (the 384-class task of the paper) or ``ec_class`` (the first digit).
@@ -190,7 +190,7 @@ def protfunct(
                     label,
                     f"no structure file for {name} in {index.root} "
                     f"(looked for {pdb}.{chain}, {pdb}_{chain}, {pdb}-{chain}, {pdb}{chain}, {pdb}; "
-                    "any case, .pdb/.ent/.cif/.mmcif, gzipped or not)",
+                    "any case, .pdb/.ent/.cif/.mmcif/.bcif, gzipped or not)",
                 )
             )
             continue

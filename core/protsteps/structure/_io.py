@@ -27,15 +27,16 @@ __all__ = [
     "SUFFIXES",
     "decompress",
     "is_structure_path",
+    "named_format",
     "read_bytes",
     "split_selection",
     "structure_format",
 ]
 
-Format = Literal["pdb", "cif"]
+Format = Literal["pdb", "cif", "bcif"]
 
 #: file name endings read as structures (each may also end in ``.gz``)
-SUFFIXES: dict[str, Format] = {".pdb": "pdb", ".ent": "pdb", ".cif": "cif", ".mmcif": "cif"}
+SUFFIXES: dict[str, Format] = {".pdb": "pdb", ".ent": "pdb", ".cif": "cif", ".mmcif": "cif", ".bcif": "bcif"}
 
 
 def _base_suffix(path: str | os.PathLike[str]) -> str:
@@ -47,7 +48,7 @@ def _base_suffix(path: str | os.PathLike[str]) -> str:
 
 def is_structure_path(path: str | os.PathLike[str]) -> bool:
     """Whether a file name says it is a structure (``.pdb``, ``.ent``, ``.cif``, ``.mmcif``,
-    optionally ``.gz``)."""
+    ``.bcif``, optionally ``.gz``)."""
     return _base_suffix(path) in SUFFIXES
 
 
@@ -166,8 +167,14 @@ def check_text(path: Path, text: bytes) -> None:
         raise StructureError(f"{path}: binary content, not a PDB or mmCIF text file")
 
 
+def named_format(path: str | os.PathLike[str]) -> Format | None:
+    """The format a file's name says (``None``: the name does not say)."""
+    return SUFFIXES.get(_base_suffix(path))
+
+
 def structure_format(path: Path, text: bytes) -> Format:
-    """``pdb`` or ``cif``, from the file name or else from the content."""
+    """``pdb`` or ``cif``, from the file name or else from the (text) content; BinaryCIF
+    content is told apart before (:func:`protsteps.structure._bcif.is_bcif`)."""
     suffix = _base_suffix(path)
     if suffix in SUFFIXES:
         return SUFFIXES[suffix]
@@ -180,6 +187,6 @@ def structure_format(path: Path, text: bytes) -> Format:
     ):
         return "pdb"
     raise StructureError(
-        f"{path}: cannot tell the format (not named .pdb/.ent/.cif/.mmcif and the content looks "
+        f"{path}: cannot tell the format (not named .pdb/.ent/.cif/.mmcif/.bcif and the content looks "
         "like neither PDB nor mmCIF)"
     )

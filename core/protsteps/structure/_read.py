@@ -11,12 +11,21 @@ from typing import Literal
 import numpy as np
 
 from ..errors import StructureError
+from ._bcif import atom_site_arrays, is_bcif, read_records_bcif, to_mmcif
 from ._biopython import read_records_biopython
 from ._chain import Chain, ResidueRecords, assemble_chains
 from ._cif import atom_site_columns
 from ._columnar import read_records_columnar
 from ._complete import check_cif_complete, check_pdb_complete
-from ._io import DEFAULT_MAX_BYTES, check_text, decompress, read_bytes, split_selection, structure_format
+from ._io import (
+    DEFAULT_MAX_BYTES,
+    check_text,
+    decompress,
+    named_format,
+    read_bytes,
+    split_selection,
+    structure_format,
+)
 from ._residues import is_known_amino_acid, is_nucleotide, is_water
 
 __all__ = ["Reader", "READERS", "read_chains", "read_chains_from_bytes"]
@@ -38,7 +47,8 @@ def read_chains(
     Parameters
     ----------
     path:
-        A ``.pdb``, ``.ent``, ``.cif`` or ``.mmcif`` file, optionally gzipped; ``path:A``
+        A ``.pdb``, ``.ent``, ``.cif``, ``.mmcif`` or ``.bcif`` (BinaryCIF) file,
+        optionally gzipped; ``path:A``
         (or ``path:A,B``) selects chains.
     chains:
         Chain identifiers to keep (``None``: all). Combined with a selection in ``path``.
@@ -76,10 +86,44 @@ def read_chains_from_bytes(
     """:func:`read_chains` on a file's bytes already in memory (``path`` names it in
     messages and in ``Chain.source``)."""
     text = decompress(path, data, max_bytes)
-    check_text(path, text)
-    fmt = structure_format(path, text)
     if reader not in READERS:
         raise ValueError(f"unknown reader {reader!r}; readers: {', '.join(READERS)}")
+    named = named_format(path)
+    if named == "bcif" or (named is None and is_bcif(text)):
+        records = _binary_records(path, text, reader)
+    else:
+        records = _text_records(path, text, reader)
+    found = assemble_chains(str(path), records)
+    if not found:
+        raise StructureError(f"{path}: {_why_no_protein(records)}")
+    if chains is not None:
+        wanted = set(chains)
+        present = {c.chain_id or "_" for c in found}
+        missing = sorted(wanted - present - ({""} if "_" in present else set()))
+        if missing:
+            raise StructureError(
+                f"{path}: no protein chain {', '.join(missing)} (protein chains: {', '.join(sorted(present))})"
+            )
+        found = [c for c in found if (c.chain_id or "_") in wanted or c.chain_id in wanted]
+    return found
+
+
+def _binary_records(path: Path, data: bytes, reader: Reader) -> ResidueRecords:
+    """A BinaryCIF file's residues: its decoded ``_atom_site`` columns read as an mmCIF
+    loop is, or (the reference) written out as one and read by Bio.PDB."""
+    if reader == "columnar":
+        try:
+            return read_records_bcif(path, data)
+        except StructureError:
+            raise
+        except Exception:
+            pass  # the reference reader below, as for text files
+    return read_records_biopython(path, to_mmcif(path, atom_site_arrays(path, data)), "cif")
+
+
+def _text_records(path: Path, text: bytes, reader: Reader) -> ResidueRecords:
+    check_text(path, text)
+    fmt = structure_format(path, text)
     # Whole files or nothing, whichever reader reads them (the columnar reader checks a PDB
     # file on the line index it makes anyway).
     if fmt == "cif":
@@ -100,19 +144,7 @@ def read_chains_from_bytes(
             if fmt == "pdb":
                 check_pdb_complete(path, text)
             records = read_records_biopython(path, text, fmt)
-    found = assemble_chains(str(path), records)
-    if not found:
-        raise StructureError(f"{path}: {_why_no_protein(records)}")
-    if chains is not None:
-        wanted = set(chains)
-        present = {c.chain_id or "_" for c in found}
-        missing = sorted(wanted - present - ({""} if "_" in present else set()))
-        if missing:
-            raise StructureError(
-                f"{path}: no protein chain {', '.join(missing)} (protein chains: {', '.join(sorted(present))})"
-            )
-        found = [c for c in found if (c.chain_id or "_") in wanted or c.chain_id in wanted]
-    return found
+    return records
 
 
 def _why_no_protein(records: ResidueRecords) -> str:
