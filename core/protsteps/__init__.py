@@ -12,7 +12,7 @@ Components come from plugins discovered through the ``protsteps`` entry-point gr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .components import (
@@ -33,6 +33,12 @@ from .graph import ALPHABET, Batch, ProteinGraph, collate
 from .hookspecs import hookimpl
 from .presets import Preset
 from .registry import Catalog, Entry, default_catalog
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Mapping
+
+    from .export import Pretrained
 
 __all__ = [
     "__version__",
@@ -56,6 +62,7 @@ __all__ = [
     "collate",
     "list_components",
     "featurize",
+    "from_pretrained",
     "get_component",
     "hookimpl",
     "option",
@@ -85,3 +92,21 @@ def build(
     >>> featurizer = protsteps.build("featurizer", "residue_graph", radius=8.0)  # doctest: +SKIP
     """
     return default_catalog().build(kind, name, config=config, context=context, **values)
+
+
+def from_pretrained(
+    path: str | os.PathLike[str],
+    catalog: Catalog | None = None,
+    *,
+    with_teacher: bool = True,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Pretrained:
+    """The encoder of a folder written by ``protsteps export`` (or of a run folder or an
+    ``encoder.pt``) with its featurizer and teacher, in eval mode: see
+    :func:`protsteps.hub.from_pretrained`.
+
+    >>> model = protsteps.from_pretrained("gin-masif")  # doctest: +SKIP
+    """
+    from .hub import from_pretrained as load  # torch and safetensors only when a model is loaded
+
+    return load(path, catalog, with_teacher=with_teacher, settings=settings)

@@ -174,17 +174,29 @@ def _own_locations(
 
 
 def _read(
-    path: Path, catalog: Catalog, settings: Mapping[str, Mapping[str, Any]] | None = None
+    path: Path,
+    catalog: Catalog,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    need_teacher: bool = True,
 ) -> tuple[dict[str, Any], list[str]]:
-    record = read_torch_record(path, "encoder file", ENCODER_FORMAT)
+    if path.is_dir():  # an exported folder (protsteps export): the same record, no pickle
+        from .hub import read_export
+
+        record = read_export(path, catalog, need_teacher=need_teacher)
+    else:
+        record = read_torch_record(path, "encoder file", ENCODER_FORMAT)
     if "state_dict" not in record:
         raise ProtstepsError(f"{path} is not a protsteps encoder file (encoder.pt of a pretrain run)")
     return record, _own_locations(record, catalog, settings)
 
 
 def _resolve(path: Path) -> Path:
+    """``encoder.pt`` of a run folder; an exported folder or a file as it is."""
+    from .hub import is_export
+
     path = Path(path)
-    return path / "encoder.pt" if path.is_dir() else path
+    return path / "encoder.pt" if path.is_dir() and not is_export(path) else path
 
 
 def _featurizer_context(record: dict[str, Any], catalog: Catalog) -> BuildContext:
@@ -220,7 +232,7 @@ def load_encoder(
     the encoder and the file's record (its location settings replaced as the module
     docstring says)."""
     catalog = catalog or default_catalog()
-    record, _ = _read(_resolve(path), catalog, settings)
+    record, _ = _read(_resolve(path), catalog, settings, need_teacher=False)
     return _encoder_of(record, path, catalog), record
 
 
@@ -234,11 +246,36 @@ def _encoder_of(record: dict[str, Any], path: Path, catalog: Catalog) -> Encoder
             _featurizer_context(record, catalog), teacher_dim=record.get("teacher_dim")
         ),
     )
-    try:
-        encoder.load_state_dict(record["state_dict"])
-    except RuntimeError as exc:
-        raise ProtstepsError(f"{path}: the weights do not fit encoder '{section['name']}': {exc}") from None
+    _load_state(encoder, record["state_dict"], f"{path}: the weights do not fit encoder '{section['name']}'")
     return encoder
+
+
+def _load_state(module: Any, state: Mapping[str, Tensor], refusal: str) -> None:
+    """``module.load_state_dict(state)`` (strict), refused in one line that starts with
+    ``refusal`` and names the missing and unexpected tensors and those of another shape."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    reshaped = [
+        f"{k} {list(state[k].shape)} (the module's: {list(own[k].shape)})"
+        for k in sorted(set(own) & set(state))
+        if isinstance(state[k], Tensor) and state[k].shape != own[k].shape
+    ]
+    problems = [
+        f"{label} {', '.join(names[:6])}" + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped))
+        if names
+    ]
+    if problems:
+        raise ProtstepsError(
+            f"{refusal} as its settings build it ({'; '.join(problems)}); the settings and the weights "
+            "are not from the same model"
+        )
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
+        raise ProtstepsError(f"{refusal}: {first}") from None
 
 
 def restore_teacher(teacher: Teacher, record: Mapping[str, Any], where: str) -> None:
@@ -251,13 +288,7 @@ def restore_teacher(teacher: Teacher, record: Mapping[str, Any], where: str) -> 
     if state is not None:
         if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
             raise ProtstepsError(f"{where}: teacher_state is not a dict of tensors")
-        try:
-            teacher.load_state_dict(state)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ProtstepsError(
-                f"{where}: the teacher state does not fit teacher '{name}': {first}"
-            ) from None
+        _load_state(teacher, state, f"{where}: the teacher state does not fit teacher '{name}'")
     expected = record.get("teacher_fingerprint")
     if expected is not None and teacher_state_fingerprint(teacher_state(teacher)) != expected:
         raise ProtstepsError(
@@ -280,7 +311,7 @@ def load_pretrained(
     ``settings`` gives the locations the file may not decide, per kind
     (``{"teacher": {"cache_dir": "/scratch/trunks"}}``); other settings come from the file."""
     catalog = catalog or default_catalog()
-    record, notes = _read(_resolve(path), catalog, settings)
+    record, notes = _read(_resolve(path), catalog, settings, need_teacher=with_teacher)
     featurizer_section = record["featurizer"]
     featurizer = catalog.build(
         "featurizer",

@@ -44,7 +44,11 @@ def check_output_file(path: Path, option: str) -> None:
 def embed(
     inputs: StructureInputs,
     from_: Annotated[
-        Path, typer.Option("--from", help="A pretrain (or finetune) run folder, or an encoder.pt file.")
+        Path,
+        typer.Option(
+            "--from",
+            help="A pretrain (or finetune) run folder, an encoder.pt file, or a folder protsteps export wrote.",
+        ),
     ],
     out: Annotated[
         Path,
