@@ -20,7 +20,7 @@ def export(
             help="A pretrain run folder, or an encoder.pt file.", show_default=False, metavar="RUN"
         ),
     ],
-    out: Annotated[
+    dir: Annotated[
         Path,
         typer.Argument(
             help="The folder to write: model.safetensors, config.json and README.md (a model card).",
@@ -41,7 +41,7 @@ def export(
     """
     from ..hub import export_model  # torch is imported only when a command needs it
 
-    written = export_model(run, out, force=force)
+    written = export_model(run, dir, force=force)
     for note in written.notes:
         err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     console.print(

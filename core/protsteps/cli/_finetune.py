@@ -69,7 +69,8 @@ def finetune(
         str,
         typer.Option(
             "--from",
-            help="A pretrain run folder or encoder.pt, or 'none' to train the same architecture from scratch.",
+            help="A pretrain run folder, an encoder.pt, a folder protsteps export wrote, or 'none' to "
+            "train the same architecture from scratch.",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create.")],
