@@ -12,6 +12,9 @@ Components come from plugins discovered through the ``protsteps`` entry-point gr
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -19,17 +22,12 @@ from .components import (
     KINDS,
     BuildContext,
     Component,
-    Encoder,
     EncoderOutput,
     Featurizer,
-    PretextTask,
     Scheme,
     TaskOutput,
-    Teacher,
 )
 from .config import option
-from .featurize import featurize
-from .graph import ALPHABET, Batch, ProteinGraph, collate
 from .hookspecs import hookimpl
 from .presets import Preset
 from .registry import Catalog, Entry, default_catalog
@@ -38,7 +36,22 @@ if TYPE_CHECKING:
     import os
     from collections.abc import Mapping
 
+    from .components import Encoder, PretextTask, Teacher
     from .export import Pretrained
+    from .featurize import featurize
+    from .graph import ALPHABET, Batch, ProteinGraph, collate
+
+#: names whose modules import torch, imported on first use so that registering a component
+#: (and so the command line) starts without torch: name -> module
+_LAZY = {
+    "Encoder": ".components",
+    "PretextTask": ".components",
+    "Teacher": ".components",
+    "ALPHABET": ".graph",
+    "Batch": ".graph",
+    "ProteinGraph": ".graph",
+    "collate": ".graph",
+}
 
 __all__ = [
     "__version__",
@@ -110,3 +123,35 @@ def from_pretrained(
     from .hub import from_pretrained as load  # torch and safetensors only when a model is loaded
 
     return load(path, catalog, with_teacher=with_teacher, settings=settings)
+
+
+class _Package(types.ModuleType):
+    """The package's module type: ``protsteps.featurize`` is the function
+    :func:`protsteps.featurize.featurize`, imported on first use. The import system binds a
+    submodule to its parent's attribute when it first loads it; that binding of
+    :mod:`protsteps.featurize` is ignored here, so the name stays the function (as it was when
+    this package imported it eagerly)."""
+
+    @property
+    def featurize(self) -> Any:
+        return importlib.import_module(".featurize", __name__).featurize
+
+    @featurize.setter
+    def featurize(self, value: Any) -> None:
+        if not isinstance(value, types.ModuleType):
+            raise AttributeError("protsteps.featurize is the function protsteps.featurize.featurize")
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, "featurize"})
