@@ -341,51 +341,86 @@ def _check_record(kind: str, plugin: str, record: Any) -> None:
 
 
 class Extensions:
-    """The six extension registries of a catalog, filled from a plugin manager's hooks."""
+    """The six extension registries of a catalog, filled from a plugin manager's hooks.
+
+    Each kind's hook is asked when that kind is first used (listing the command line's
+    commands asks the plugins for their commands alone)."""
 
     def __init__(self) -> None:
         self._entries: dict[str, dict[str, ExtensionEntry]] = {kind: {} for kind in EXTENSION_KINDS}
-        #: kind -> name -> the error every use of a name that two plugins register raises
-        self.conflicts: dict[str, dict[str, DuplicateComponentError]] = {kind: {} for kind in EXTENSION_KINDS}
+        self._conflicts: dict[str, dict[str, DuplicateComponentError]] = {
+            kind: {} for kind in EXTENSION_KINDS
+        }
+        #: what :meth:`collect` was given, kept until every kind is collected
+        self._source: tuple[pluggy.PluginManager, Callable[[str], str], Callable[[str], str], Any] | None = (
+            None
+        )
+        self._pending: list[str] = []
 
     def collect(
         self,
         pm: pluggy.PluginManager,
         owner: Callable[[str], str],
         version: Callable[[str], str],
-        fail: Callable[[str, str], None],
+        fail: Callable[[str, str, str], None],
     ) -> None:
-        """Ask every plugin's hooks; ``owner(plugin)`` names a plugin in errors,
-        ``fail(plugin, message)`` records a plugin whose hook raised or returned junk."""
-        for kind, (hook_name, _, label) in EXTENSION_KINDS.items():
-            hook = getattr(pm.hook, hook_name)
-            for impl in hook.get_hookimpls():
-                plugin = impl.plugin_name
-                try:
-                    declared = list(impl.function() or [])  # type: ignore[call-overload]
-                    for record in declared:
-                        _check_record(kind, plugin, record)
-                except Exception as exc:
-                    fail(plugin, str(exc) if isinstance(exc, TypeError) else f"{type(exc).__name__}: {exc}")
-                    continue
-                entries, conflicts = self._entries[kind], self.conflicts[kind]
+        """Ask every plugin's hooks (each kind's when it is first used); ``owner(plugin)``
+        names a plugin in errors, ``fail(plugin, message, kind)`` records a plugin whose
+        hook raised or returned junk."""
+        self._source = (pm, owner, version, fail)
+        self._pending = list(EXTENSION_KINDS)
+
+    def collect_pending(self) -> None:
+        """Ask the hooks of every kind not asked yet."""
+        for kind in list(self._pending):
+            self._ready(kind)
+
+    @property
+    def conflicts(self) -> dict[str, dict[str, DuplicateComponentError]]:
+        """kind -> name -> the error every use of a name that two plugins register raises."""
+        self.collect_pending()
+        return self._conflicts
+
+    def conflicts_of(self, kind: str) -> dict[str, DuplicateComponentError]:
+        """name -> the error of each name of ``kind`` that two plugins register."""
+        self._ready(kind)
+        return self._conflicts[kind]
+
+    def _ready(self, kind: str) -> None:
+        if kind not in self._pending or self._source is None:
+            return
+        self._pending.remove(kind)
+        pm, owner, version, fail = self._source
+        hook_name, _, label = EXTENSION_KINDS[kind]
+        hook = getattr(pm.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            plugin = impl.plugin_name
+            try:
+                declared = list(impl.function() or [])  # type: ignore[call-overload]
                 for record in declared:
-                    if record.name in conflicts:
-                        continue  # a third claim: the error names two already
-                    existing = entries.pop(record.name, None)
-                    if existing is None:
-                        entries[record.name] = ExtensionEntry(kind, record, plugin, version(plugin))
-                        continue
-                    conflicts[record.name] = DuplicateComponentError(
-                        f"{label} '{record.name}' is registered twice: by {owner(existing.plugin)} and by "
-                        f"{owner(plugin)}; uninstall one of them"
-                    )
+                    _check_record(kind, plugin, record)
+            except Exception as exc:
+                fail(plugin, str(exc) if isinstance(exc, TypeError) else f"{type(exc).__name__}: {exc}", kind)
+                continue
+            entries, conflicts = self._entries[kind], self._conflicts[kind]
+            for record in declared:
+                if record.name in conflicts:
+                    continue  # a third claim: the error names two already
+                existing = entries.pop(record.name, None)
+                if existing is None:
+                    entries[record.name] = ExtensionEntry(kind, record, plugin, version(plugin))
+                    continue
+                conflicts[record.name] = DuplicateComponentError(
+                    f"{label} '{record.name}' is registered twice: by {owner(existing.plugin)} and by "
+                    f"{owner(plugin)}; uninstall one of them"
+                )
 
     def get(self, kind: str, name: str) -> ExtensionEntry:
         """The entry of ``kind`` registered as ``name``; an unknown name lists the known."""
         label = EXTENSION_KINDS[kind][2]
-        if name in self.conflicts[kind]:
-            raise self.conflicts[kind][name]
+        conflicts = self.conflicts_of(kind)
+        if name in conflicts:
+            raise conflicts[name]
         entries = self._entries[kind]
         if name in entries:
             return entries[name]
@@ -396,10 +431,13 @@ class Extensions:
         raise UnknownComponentError(f"unknown {label} '{name}'.{did_you_mean} Known {label}s: {listing}")
 
     def names(self, kind: str) -> list[str]:
+        self._ready(kind)
         return sorted(self._entries[kind])
 
     def entries(self, kind: str | None = None) -> list[ExtensionEntry]:
         kinds = [kind] if kind is not None else list(EXTENSION_KINDS)
+        for k in kinds:
+            self._ready(k)
         return [self._entries[k][name] for k in kinds for name in sorted(self._entries[k])]
 
     def records(self, kind: str) -> list[Any]:

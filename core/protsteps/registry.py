@@ -31,7 +31,7 @@ from .errors import (
     UnknownComponentError,
     build_in_plugin,
 )
-from .extensions import Extensions
+from .extensions import EXTENSION_KINDS, Extensions
 from .presets import Preset, PresetEntry
 from .schema import config_schema
 
@@ -170,28 +170,78 @@ def _plugin_manager() -> pluggy.PluginManager:
 
 
 class Catalog:
-    """The five registries, filled from the plugins registered with a plugin manager."""
+    """The five registries, filled from the plugins registered with a plugin manager.
+
+    Each plugin's hooks are asked when their answer is first needed (the components of all
+    five kinds together, the presets, each extension kind), not when the catalog is made: a
+    plugin's hook may import torch, and listing the command line's commands asks for the
+    plugins' commands alone. :attr:`failures` asks every hook first, so it lists every
+    plugin that failed, in the same order whatever was asked before."""
 
     def __init__(self, pm: pluggy.PluginManager, failures: Iterable[PluginFailure] = ()) -> None:
         self.plugin_manager = pm
-        self.failures: list[PluginFailure] = list(failures)
-        self.registries: dict[Kind, Registry] = {kind: Registry(kind) for kind in KINDS}
-        self.presets: dict[str, PresetEntry] = {}
-        #: preset name -> the error every use of a name that two plugins register raises
-        self.preset_conflicts: dict[str, DuplicateComponentError] = {}
+        self._failures: list[PluginFailure] = list(failures)
+        #: a recorded failure -> the stage that recorded it, which orders :attr:`failures`
+        self._stages: dict[int, int] = {}
+        self._registries: dict[Kind, Registry] | None = None
+        self._presets: dict[str, PresetEntry] = {}
+        self._preset_conflicts: dict[str, DuplicateComponentError] = {}
+        self._presets_collected = False
         #: plugin name -> (version, distribution name) of the plugins loaded from packages
         self._packages = self._distributions()
-        self._collect()
-        self._collect_presets()
         # -- extensions (heads, label formats, metrics, writers, callbacks, commands): see
         # protsteps.extensions; collected like presets, their conflicts listed with the rest
         self.extensions = Extensions()
-        self.extensions.collect(
-            pm,
-            self._owner,
-            self._version,
-            lambda plugin, error: self.failures.append(PluginFailure(plugin, error)),
-        )
+        self.extensions.collect(pm, self._owner, self._version, self._extension_failed)
+
+    @property
+    def failures(self) -> list[PluginFailure]:
+        """Plugins that failed to load or whose hook raised or returned junk (every hook is
+        asked first)."""
+        self.registries  # noqa: B018  (asks the component hooks)
+        self._collected_presets()
+        self.extensions.collect_pending()
+        return self._failures
+
+    def _fail(self, stage: int, failure: PluginFailure) -> None:
+        """Record ``failure`` after those of earlier stages: 0 the components, 1 the presets,
+        2 + i the extension kind i (loading failures come first)."""
+        position = len(self._failures)
+        for i, recorded in enumerate(self._failures):
+            if self._stages.get(id(recorded), -1) > stage:
+                position = i
+                break
+        self._failures.insert(position, failure)
+        self._stages[id(failure)] = stage
+
+    def _extension_failed(self, plugin: str, error: str, kind: str = "") -> None:
+        rank = list(EXTENSION_KINDS).index(kind) if kind in EXTENSION_KINDS else len(EXTENSION_KINDS)
+        self._fail(2 + rank, PluginFailure(plugin, error))
+
+    @property
+    def registries(self) -> dict[Kind, Registry]:
+        """kind -> :class:`Registry` (the plugins' component hooks asked on first use)."""
+        if self._registries is None:
+            self._registries = {kind: Registry(kind) for kind in KINDS}
+            self._collect(self._registries)
+        return self._registries
+
+    @property
+    def presets(self) -> dict[str, PresetEntry]:
+        """preset name -> :class:`~protsteps.presets.PresetEntry` (hook asked on first use)."""
+        self._collected_presets()
+        return self._presets
+
+    @property
+    def preset_conflicts(self) -> dict[str, DuplicateComponentError]:
+        """preset name -> the error every use of a name that two plugins register raises."""
+        self._collected_presets()
+        return self._preset_conflicts
+
+    def _collected_presets(self) -> None:
+        if not self._presets_collected:
+            self._presets_collected = True
+            self._collect_presets()
 
     @classmethod
     def discover(cls, group: str = ENTRY_POINT_GROUP) -> Catalog:
@@ -230,7 +280,7 @@ class Catalog:
         package = self._packages.get(plugin, ("", ""))[1]
         return f"plugin '{plugin}'" + (f" (package {package})" if package else "")
 
-    def _collect(self) -> None:
+    def _collect(self, registries: dict[Kind, Registry]) -> None:
         for kind, hook_name in _HOOKS.items():
             hook = getattr(self.plugin_manager.hook, hook_name)
             for impl in hook.get_hookimpls():
@@ -239,12 +289,12 @@ class Catalog:
                     declared = impl.function()
                     entries = [self._entry(kind, plugin, self._version(plugin), c) for c in declared or []]
                 except (ConfigError, TypeError) as exc:
-                    self.failures.append(PluginFailure(plugin, str(exc)))
+                    self._fail(0, PluginFailure(plugin, str(exc)))
                     continue
                 except Exception as exc:
-                    self.failures.append(PluginFailure(plugin, f"{type(exc).__name__}: {exc}"))
+                    self._fail(0, PluginFailure(plugin, f"{type(exc).__name__}: {exc}"))
                     continue
-                registry = self.registries[kind]
+                registry = registries[kind]
                 for entry in entries:
                     if entry.name in registry.conflicts:
                         continue  # a third claim: the error names two already
@@ -271,16 +321,16 @@ class Catalog:
                             "expected protsteps.Preset"
                         )
             except Exception as exc:
-                self.failures.append(PluginFailure(plugin, f"{type(exc).__name__}: {exc}"))
+                self._fail(1, PluginFailure(plugin, f"{type(exc).__name__}: {exc}"))
                 continue
             for preset in declared:
-                if preset.name in self.preset_conflicts:
+                if preset.name in self._preset_conflicts:
                     continue
-                existing = self.presets.pop(preset.name, None)
+                existing = self._presets.pop(preset.name, None)
                 if existing is None:
-                    self.presets[preset.name] = PresetEntry(preset, plugin, self._version(plugin))
+                    self._presets[preset.name] = PresetEntry(preset, plugin, self._version(plugin))
                     continue
-                self.preset_conflicts[preset.name] = DuplicateComponentError(
+                self._preset_conflicts[preset.name] = DuplicateComponentError(
                     f"preset '{preset.name}' is registered twice: by {self._owner(existing.plugin)} and "
                     f"by {self._owner(plugin)}; uninstall one of them"
                 )

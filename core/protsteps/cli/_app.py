@@ -66,7 +66,7 @@ def plugin_commands(own: list[str]) -> dict[str, Any]:
                 mounted[entry.name] = _click_command(entry)
         _MOUNTED.clear()
         _MOUNTED[id(catalog)] = mounted
-    conflicts = catalog.extensions.conflicts["command"]
+    conflicts = catalog.extensions.conflicts_of("command")
     return {**mounted, **{name: _Refused(name, error) for name, error in conflicts.items()}}
 
 
