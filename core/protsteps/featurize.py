@@ -19,6 +19,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -406,7 +407,10 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
                     found.append(p)
             if not named:
                 failed.append(
-                    {"source": item, "error": f"{item}: folder holds no .pdb/.ent/.cif/.mmcif/.bcif(.gz) file"}
+                    {
+                        "source": item,
+                        "error": f"{item}: folder holds no .pdb/.ent/.cif/.mmcif/.bcif(.gz) file",
+                    }
                 )
             for p in found:
                 add(str(p), p, None)
@@ -765,7 +769,9 @@ def featurize_many(
                 kept(_process(item))
         else:
             initargs = (spec, str(cache.root), reader, 1, refresh, max_bytes)
-            run_in_processes(misses(), _process, _init_worker, initargs, workers, kept)
+            # a few files per task, and still several tasks per worker so that they end together
+            chunk = max(1, min(16, plan.total() // (8 * workers)))
+            run_in_processes(misses(), _process, _init_worker, initargs, workers, kept, chunk)
     finally:
         cache.flush()
 
@@ -816,11 +822,14 @@ class _WorkPlan:
         self.containers = list(self.wanted)
         self.labels: list[str] = []
         self.skipped: list[Skipped] = []
+        self._total: int | None = None
 
     def total(self) -> int:
-        plain = sum(1 for name, kind in self.order if kind is None and self.mine(name))
-        members = sum(count_members(c, self.wanted[c]) for c in self.containers)
-        return plain + (members if self.shard is None else -(-members // self.shard[1]))
+        if self._total is None:
+            plain = sum(1 for name, kind in self.order if kind is None and self.mine(name))
+            members = sum(count_members(c, self.wanted[c]) for c in self.containers)
+            self._total = plain + (members if self.shard is None else -(-members // self.shard[1]))
+        return self._total
 
     def mine(self, label: str) -> bool:
         """Whether this process featurizes ``label`` (``shard = (index, count)``: the inputs
@@ -862,6 +871,12 @@ def _start_method() -> str:
     return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
+def _work_chunk(work: Callable[[Any], FileResult], items: Sequence[Any]) -> list[FileResult]:
+    """``work`` on several items in one task, so that what a task costs the calling process
+    (submitting it, receiving its results) is shared among them."""
+    return [work(item) for item in items]
+
+
 def run_in_processes(
     items: Iterable[Any],
     work: Callable[[Any], FileResult],
@@ -869,15 +884,16 @@ def run_in_processes(
     initargs: tuple[Any, ...],
     workers: int,
     record: Callable[[FileResult], None],
+    chunk: int = 1,
 ) -> None:
     """``record(work(item))`` for every item (taken from ``items`` as workers free up, so
     a generator is read lazily), in ``workers`` worker processes (forked where the platform
-    allows, see :func:`_start_method`).
+    allows, see :func:`_start_method`), ``chunk`` items per task.
 
-    At most ``2 * workers`` items are in flight at once, so when a worker dies (killed for
-    memory, say) and breaks the pool, the suspects are those few: each is retried alone in a
-    fresh process, the one that kills its process again is reported as failed, and the rest
-    go on in a new pool.
+    At most ``2 * workers`` tasks are in flight at once, so when a worker dies (killed for
+    memory, say) and breaks the pool, the suspects are those few: each item is retried alone
+    in a fresh process, the one that kills its process again is reported as failed, and the
+    rest go on in a new pool.
     """
     context = multiprocessing.get_context(_start_method())
 
@@ -887,34 +903,32 @@ def run_in_processes(
         )
 
     pending = iter(items)
-    exhausted = False
 
-    def take() -> Any:
-        nonlocal exhausted
-        if not exhausted:
-            try:
-                return next(pending)
-            except StopIteration:
-                exhausted = True
-        return None
+    def take() -> list[Any] | None:
+        batch = list(itertools.islice(pending, chunk))
+        return batch or None
 
     upcoming = take()
     while upcoming is not None:
         suspects: list[Any] = []
         with pool(workers) as executor:
-            in_flight: dict[concurrent.futures.Future[FileResult], Any] = {}
+            in_flight: dict[concurrent.futures.Future[list[FileResult]], list[Any]] = {}
             while (upcoming is not None or in_flight) and not suspects:
                 while upcoming is not None and len(in_flight) < 2 * workers:
-                    in_flight[executor.submit(work, upcoming)] = upcoming
+                    in_flight[executor.submit(_work_chunk, work, upcoming)] = upcoming
                     upcoming = take()
                 done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in done:
-                    item = in_flight.pop(future)
+                    batch = in_flight.pop(future)
                     try:
-                        record(future.result())
+                        results = future.result()
                     except concurrent.futures.process.BrokenProcessPool:
-                        suspects.append(item)
-            suspects.extend(in_flight.values())
+                        suspects.extend(batch)
+                        continue
+                    for result in results:
+                        record(result)
+            for batch in in_flight.values():
+                suspects.extend(batch)
         for item in suspects:
             label = _label(item)
             with pool(1) as alone:

@@ -251,13 +251,16 @@ def test_cli_writes_report_and_exit_codes(inputs, tmp_path, capsys):
     assert "did you mean 'radius'" in capsys.readouterr().err
 
 
-def test_a_worker_that_dies_fails_its_file_only():
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_a_worker_that_dies_fails_its_file_only(chunk):
+    """Also when files go to workers a few per task: the others of the dead worker's task
+    are retried and succeed."""
     from protsteps.featurize import run_in_processes
     from tests.core.featurize_workers import die_on_poison, no_setup
 
-    items = ["a", "b", "poison", "c", "d", "e"]
+    items = ["a", "b", "poison", "c", "d", "e", "f", "g"]
     results = []
-    run_in_processes(items, die_on_poison, no_setup, (), 2, results.append)
+    run_in_processes(items, die_on_poison, no_setup, (), 2, results.append, chunk)
     by_item = {r.source: r for r in results}
     assert sorted(by_item) == sorted(items) and len(results) == len(items)
     assert "worker process died" in by_item["poison"].errors[0]
