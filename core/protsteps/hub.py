@@ -490,9 +490,9 @@ def export_model(
         raise ProtstepsError(f"{source} is not a protsteps encoder file (encoder.pt of a pretrain run)")
     _check_destination(out, force)
     tensors = _tensors_of(record, source)
-    weights = safetensors.torch.save(
-        tensors, metadata={"format": "pt", "protsteps_format": str(EXPORT_FORMAT)}
-    )
+    # one metadata entry: safetensors writes several in no fixed order, and the same model
+    # should give the same bytes (and SHA-256) at every export
+    weights = safetensors.torch.save(tensors, metadata={"format": "pt"})
     run_folder = source.parent if (source.parent / "config.toml").is_file() else None
     summary, notes = _pretraining(run_folder)
     config = _config_json(record, tensors, hashlib.sha256(weights).hexdigest(), catalog, summary)
