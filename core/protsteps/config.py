@@ -6,7 +6,8 @@ Every component declares its settings as a dataclass whose fields are made with
 
 Supported field types: ``bool``, ``int``, ``float``, ``str``, ``pathlib.Path``,
 ``Literal[...]`` of those, ``X | None`` (``None`` must then be the default, since TOML has
-no null), and ``list[X]`` / ``tuple[X, ...]`` of scalars.
+no null), and ``list[X]`` / ``tuple[X, ...]`` of scalars. A ``Literal`` of strings also
+takes an integer whose digits are one of them (``precision = 16`` means ``"16"``).
 
 Numbers are range-checked where they are read: a field may declare bounds
 (``option(..., minimum=1, maximum=4096)``, also ``exclusive_minimum`` and
@@ -227,6 +228,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         choices = get_args(tp)
         if value in choices and type(value) in {type(c) for c in choices}:
             return value
+        if isinstance(value, int) and not isinstance(value, bool) and str(value) in choices:
+            return str(value)  # precision = 16 means "16"
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(repr(c) for c in choices)}")
     if origin in (list, tuple):
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):

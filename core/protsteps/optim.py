@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import RunFailure
+from .precision import autocast_off, grad_scaler
 
 if TYPE_CHECKING:
     from .graph import Batch
@@ -81,12 +82,25 @@ class SchemeSetup:
     notify: Callable[[str], None] = lambda message: None
 
 
+#: devices and dtypes torch's fused Adam kernel takes
+_FUSED_DEVICES = frozenset({"cpu", "cuda"})
+_FUSED_DTYPES = frozenset({torch.float64, torch.float32, torch.bfloat16, torch.float16})
+
+
 def make_optimizer(params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Adam without weight decay (the paper's optimiser), AdamW with it."""
+    """Adam without weight decay (the paper's optimiser), AdamW with it.
+
+    Both use torch's fused kernel (``fused=True``: one pass over all parameters instead of
+    about ten small operations per parameter tensor; a third of the optimiser's time on CPU,
+    the same update up to float rounding) when every parameter is on a CPU or CUDA device
+    in a floating dtype, and the per-tensor loop otherwise.
+    """
     params = list(params)
+    fused = bool(params) and all(p.device.type in _FUSED_DEVICES and p.dtype in _FUSED_DTYPES for p in params)
+    options: dict[str, Any] = {"fused": True} if fused else {}
     if weight_decay > 0:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.Adam(params, lr=lr)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **options)
+    return torch.optim.Adam(params, lr=lr, **options)
 
 
 def schedule_factor(
@@ -182,7 +196,7 @@ class StudentOptimisation:
     setup:
         The scheme's :class:`SchemeSetup`. Reads ``model``, ``train.lr``,
         ``train.weight_decay``, ``train.schedule``, ``train.warmup_steps``,
-        ``train.grad_clip``, ``total_steps`` and ``epoch_starts``.
+        ``train.grad_clip``, ``train.precision``, ``total_steps``, ``epoch_starts`` and ``device``.
 
     Attributes
     ----------
@@ -210,6 +224,8 @@ class StudentOptimisation:
             self.optimizer, train.schedule, train.warmup_steps, setup.total_steps, setup.epoch_starts
         )
         self.grad_clip: float = train.grad_clip
+        #: scales the loss under ``[train] precision = "16"`` on CUDA (else ``None``)
+        self.scaler = grad_scaler(getattr(train, "precision", "32"), setup.device)
 
     @property
     def lr(self) -> float:
@@ -224,7 +240,10 @@ class StudentOptimisation:
     def apply(self, loss: Tensor) -> float:
         """Backpropagate ``loss`` into the student's parameters only (not the teacher's nor any
         module the scheme owns), clip the gradient norm to ``grad_clip``, take one optimiser
-        and one schedule step.
+        and one schedule step. The backward runs with autocast off, whatever the step's forward
+        ran under (``[train] precision``); under ``"16"`` on CUDA the loss is scaled by a
+        ``GradScaler``, unscaled before clipping, and a step whose gradients overflowed is
+        skipped (the scaler's state is part of :meth:`state_dict`).
 
         Parameters
         ----------
@@ -237,22 +256,35 @@ class StudentOptimisation:
             The gradient norm before clipping.
         """
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward(inputs=self.params)
+        with autocast_off():  # the step's forward may run under autocast
+            scaled = loss if self.scaler is None else self.scaler.scale(loss)
+            scaled.backward(inputs=self.params)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(
             self.params, self.grad_clip if self.grad_clip > 0 else float("inf")
         )
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:  # skips the step when the scaled gradients overflowed, and adapts the scale
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.scheduler.step()
         return float(norm)
 
     def state_dict(self) -> dict[str, Any]:
         """The optimiser's and the schedule's state, for :meth:`Scheme.state_dict`."""
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (resume continues exactly)."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
 
 
 def describe_batch(batch: Batch) -> str:

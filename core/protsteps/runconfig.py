@@ -62,6 +62,7 @@ from . import _toml
 from ._text import count
 from .config import check_ranges, closest, from_dict, option, parse_value, to_dict
 from .errors import ConfigError
+from .precision import PRECISION_HELP, Precision
 from .registry import Catalog
 
 __all__ = [
@@ -130,6 +131,7 @@ class TrainConfig:
         "varies in the last bits between runs. Slower on GPU.",
     )
     device: str = option("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
+    precision: Precision = option("32", PRECISION_HELP)
     valid_fraction: float = option(
         0.1,
         "Fraction of structures held out to choose best.pt (0: keep the last).",

@@ -33,6 +33,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from .precision import autocast_off
+
 __all__ = [
     "Aggregation",
     "WeightedAdjacency",
@@ -157,36 +159,42 @@ def aggregation(device: torch.device | None = None) -> Aggregation:
 
 
 def _compressed_rows(
-    rows: Tensor, columns: Tensor, values: Tensor, num_nodes: int, rows_sorted: bool
+    rows: Tensor, columns: Tensor, values: Tensor, shape: tuple[int, int], rows_sorted: bool
 ) -> Tensor:
-    """``[num_nodes, num_nodes]`` sparse CSR matrix with ``values[e]`` at ``(rows[e], columns[e])``
-    (duplicates add up when multiplied)."""
+    """``shape`` sparse CSR matrix with ``values[e]`` at ``(rows[e], columns[e])`` (duplicates
+    add up when multiplied). Its indices are int32 when they fit: MKL and cuSPARSE multiply
+    with int32 indices, and torch converts int64 ones again at every product."""
     if not rows_sorted:
         order = torch.argsort(rows, stable=True)
         rows, columns, values = rows[order], columns[order], values[order]
-    crow = rows.new_zeros(num_nodes + 1)
-    torch.cumsum(torch.bincount(rows, minlength=num_nodes), 0, out=crow[1:])
+    fits = max(*shape, rows.numel()) < torch.iinfo(torch.int32).max
+    index_dtype = torch.int32 if fits else torch.int64
+    crow = torch.zeros(shape[0] + 1, dtype=index_dtype, device=rows.device)
+    torch.cumsum(torch.bincount(rows, minlength=shape[0]), 0, dtype=index_dtype, out=crow[1:])
     with warnings.catch_warnings():
         # "Sparse CSR tensor support is in beta state": the matrix-times-dense product used
         # here is tested against the gather-scatter path (tests/core/test_scatter.py)
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, columns, values, (num_nodes, num_nodes), check_invariants=False)
+        return torch.sparse_csr_tensor(crow, columns.to(index_dtype), values, shape, check_invariants=False)
 
 
 class WeightedAdjacency:
     r"""The weighted adjacency matrix of a graph batch, applied to node states.
 
     For ``edge_index: [2, E] long`` (row 0 the source, row 1 the target of each edge),
-    ``weight: [E] float`` and ``h: [N, d]``, ``adjacency @ h`` is ``[N, d]`` with
+    ``weight: [E] float`` and ``h: [N, d]``, ``adjacency @ h`` is ``[T, d]`` (``T`` targets,
+    by default ``T = N``) with
 
     .. math::
 
         (A h)_i = \sum_{e:\, t_e = i} w_e\, h_{s_e},
 
-    the same as ``scatter(weight[:, None] * h[source], target, N, "sum")``, up to float
+    the same as ``scatter(weight[:, None] * h[source], target, T, "sum")``, up to float
     rounding (the sums run in another order). Build it once per batch and apply it in every
     layer: the compressed-row matrix is made on first use per dtype, its transpose (for the
-    gradient) only when a gradient reaches ``h``.
+    gradient) only when a gradient reaches ``h``. :meth:`aggregate` adds a multiple of ``h``
+    itself in the same pass (GIN's self term); :meth:`pair_difference` builds the operator
+    ``h -> h[first] - h[second]``.
 
     Parameters
     ----------
@@ -194,9 +202,10 @@ class WeightedAdjacency:
         them) saves a sort.
     weight: ``[E] float``. A weight that requires a gradient is honoured by taking the
         ``"scatter"`` path, which is differentiable in it.
-    num_nodes: N.
+    num_nodes: N, the rows of the node states it is applied to.
     method: ``"sparse"`` (compressed-row matrix product) or ``"scatter"`` (gather the sources,
         scale, sum into the targets); default :func:`aggregation` for the weight's device.
+    num_targets: T, the rows of the result (default N).
 
     Examples
     --------
@@ -209,7 +218,13 @@ class WeightedAdjacency:
     """
 
     def __init__(
-        self, edge_index: Tensor, weight: Tensor, num_nodes: int, method: Aggregation | None = None
+        self,
+        edge_index: Tensor,
+        weight: Tensor,
+        num_nodes: int,
+        method: Aggregation | None = None,
+        *,
+        num_targets: int | None = None,
     ) -> None:
         if edge_index.dim() != 2 or edge_index.shape[0] != 2 or weight.shape != edge_index.shape[1:]:
             raise ValueError(
@@ -219,32 +234,126 @@ class WeightedAdjacency:
         self.source, self.target = edge_index[0], edge_index[1]
         self.weight = weight
         self.num_nodes = num_nodes
+        self.num_targets = num_nodes if num_targets is None else num_targets
         chosen = method or aggregation(weight.device)
         self.method: Aggregation = "scatter" if weight.requires_grad else chosen
         self._matrices: dict[tuple[torch.dtype, bool], Tensor] = {}
 
+    @classmethod
+    def pair_difference(
+        cls,
+        first: Tensor,
+        second: Tensor,
+        num_nodes: int,
+        dtype: torch.dtype | None = None,
+        method: Aggregation | None = None,
+    ) -> WeightedAdjacency:
+        r"""The operator :math:`h \mapsto h_{\mathrm{first}_p} - h_{\mathrm{second}_p}`, ``[N, d]
+        -> [P, d]``, for ``first, second: [P] long`` node indices: two edges into each pair,
+        of weights 1 and -1. Its product gives ``h[first] - h[second]`` exactly (the same
+        float operations); its gradient is one sparse product instead of two scatters into
+        ``[N, d]`` zeros.
+
+        Examples
+        --------
+        >>> d = WeightedAdjacency.pair_difference(torch.tensor([2, 0]), torch.tensor([0, 0]), 3)
+        >>> d @ torch.tensor([[1.0], [10.0], [100.0]])
+        tensor([[99.],
+                [ 0.]])
+        """
+        if first.shape != second.shape or first.dim() != 1:
+            raise ValueError(
+                f"first and second must both be [P], got {tuple(first.shape)} and {tuple(second.shape)}"
+            )
+        pairs = first.shape[0]
+        sources = torch.stack([first, second], dim=1).reshape(-1)
+        targets = torch.arange(pairs, device=first.device).repeat_interleave(2)
+        signs = torch.tensor([1.0, -1.0], dtype=dtype or torch.get_default_dtype(), device=first.device)
+        return cls(torch.stack([sources, targets]), signs.repeat(pairs), num_nodes, method, num_targets=pairs)
+
     def matrix(self, dtype: torch.dtype, transposed: bool = False) -> Tensor:
-        r""":math:`A` (or :math:`A^\top`) as a sparse CSR tensor of ``dtype``."""
+        r""":math:`A` (``[T, N]``, or :math:`A^\top`) as a sparse CSR tensor of ``dtype``."""
         key = (dtype, transposed)
         if key not in self._matrices:
             values = self.weight.detach().to(dtype)
             if transposed:
                 rows, columns = self.source, self.target
+                shape = (self.num_nodes, self.num_targets)
             else:
                 rows, columns = self.target, self.source
+                shape = (self.num_targets, self.num_nodes)
             rows_sorted = bool(rows.numel() < 2 or (rows[1:] >= rows[:-1]).all())
-            self._matrices[key] = _compressed_rows(rows, columns, values, self.num_nodes, rows_sorted)
+            self._matrices[key] = _compressed_rows(rows, columns, values, shape, rows_sorted)
         return self._matrices[key]
 
-    def __matmul__(self, h: Tensor) -> Tensor:
+    def _check_rows(self, h: Tensor) -> None:
         if h.shape[0] != self.num_nodes:
             raise ValueError(f"expected {self.num_nodes} rows of node states, got {tuple(h.shape)}")
+
+    def __matmul__(self, h: Tensor) -> Tensor:
+        self._check_rows(h)
         if self.method == "scatter":
             weight = self.weight.to(h.dtype).view(-1, *([1] * (h.dim() - 1)))
             messages = weight * h[self.source]
-            return scatter(messages, self.target, self.num_nodes, "sum", use="native")
+            return scatter(messages, self.target, self.num_targets, "sum", use="native")
         flat = h.reshape(self.num_nodes, -1)
-        return _AdjacencyProduct.apply(flat, self, False).reshape(h.shape)
+        return _AdjacencyProduct.apply(flat, self, False).reshape(self.num_targets, *h.shape[1:])
+
+    def aggregate(self, h: Tensor, self_weight: Tensor | float = 1.0) -> Tensor:
+        r"""``self_weight * h + A @ h``, :math:`c\, h_i + \sum_{e:\, t_e = i} w_e\, h_{s_e}` (GIN's
+        :math:`(1 + \epsilon) h_i + \sum_j w_{ij} h_j`), for a square adjacency.
+
+        On the sparse path this is one product that adds :math:`c\,h` as it writes (``addmm``
+        with ``beta = c`` on CPU) instead of a product, a scaling and a sum over ``[N, d]``;
+        its gradient is the same operation with :math:`A^\top`, and ``self_weight`` may be a
+        0-d tensor that requires a gradient (:math:`\partial/\partial c = \langle h,
+        \mathrm{grad}\rangle`). Gradients of gradients work as for ``@``.
+        """
+        if self.num_targets != self.num_nodes:
+            raise ValueError(
+                f"aggregate needs a square adjacency, this one maps {self.num_nodes} nodes to "
+                f"{self.num_targets} targets"
+            )
+        self._check_rows(h)
+        if self.method == "scatter":
+            return self_weight * h + self @ h
+        weight = torch.as_tensor(self_weight, device=h.device)
+        if not weight.is_floating_point():
+            weight = weight.to(h.dtype)
+        flat = h.reshape(self.num_nodes, -1)
+        return _SelfAndNeighbourSum.apply(flat, weight, self, False).reshape(h.shape)
+
+
+def _sparse_product(
+    adjacency: WeightedAdjacency, h: Tensor, transposed: bool, self_weight: Tensor | None = None
+) -> Tensor:
+    """``A @ h`` (``A^T @ h`` if ``transposed``) plus ``self_weight * h`` when given, for
+    ``h: [rows, d]``, without autograd (the callers' autograd functions handle that)."""
+    # under autocast (``[train] precision``) the product runs in float32 and returns h's
+    # dtype: CPU has no bfloat16/float16 sparse CSR product, and the neighbour sums are
+    # more exact in float32 anyway
+    dtype = torch.float32 if h.dtype in (torch.bfloat16, torch.float16) else h.dtype
+    with autocast_off():
+        x = h.to(dtype).contiguous()
+        matrix = adjacency.matrix(dtype, transposed)
+        if x.shape[1] == 0 or adjacency.source.numel() == 0:
+            out = x.new_zeros(matrix.shape[0], x.shape[1])
+            if self_weight is not None:
+                out = out + self_weight.to(dtype) * x
+        elif x.device.type == "cpu":
+            # ``matrix @ x`` zero-fills its result and copies it around MKL's product; addmm
+            # with beta = 0 into an empty tensor (whose contents beta = 0 ignores, NaN
+            # included) or with beta = c onto h writes the same values in one pass
+            if self_weight is None:
+                out = torch.empty(matrix.shape[0], x.shape[1], dtype=dtype)
+                torch.addmm(out, matrix, x, beta=0, out=out)
+            else:
+                out = torch.addmm(x, matrix, x, beta=float(self_weight))
+        else:
+            out = matrix @ x
+            if self_weight is not None:
+                out = out + self_weight.to(dtype) * x
+    return out.to(h.dtype)
 
 
 class _AdjacencyProduct(torch.autograd.Function):
@@ -253,9 +362,7 @@ class _AdjacencyProduct(torch.autograd.Function):
 
     @staticmethod
     def forward(h: Tensor, adjacency: WeightedAdjacency, transposed: bool) -> Tensor:  # type: ignore[override]
-        if h.shape[1] == 0 or adjacency.source.numel() == 0:
-            return h.new_zeros(h.shape)
-        return adjacency.matrix(h.dtype, transposed) @ h.contiguous()
+        return _sparse_product(adjacency, h, transposed)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -266,3 +373,32 @@ class _AdjacencyProduct(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return None, None, None
         return _AdjacencyProduct.apply(grad, ctx.adjacency, not ctx.transposed), None, None
+
+
+class _SelfAndNeighbourSum(torch.autograd.Function):
+    """``c h + A h`` (:meth:`WeightedAdjacency.aggregate`). Its gradient in ``h`` is again this
+    function with :math:`A^\\top`, in ``c`` the sum of ``h * grad``: both differentiable, so
+    gradients of gradients work too."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        h: Tensor, self_weight: Tensor, adjacency: WeightedAdjacency, transposed: bool
+    ) -> Tensor:
+        return _sparse_product(adjacency, h, transposed, self_weight)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        h, self_weight, ctx.adjacency, ctx.transposed = inputs
+        ctx.save_for_backward(h if ctx.needs_input_grad[1] else None, self_weight)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, None, None]:
+        h, self_weight = ctx.saved_tensors
+        grad_h = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_h = _SelfAndNeighbourSum.apply(grad, self_weight, ctx.adjacency, not ctx.transposed)
+        if ctx.needs_input_grad[1]:
+            grad_weight = (h * grad).sum().to(self_weight.dtype)
+        return grad_h, grad_weight, None, None

@@ -64,6 +64,7 @@ from .files import (
 from .graph import Batch
 from .model import Composition, compose
 from .optim import NonFiniteLossError, SchemeSetup
+from .precision import autocast, check_precision
 from .progress import ProgressDisplay
 from .registry import Catalog
 from .runconfig import RunConfig, check_device_name, load_raw
@@ -425,6 +426,7 @@ def pretrain(
         # cuBLAS needs a fixed workspace for reproducible results; set before CUDA starts
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     device = pick_device(config.train.device, dist)
+    check_precision(config.train.precision, device)
     torch.use_deterministic_algorithms(config.train.deterministic, warn_only=device.type == "cuda")
     owns_group = _init_distributed(dist, device)
     # one writer per run folder: rank 0 holds its lock for the whole run (a resume of a
@@ -594,7 +596,10 @@ def _pretrain(
                     generator = torch.Generator().manual_seed(seed)
                     batch = batch.to(device)
                     try:
-                        values = scheme.step(batch, generator)
+                        # the scheme's forward passes under autocast; StudentOptimisation
+                        # runs the backward outside it, with the gradient scaler of "16"
+                        with autocast(resolved.train.precision, device):
+                            values = scheme.step(batch, generator)
                     except NonFiniteLossError as exc:
                         if resolved.train.nonfinite == "stop":
                             save(paths.last, epoch)

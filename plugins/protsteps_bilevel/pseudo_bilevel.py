@@ -396,6 +396,9 @@ class PseudoBilevelScheme(Scheme):
             **logs_to_floats(logs),
             **diagnostics,
         }
+        # kept for the critic and the next step's negatives, and saved in checkpoints: float32
+        # even when the step ran under autocast ([train] precision)
+        s, g = s.float(), g.float()
         self._previous = (s, g)
         self._pending.append((s, g))
         self._since_critic += 1

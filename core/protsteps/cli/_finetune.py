@@ -147,6 +147,13 @@ def finetune(
         int | None, typer.Option(help="Hidden width of the head (0: linear; default 256).")
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    precision: Annotated[
+        Literal["32", "bf16", "16"] | None,
+        typer.Option(
+            help="Training arithmetic: 32, bf16 (autocast, CPU or CUDA) or 16 (autocast and a gradient "
+            "scaler, CUDA only); default 32."
+        ),
+    ] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Featurize cache folder.")] = None,
     workers: Annotated[int | None, typer.Option(help="Featurizing processes.")] = None,
     threads: Annotated[int | None, typer.Option(min=0, help=THREADS_HELP)] = None,
@@ -214,6 +221,7 @@ def finetune(
         "metric": metric,
         "head_hidden": head_hidden,
         "device": device,
+        "precision": precision,
         "cache_dir": str(cache_dir) if cache_dir else None,
         "workers": workers,
         "threads": threads,

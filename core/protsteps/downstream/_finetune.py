@@ -64,6 +64,7 @@ from ..extensions import CallbackContext, ExtensionEntry, HeadContext, RunStart,
 from ..featurize import featurize_many
 from ..files import atomic_torch_save, atomic_write_text, run_folder_lock, strict_json_line
 from ..optim import make_optimizer
+from ..precision import PRECISION_HELP, Precision, autocast, check_precision, grad_scaler
 from ..progress import FileProgress, ProgressDisplay
 from ..registry import Catalog, default_catalog
 from ..runconfig import RunConfig, load_run_config
@@ -130,6 +131,7 @@ class FinetuneConfig:
     split_seed: int | None = option(None, "Seed of a drawn split (unset: seed).")
     split_fractions: list[float] = option([0.8, 0.1, 0.1], "Train, valid and test shares of a drawn split.")
     device: str = option("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
+    precision: Precision = option("32", PRECISION_HELP)
     cache_dir: str = option("", "Featurize cache folder ('': the default cache).")
     workers: int = option(1, "Featurizing processes.")
     threads: int = option(
@@ -473,6 +475,7 @@ def _finetune(
     prepare_out(out)
     display = ProgressDisplay("finetune", show_progress)
     device = pick_device(config.device, Distributed(), where="--device")
+    check_precision(config.precision, device, where="--precision")
     torch.manual_seed(config.seed)
     if isinstance(pretrained, Backbone):
         backbone = pretrained
@@ -838,6 +841,7 @@ class _Trainer:
             encoder_lr = config.lr if config.encoder_lr is None else config.encoder_lr
             groups.append({"params": list(backbone.encoder.parameters()), "lr": encoder_lr})
         self.optimizer = make_optimizer(groups, config.lr, config.weight_decay)  # type: ignore[arg-type]
+        self.scaler = grad_scaler(config.precision, device)
         self.embeddings: Tensor | None = None
         if not self.full:
             # the frozen encoder gives the same embedding every epoch: compute it once
@@ -887,13 +891,14 @@ class _Trainer:
         total, count = 0.0, 0
         parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         for batch_indices in self._train_batches(indices, epoch):
-            if self.full:
-                batch = _collate(self.graphs, batch_indices).to(self.device)
-                embedding = forward(self.backbone, batch).graph
-            else:
-                assert self.embeddings is not None
-                embedding = self.embeddings[batch_indices].to(self.device)
-            loss = self.loss(self.head(embedding), batch_indices)
+            with autocast(self.config.precision, self.device):
+                if self.full:
+                    batch = _collate(self.graphs, batch_indices).to(self.device)
+                    embedding = forward(self.backbone, batch).graph
+                else:
+                    assert self.embeddings is not None
+                    embedding = self.embeddings[batch_indices].to(self.device)
+                loss = self.loss(self.head(embedding), batch_indices)
             if not torch.isfinite(loss):
                 names = ", ".join(
                     f"{self.graphs[i].source}:{self.graphs[i].chain_id}" for i in batch_indices[:5]
@@ -902,10 +907,18 @@ class _Trainer:
                     f"epoch {epoch}: the loss is {float(loss)} on a batch of {names}; lower --lr"
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if self.scaler is None:
+                loss.backward()
+            else:  # precision "16" on CUDA: scaled backward, unscaled before clipping
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
             if self.config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(parameters, self.config.grad_clip)
-            self.optimizer.step()
+            if self.scaler is None:
+                self.optimizer.step()
+            else:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
             total += float(loss.detach()) * len(batch_indices)
             count += len(batch_indices)
         return total / max(count, 1)
