@@ -1,8 +1,26 @@
 """Built-in protsteps plugin: optimisation schemes (joint, and STEPS' pseudo bi-level)."""
 
-from .joint import JointConfig, JointScheme
-from .mi import Critic, jensen_shannon_loss
-from .pseudo_bilevel import BilevelObjective, PseudoBilevelConfig, PseudoBilevelScheme
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .joint import JointConfig, JointScheme
+    from .mi import Critic, jensen_shannon_loss
+    from .pseudo_bilevel import BilevelObjective, PseudoBilevelConfig, PseudoBilevelScheme
+
+#: public name -> the module that defines it, imported on first use: the plugin's entry
+#: point (``.hooks``) imports this package, and registering must not import torch
+_WHERE = {
+    "JointConfig": ".joint",
+    "JointScheme": ".joint",
+    "Critic": ".mi",
+    "jensen_shannon_loss": ".mi",
+    "BilevelObjective": ".pseudo_bilevel",
+    "PseudoBilevelConfig": ".pseudo_bilevel",
+    "PseudoBilevelScheme": ".pseudo_bilevel",
+}
 
 __all__ = [
     "BilevelObjective",
@@ -13,3 +31,15 @@ __all__ = [
     "PseudoBilevelScheme",
     "jensen_shannon_loss",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})

@@ -6,12 +6,12 @@ from importlib.resources import files
 
 from protsteps import Component, Preset, hookimpl
 
-from .joint import JointConfig, JointScheme
-from .pseudo_bilevel import PseudoBilevelConfig, PseudoBilevelScheme, pseudo_bilevel_needs
-
 
 @hookimpl
 def protsteps_register_schemes() -> list[Component]:
+    from .joint import JointConfig, JointScheme
+    from .pseudo_bilevel import PseudoBilevelConfig, PseudoBilevelScheme, pseudo_bilevel_needs
+
     return [
         Component(
             name="joint",

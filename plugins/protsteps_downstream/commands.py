@@ -6,13 +6,14 @@ Mounted through the hook ``protsteps_register_commands``, as a plugin's command 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from protsteps.downstream import load_embeddings
+if TYPE_CHECKING:
+    from protsteps.downstream import Embeddings
 
 embeddings_app = typer.Typer(
     help="Look into an embeddings file written by protsteps embed, or convert it to another format.",
@@ -22,12 +23,21 @@ embeddings_app = typer.Typer(
 console = Console(soft_wrap=True)
 
 
+def read_any(path: Path) -> Embeddings:
+    """An embeddings file of any built-in writer (``.npz``, ``.parquet``, ``.h5``/``.hdf5``)."""
+    from protsteps.downstream import load_embeddings  # torch: only when a file is read
+
+    from .hdf5 import is_hdf5, read_hdf5
+
+    return read_hdf5(path) if is_hdf5(path) else load_embeddings(path)
+
+
 @embeddings_app.command("show")
 def show(
     file: Annotated[Path, typer.Argument(help="A file written by protsteps embed.", show_default=False)],
 ) -> None:
     """Print what an embeddings file holds: chains, width, residues, failed inputs, encoder."""
-    data = load_embeddings(file)
+    data = read_any(file)
     residues = "no" if data.residue_embeddings is None else str(data.residue_embeddings.shape[0])
     width = int(data.embeddings.shape[1]) if data.embeddings.ndim == 2 else 0
     console.print(
@@ -51,7 +61,7 @@ def convert(
         ),
     ] = None,
 ) -> None:
-    """Write an embeddings file again in another format (e.g. .npz to .parquet)."""
-    data = load_embeddings(source)
+    """Write an embeddings file again in another format (e.g. .npz to .parquet or .h5)."""
+    data = read_any(source)
     data.save(out, format_)
     console.print(f"{len(data)} chains -> {escape(str(out))}", highlight=False)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from protsteps import hookimpl
-from protsteps.downstream import _adapters, _embed, _metrics, _model
 from protsteps.extensions import Command, EmbeddingsWriter, Head, LabelFormat, Metric
 
 
 @hookimpl
 def protsteps_register_heads() -> list[Head]:
+    from protsteps.downstream import _model
+
     return [
         Head(
             "mlp",
@@ -25,6 +26,8 @@ def protsteps_register_heads() -> list[Head]:
 
 @hookimpl
 def protsteps_register_label_formats() -> list[LabelFormat]:
+    from protsteps.downstream import _adapters
+
     return [
         LabelFormat(
             "manifest",
@@ -51,6 +54,8 @@ def protsteps_register_label_formats() -> list[LabelFormat]:
 
 @hookimpl
 def protsteps_register_metrics() -> list[Metric]:
+    from protsteps.downstream import _metrics
+
     return [
         Metric(
             "accuracy", _metrics.accuracy_score, "single", "Fraction of proteins whose top class is true."
@@ -75,6 +80,10 @@ def protsteps_register_metrics() -> list[Metric]:
 
 @hookimpl
 def protsteps_register_embeddings_writers() -> list[EmbeddingsWriter]:
+    from protsteps.downstream import _embed
+
+    from . import hdf5
+
     return [
         EmbeddingsWriter("npz", _embed.write_npz, ".npz", "NumPy .npz arrays, read without pickle."),
         EmbeddingsWriter(
@@ -83,6 +92,15 @@ def protsteps_register_embeddings_writers() -> list[EmbeddingsWriter]:
             ".parquet",
             "One Parquet row per chain (needs pyarrow: pip install 'protsteps[parquet]').",
             check=_embed.require_pyarrow,
+        ),
+        EmbeddingsWriter(
+            "hdf5",
+            hdf5.write_hdf5,
+            ".h5",
+            "HDF5 as ProtTrans writes it: a dataset per chain named SOURCE:CHAIN, the rest in the "
+            "group protsteps (needs h5py: pip install 'protsteps[hdf5]').",
+            check=hdf5.require_h5py,
+            more_suffixes=(".hdf5",),
         ),
     ]
 

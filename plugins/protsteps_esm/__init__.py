@@ -14,20 +14,49 @@ re-exported here.
 format for tests and benchmarks.
 """
 
-from protsteps.teachers import TrunkCache, TrunkKey, windows
+from __future__ import annotations
 
-from ._config import ESM2_MODELS, MAX_WINDOW, ESM2Architecture, ESMConfig
-from ._factory import build_esm_teacher
-from ._loading import (
-    ALLOWED_GLOBALS,
-    CheckpointError,
-    LoadedESM2,
-    hub_checkpoint_path,
-    load_esm2,
-    read_checkpoint,
-    trunk_fingerprint,
-)
-from ._teacher import ESMTeacher, TeacherTail, normalize_sequence
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from protsteps.teachers import TrunkCache, TrunkKey, windows
+
+    from ._config import ESM2_MODELS, MAX_WINDOW, ESM2Architecture, ESMConfig
+    from ._factory import build_esm_teacher
+    from ._loading import (
+        ALLOWED_GLOBALS,
+        CheckpointError,
+        LoadedESM2,
+        hub_checkpoint_path,
+        load_esm2,
+        read_checkpoint,
+        trunk_fingerprint,
+    )
+    from ._teacher import ESMTeacher, TeacherTail, normalize_sequence
+
+#: public name -> the module that defines it, imported on first use: the plugin's entry
+#: point (``.hooks``) imports this package, and registering must not import torch
+_WHERE = {
+    "TrunkCache": "protsteps.teachers",
+    "TrunkKey": "protsteps.teachers",
+    "windows": "protsteps.teachers",
+    "ESM2_MODELS": "._config",
+    "MAX_WINDOW": "._config",
+    "ESM2Architecture": "._config",
+    "ESMConfig": "._config",
+    "build_esm_teacher": "._factory",
+    "ALLOWED_GLOBALS": "._loading",
+    "CheckpointError": "._loading",
+    "LoadedESM2": "._loading",
+    "hub_checkpoint_path": "._loading",
+    "load_esm2": "._loading",
+    "read_checkpoint": "._loading",
+    "trunk_fingerprint": "._loading",
+    "ESMTeacher": "._teacher",
+    "TeacherTail": "._teacher",
+    "normalize_sequence": "._teacher",
+}
 
 __all__ = [
     "ALLOWED_GLOBALS",
@@ -49,3 +78,15 @@ __all__ = [
     "trunk_fingerprint",
     "windows",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})

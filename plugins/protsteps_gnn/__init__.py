@@ -6,9 +6,28 @@ encoders of any plugin) and :mod:`protsteps_gnn.testing` (invariance checks).
 
 from __future__ import annotations
 
-from ._equivariant import EquivariantConfig, EquivariantEncoder, EquivariantLayer
-from ._gin import GINConfig, GINEncoder, GINLayer, edge_weights
-from .features import NodeInput, angle_encoding, angle_encoding_width
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._equivariant import EquivariantConfig, EquivariantEncoder, EquivariantLayer
+    from ._gin import GINConfig, GINEncoder, GINLayer, edge_weights
+    from .features import NodeInput, angle_encoding, angle_encoding_width
+
+#: public name -> the module that defines it, imported on first use: the plugin's entry
+#: point (``.hooks``) imports this package, and registering must not import torch
+_WHERE = {
+    "EquivariantConfig": "._equivariant",
+    "EquivariantEncoder": "._equivariant",
+    "EquivariantLayer": "._equivariant",
+    "GINConfig": "._gin",
+    "GINEncoder": "._gin",
+    "GINLayer": "._gin",
+    "edge_weights": "._gin",
+    "NodeInput": ".features",
+    "angle_encoding": ".features",
+    "angle_encoding_width": ".features",
+}
 
 __all__ = [
     "EquivariantConfig",
@@ -22,3 +41,15 @@ __all__ = [
     "angle_encoding_width",
     "edge_weights",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from protsteps import Component, hookimpl
 
-from ._equivariant import EquivariantConfig, EquivariantEncoder
-from ._gin import GINConfig, GINEncoder
-
 #: both encoders return per-residue and per-protein embeddings and the structure view
 #: (EncoderOutput.structure); the equivariant one's outputs are invariant (no vectors)
 ENCODER_OUTPUTS = ["per_residue", "per_protein", "structure"]
@@ -14,6 +11,9 @@ ENCODER_OUTPUTS = ["per_residue", "per_protein", "structure"]
 
 @hookimpl
 def protsteps_register_encoders() -> list[Component]:
+    from ._equivariant import EquivariantConfig, EquivariantEncoder
+    from ._gin import GINConfig, GINEncoder
+
     return [
         Component(
             name="gin",

@@ -5,12 +5,12 @@ from __future__ import annotations
 from protsteps import hookimpl
 from protsteps.extensions import Callback
 
-from .csv_logger import CSVLogger
-from .tensorboard_logger import TensorBoardLogger
-
 
 @hookimpl
 def protsteps_register_callbacks() -> list[Callback]:
+    from .csv_logger import CSVLogger
+    from .tensorboard_logger import TensorBoardLogger
+
     return [
         Callback("csv", CSVLogger, "RUNDIR/metrics.csv: one row per metrics.jsonl record (on by default)."),
         Callback(

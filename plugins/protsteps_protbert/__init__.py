@@ -13,19 +13,43 @@ the ESM-2 teacher. :mod:`protsteps_protbert.testing` writes small random ProtBer
 for tests and benchmarks.
 """
 
-from ._config import DEFAULT_MODEL, ProtBertConfig
-from ._factory import build_protbert_teacher
-from ._loading import (
-    RARE_RESIDUES,
-    LoadedProtBert,
-    WeightsError,
-    cached_snapshot,
-    hf_cache_dir,
-    load_folder,
-    load_protbert,
-    residue_vocabulary,
-)
-from ._teacher import BertTail, ProtBertTeacher
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._config import DEFAULT_MODEL, ProtBertConfig
+    from ._factory import build_protbert_teacher
+    from ._loading import (
+        RARE_RESIDUES,
+        LoadedProtBert,
+        WeightsError,
+        cached_snapshot,
+        hf_cache_dir,
+        load_folder,
+        load_protbert,
+        residue_vocabulary,
+    )
+    from ._teacher import BertTail, ProtBertTeacher
+
+#: public name -> the module that defines it, imported on first use: the plugin's entry
+#: point (``.hooks``) imports this package, and registering must not import torch
+_WHERE = {
+    "DEFAULT_MODEL": "._config",
+    "ProtBertConfig": "._config",
+    "build_protbert_teacher": "._factory",
+    "RARE_RESIDUES": "._loading",
+    "LoadedProtBert": "._loading",
+    "WeightsError": "._loading",
+    "cached_snapshot": "._loading",
+    "hf_cache_dir": "._loading",
+    "load_folder": "._loading",
+    "load_protbert": "._loading",
+    "residue_vocabulary": "._loading",
+    "BertTail": "._teacher",
+    "ProtBertTeacher": "._teacher",
+}
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -42,3 +66,15 @@ __all__ = [
     "load_protbert",
     "residue_vocabulary",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})

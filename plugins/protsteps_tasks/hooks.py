@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from protsteps import Component, hookimpl
 
-from ._dihedral import DihedralConfig, DihedralTask
-from ._distance import DistanceConfig, DistanceTask
-
 
 @hookimpl
 def protsteps_register_tasks() -> list[Component]:
+    from ._dihedral import DihedralConfig, DihedralTask
+    from ._distance import DistanceConfig, DistanceTask
+
     return [
         Component(
             name="distance",

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from rich.markup import escape
 
 from ..errors import ProtstepsError, RunFailure
-from . import _embed, _export, _featurize, _finetune, _plugins, _presets, _pretrain  # noqa: F401  (register the commands)
+from . import _embed, _export, _featurize, _finetune, _help, _plugins, _presets, _pretrain  # noqa: F401  (register the commands)
 from ._app import app, err_console, options
 
 __all__ = ["app", "main"]
@@ -33,6 +33,7 @@ __all__ = ["app", "main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (the console script exits with it)."""
     options.debug = False
+    _help.defer_defaults = True  # torch only when a help screen shows the defaults it decides
     try:
         app(args=list(argv) if argv is not None else None, prog_name="protsteps")
     except SystemExit as exc:
@@ -53,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
+    finally:
+        _help.defer_defaults = False
     return 0
 
 

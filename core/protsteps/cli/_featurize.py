@@ -5,21 +5,21 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .._text import count
 from ..config import parse_value
 from ..errors import ConfigError, ProtstepsError
-from ..featurize import FileResult, default_cache_dir, featurize_many
-from ..files import prepare_output_folder
 from ..progress import Ticker, format_duration
 from ..structure import READERS
 from ..structure._io import DEFAULT_MAX_BYTES
 from ._app import THREADS_HELP, StructureInputs, app, console, err_console
+
+if TYPE_CHECKING:
+    from ..featurize import FileResult
 
 
 def parse_settings(pairs: list[str]) -> dict[str, Any]:
@@ -103,6 +103,10 @@ def featurize(
 
     Every input ends up in the report: each usable chain as an "ok" row, each file (or chain) that could not be used as a "failed" row with the reason. Exits 0 when at least one chain was featurized, 1 otherwise. Outside a terminal (a log file), progress is a line every 30 seconds (PROTSTEPS_PROGRESS_SECONDS) and at the end.
     """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..featurize import default_cache_dir, featurize_many
+    from ..files import prepare_output_folder
     from ..threads import allow_interop, using_threads
 
     allow_interop()

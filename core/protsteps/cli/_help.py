@@ -75,10 +75,15 @@ def _untagged(option: Any) -> None:
         option.metavar = ""
 
 
+#: ``True`` while :func:`protsteps.cli.main` runs: a command's defaults are then written into
+#: its help when the help is shown, not when the command line is built, because they come
+#: from config classes whose modules may import torch (the CLI starts without it)
+defer_defaults = False
+
+
 def tidy(command: Any, name: str) -> None:
     """Defaults into the help of ``command``'s not-given options; no type tag on flags
     (``--help`` included); repeatable options tagged with their element type."""
-    defaults = _DEFAULTS[name]() if name in _DEFAULTS else {}
     for param in command.params:
         if not isinstance(param, typer.core.TyperOption):
             continue
@@ -90,13 +95,39 @@ def tidy(command: Any, name: str) -> None:
                 tag = ""
             if tag.startswith("<list[") and tag.endswith("]>"):
                 param.metavar = f"<{tag[6:-2]}>"
+    if name in _DEFAULTS:
+        if defer_defaults:
+            _defaults_when_shown(command, name)
+        else:
+            _fill_defaults(command, name)
+    _untagged_help(command)
+    for sub_name, sub in getattr(command, "commands", {}).items():
+        tidy(sub, sub_name)
+
+
+def _fill_defaults(command: Any, name: str) -> None:
+    defaults = _DEFAULTS[name]()
+    for param in command.params:
+        if not isinstance(param, typer.core.TyperOption):
+            continue
         value = defaults.get(param.name or "")
         text = param.help or ""
         if param.default is None and value and "default" not in text.lower():
             param.help = f"{text.rstrip()} (default: {value})" if text else f"(default: {value})"
-    _untagged_help(command)
-    for sub_name, sub in getattr(command, "commands", {}).items():
-        tidy(sub, sub_name)
+
+
+def _defaults_when_shown(command: Any, name: str) -> None:
+    original = command.format_help
+    filled = False
+
+    def format_help(ctx: Any, formatter: Any) -> Any:
+        nonlocal filled
+        if not filled:
+            filled = True
+            _fill_defaults(command, name)
+        return original(ctx, formatter)
+
+    command.format_help = format_help
 
 
 class Group(typer.core.TyperGroup):

@@ -12,7 +12,6 @@ from .._text import count
 from ..config import from_dict, to_dict
 from ..errors import ProtstepsError
 from ..registry import default_catalog
-from ..runconfig import TrainConfig, load_run_config
 from ._app import THREADS_HELP, app, console, err_console
 
 
@@ -74,6 +73,7 @@ def pretrain(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Pretrain an encoder on structures (STEPS); writes a run folder that can be resumed."""
+    from ..runconfig import TrainConfig, load_run_config
     from ..threads import allow_interop
     from ..training import pretrain as run_pretrain
     from ..training import resume_config
