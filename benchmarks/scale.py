@@ -181,16 +181,21 @@ def stage_loader(workdir: Path, workers: int, sample: int) -> dict[str, float]:
 
     import protsteps
     from protsteps.data import LengthBatchSampler
+    from protsteps.graph import collate_packed
 
     dataset = _dataset(workdir)
     chosen = random.Random(0).sample(range(len(dataset)), min(sample, len(dataset)))
     subset = dataset.subset(chosen)
     sampler = LengthBatchSampler(subset.lengths, max_residues=4096, seed=0)
+    # as training reads: with workers, each batch crosses as one packed buffer
+    collate = collate_packed if workers else protsteps.collate
     loader = torch.utils.data.DataLoader(
-        subset, batch_sampler=sampler, collate_fn=protsteps.collate, num_workers=workers
+        subset, batch_sampler=sampler, collate_fn=collate, num_workers=workers
     )
     wall, chains = time.perf_counter(), 0
     for batch in loader:
+        if workers:
+            batch = batch.unpack()
         chains += batch.num_graphs
     seconds = time.perf_counter() - wall
     return {"seconds": seconds, "chains": chains, "chains_per_second": chains / seconds}

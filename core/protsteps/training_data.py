@@ -15,7 +15,7 @@ from ._text import count
 from .data import GraphDataset, LengthBatchSampler
 from .errors import ProtstepsError
 from .featurize import FeaturizeReport, featurize_many
-from .graph import Batch, collate
+from .graph import Batch, collate, collate_packed
 from .optim import NonFiniteLossError
 from .progress import FileProgress
 from .runconfig import RunConfig
@@ -114,10 +114,12 @@ class TrainingData:
         self.sampler.set_epoch(epoch)
         batches = self.sampler.batches()[start:]
         if self.workers > 0:
+            # each batch crosses from its worker as one buffer (see PackedBatch)
             loader = torch.utils.data.DataLoader(
-                self.train, batch_sampler=batches, collate_fn=collate, num_workers=self.workers
+                self.train, batch_sampler=batches, collate_fn=collate_packed, num_workers=self.workers
             )
-            yield from loader
+            for packed in loader:
+                yield packed.unpack()
             return
         for indices in batches:
             yield collate([self.train[i] for i in indices])

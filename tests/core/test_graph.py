@@ -75,3 +75,32 @@ def test_to_moves_tensors_and_casts_floats():
 
 def test_residue_types_map_unknown_to_x():
     assert residue_types("AXBZ").tolist() == [0, 20, 20, 20]
+
+
+def test_a_packed_batch_unpacks_to_the_same_batch(structures_dir):
+    """What a DataLoader worker sends (one buffer) is the batch itself, field for field, on
+    real chains; the unpacked tensors are separate, writable views."""
+    import dataclasses
+
+    import protsteps
+    from protsteps.graph import PackedBatch, collate_packed
+
+    graphs = [
+        *protsteps.featurize(structures_dir / "masif" / "1A2K_C.pdb.gz"),
+        *protsteps.featurize(structures_dir / "biopython" / "1A8O.cif"),
+    ]
+    batch = collate(graphs)
+    packed = collate_packed(graphs)
+    assert isinstance(packed, PackedBatch) and packed.buffer.dtype == torch.uint8
+    unpacked = packed.unpack()
+    for field in dataclasses.fields(batch):
+        ours, theirs = getattr(unpacked, field.name), getattr(batch, field.name)
+        if isinstance(theirs, torch.Tensor):
+            assert ours.dtype == theirs.dtype and ours.shape == theirs.shape, field.name
+            assert torch.equal(ours, theirs), field.name
+        else:
+            assert ours == theirs, field.name
+    unpacked.dihedral_input_mask[:] = False  # writing one field leaves the others alone
+    assert torch.equal(unpacked.dihedral_mask, batch.dihedral_mask)
+    # a batch of one chain without edges' attributes packs too
+    assert torch.equal(collate_packed(graphs[:1]).unpack().pos, graphs[0].pos)

@@ -132,6 +132,17 @@ def test_dataloader_workers_read_the_store(corpus, tmp_path):
     )
     seen = sorted((s, c) for batch in loader for s, c in zip(batch.sources, batch.chain_ids, strict=True))
     assert seen == sorted((str(Path(r["source"])), r["chain"]) for r in report.ok)
+    # as training reads them: packed in the workers, unpacked here, equal to in-process batches
+    from protsteps.graph import collate_packed
+
+    packed = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate_packed, num_workers=2
+    )
+    for ours, indices in zip(packed, sampler, strict=True):
+        batch, direct = ours.unpack(), protsteps.collate([dataset[i] for i in indices])
+        assert batch.sources == direct.sources and batch.chain_ids == direct.chain_ids
+        assert torch.equal(batch.pos, direct.pos) and torch.equal(batch.edge_index, direct.edge_index)
+        assert torch.equal(batch.edge_vector, direct.edge_vector) and torch.equal(batch.batch, direct.batch)
 
 
 def test_shards_split_the_inputs_and_a_full_run_finds_them_all(corpus, tmp_path, capsys):
