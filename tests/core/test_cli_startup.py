@@ -1,0 +1,145 @@
+"""The command line starts without torch: ``--version``, ``--help`` and every command's
+``--help`` run in a fresh interpreter that never imports it (issue 14 D5). Timings are
+``benchmarks/cli_startup.py``'s job; these tests check what is imported, which does not
+depend on how busy the machine is."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+#: runs ``python -m protsteps ARGS`` in this interpreter, then prints the exit status and
+#: which heavy modules it imported on a last line of its own
+_PROBE = """
+import runpy, sys
+sys.argv = ["protsteps", *sys.argv[1:]]
+code = 0
+try:
+    runpy.run_module("protsteps", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+heavy = [name for name in ("torch", "numpy") if name in sys.modules]
+print("\\n@probe", code, *heavy)
+"""
+
+#: protsteps' own commands and the built-in plugins' (``embeddings``); a new command must be
+#: added here (test_every_command_is_probed says so)
+COMMANDS = ["embed", "embeddings", "export", "featurize", "finetune", "plugins", "presets", "pretrain"]
+
+#: commands whose help still imports torch, and why (strict: the test fails once they stop)
+STILL_IMPORTS_TORCH = {
+    "finetune": "its help shows FinetuneConfig's defaults, and protsteps.downstream._finetune "
+    "(which defines it) imports torch at the top",
+    "pretrain": "its help shows TrainConfig's defaults; protsteps.runconfig imports "
+    "protsteps.precision, which imports torch at the top",
+}
+
+
+def probe(*args: str, pythonpath: Path | None = None) -> tuple[int, set[str], str]:
+    """Run the CLI with ``args`` in a fresh interpreter: (exit status, heavy modules imported,
+    output before the probe's line)."""
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH", "")]))
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    output, _, last = done.stdout.rstrip("\n").rpartition("\n@probe ")
+    assert done.returncode == 0 and last, f"the probe failed:\n{done.stdout}\n{done.stderr}"
+    code, *heavy = last.split()
+    return int(code), set(heavy), output + done.stderr
+
+
+def test_version_does_not_import_torch():
+    code, heavy, output = probe("--version")
+    assert code == 0 and output.startswith("protsteps ")
+    assert "torch" not in heavy, "protsteps --version imported torch"
+
+
+def test_help_lists_every_command_without_importing_torch():
+    code, heavy, output = probe("--help")
+    assert code == 0
+    for command in COMMANDS:
+        assert command in output, f"protsteps --help does not list {command}"
+    assert "torch" not in heavy, "protsteps --help imported torch"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(c, marks=pytest.mark.xfail(reason=STILL_IMPORTS_TORCH[c], strict=True))
+        if c in STILL_IMPORTS_TORCH
+        else c
+        for c in COMMANDS
+    ],
+)
+def test_a_commands_help_does_not_import_torch(command: str):
+    code, heavy, output = probe(command, "--help")
+    assert code == 0, output
+    assert "Usage:" in output
+    assert "torch" not in heavy, f"protsteps {command} --help imported torch"
+
+
+def test_every_command_is_probed():
+    """The commands the CLI lists (its own and the installed plugins') are the probed ones."""
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from protsteps.cli._app import own_commands, plugin_commands\n"
+            "own = own_commands()\n"
+            "print(' '.join(sorted({*own, *plugin_commands(own)})))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    assert listed.stdout.split() == sorted(COMMANDS)
+
+
+def _install_heavy_plugin(folder: Path) -> None:
+    """A third-party plugin found through its entry point, whose hooks module imports torch
+    at the top (as many will): a ``heavy`` command."""
+    (folder / "heavy_startup_plugin.py").write_text(
+        textwrap.dedent(
+            """
+            import torch
+            import typer
+
+            from protsteps import hookimpl
+            from protsteps.extensions import Command
+
+            app = typer.Typer(help="Sum of two ones, computed by torch.")
+
+
+            @app.command()
+            def total() -> None:
+                print("sum", float(torch.ones(2).sum()))
+
+
+            @hookimpl
+            def protsteps_register_commands():
+                return [Command("heavy", app, "A plugin command that imports torch at the top.")]
+            """
+        )
+    )
+    info = folder / "heavy_startup_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: heavy-startup-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[protsteps]\nheavy = heavy_startup_plugin\n")
+
+
+def test_a_plugin_that_imports_torch_at_the_top_still_works(tmp_path: Path):
+    _install_heavy_plugin(tmp_path)
+    code, heavy, output = probe("--help", pythonpath=tmp_path)
+    assert code == 0
+    assert "heavy" in output and "A plugin command that imports torch" in output
+    assert "torch" in heavy  # it is slower, not broken
+    code, _, output = probe("heavy", pythonpath=tmp_path)
+    assert code == 0 and "sum 2.0" in output
