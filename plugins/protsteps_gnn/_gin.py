@@ -28,8 +28,9 @@ majority bin and the default beats it by about 6 points (``docs/encoders_tasks.m
 per-edge messages narrower (wide teacher inputs), which changes the cost, not the result.
 The neighbour sum :math:`\sum_j w_{ij} h_j` is the product of :math:`h` with the sparse
 weighted adjacency matrix (:class:`protsteps.scatter.WeightedAdjacency`), built once per
-batch and shared by the layers; ``PROTSTEPS_AGGREGATION=scatter`` selects the gather-scatter
-path instead (the same result up to float rounding).
+batch and shared by the layers, which adds the self term :math:`(1 + \epsilon_\ell) h_i` as it
+writes (:meth:`~protsteps.scatter.WeightedAdjacency.aggregate`); ``PROTSTEPS_AGGREGATION=scatter``
+selects the gather-scatter path instead (the same result up to float rounding).
 """
 
 from __future__ import annotations
@@ -165,13 +166,11 @@ class GINLayer(nn.Module):
         the layers of an encoder); made here when not given."""
         if adjacency is None:
             adjacency = WeightedAdjacency(edge_index, weight, h.shape[0])
+        self_weight = 1.0 if self.eps is None else 1.0 + self.eps
         if self.project_first:
             projected = h @ self.linear.weight.T
-            return self._self_term(projected) + adjacency @ projected + self.linear.bias
-        return self.linear(self._self_term(h) + adjacency @ h)
-
-    def _self_term(self, h: Tensor) -> Tensor:
-        return h if self.eps is None else (1.0 + self.eps) * h
+            return adjacency.aggregate(projected, self_weight) + self.linear.bias
+        return self.linear(adjacency.aggregate(h, self_weight))
 
 
 class GINEncoder(Encoder):
@@ -229,6 +228,10 @@ class GINEncoder(Encoder):
             h = layer(h, batch.edge_index, weight, adjacency)
             if index < len(self.between):
                 h = self.between[index](h)
-        node = h if self.residual is None else h + self.residual(x)
+        if isinstance(self.residual, nn.Linear) and self.residual.bias is None:
+            # h + x P^T in one product that adds as it writes
+            node = torch.addmm(h, x, self.residual.weight.T)
+        else:
+            node = h if self.residual is None else h + self.residual(x)
         graph = scatter(node, batch.batch, batch.num_graphs, "mean")
         return EncoderOutput(node=node, graph=graph, structure=h)

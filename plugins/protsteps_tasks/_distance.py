@@ -32,6 +32,7 @@ from protsteps import BuildContext, EncoderOutput, PretextTask, TaskOutput, opti
 from protsteps.errors import CompositionError
 from protsteps.graph import Batch
 from protsteps.optim import NonFiniteLossError
+from protsteps.scatter import WeightedAdjacency
 
 __all__ = ["DistanceConfig", "DistanceTask", "ResiduePairs", "sample_residue_pairs", "distance_bins"]
 
@@ -189,6 +190,44 @@ class DistanceTask(PretextTask):
             return torch.cat([first, second], dim=-1)
         return torch.cat([first + second, (first - second).square()], dim=-1)
 
+    def logits(self, node: Tensor, pairs: ResiduePairs) -> Tensor:
+        r"""``[P, num_bins]`` scores of the pairs from ``node: [N, d]``:
+        ``head(pair_features(node, pairs))`` up to float rounding, without building the
+        ``[P, 2d]`` pair features.
+
+        The head's first layer is linear, so on :math:`[z_i + z_j \,;\, (z_i - z_j)^2]` it is
+        :math:`U z_i + U z_j + V (z_i - z_j)^2 + b`: :math:`U z` is taken once per residue
+        (``[N, hidden]``) and gathered per pair, and :math:`z_i - z_j` is one sparse product
+        (:meth:`~protsteps.scatter.WeightedAdjacency.pair_difference`, exactly the same
+        values), whose gradient is one sparse product too instead of two scatters of
+        ``[P, d]`` rows. ``concat`` is :math:`U z_i + V z_j + b` the same way.
+        """
+        first_layer = self.head[0]
+        if not isinstance(first_layer, nn.Linear):
+            return self.head(self.pair_features(node, pairs))
+        weight, bias = first_layer.weight, first_layer.bias
+        width = node.shape[1]
+        feature = self.config.pair_feature
+        if feature == "concat":
+            hidden = (node @ weight[:, :width].T)[pairs.first] + torch.addmm(bias, node, weight[:, width:].T)[
+                pairs.second
+            ]
+        else:
+            difference = (
+                WeightedAdjacency.pair_difference(pairs.first, pairs.second, node.shape[0], node.dtype) @ node
+            )
+            if feature == "squared_difference":
+                hidden = nn.functional.linear(difference.square(), weight, bias)
+            else:
+                own = node @ weight[:, :width].T
+                hidden = torch.addmm(
+                    own[pairs.first] + own[pairs.second], difference.square(), weight[:, width:].T
+                )
+                hidden = hidden + bias
+        for layer in list(self.head)[1:]:
+            hidden = layer(hidden)
+        return hidden
+
     def targets(self, batch: Batch, pairs: ResiduePairs) -> Tensor:
         """``[P] long`` distance bins of the pairs; a non-finite distance (a coordinate that
         is NaN, infinite or so large that the distance overflows) raises
@@ -204,7 +243,7 @@ class DistanceTask(PretextTask):
         if state.first.numel() == 0:
             # keeps the loss attached to the graph so a step on such a batch is a no-op
             return TaskOutput(loss=output.node.sum() * 0.0, metrics={"accuracy": 0.0, "pairs": 0})
-        logits = self.head(self.pair_features(output.node, state))
+        logits = self.logits(output.node, state)
         target = self.targets(batch, state)
         loss = nn.functional.cross_entropy(logits, target)
         accuracy = (logits.detach().argmax(dim=-1) == target).float().mean()

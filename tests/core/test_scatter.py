@@ -201,3 +201,73 @@ def test_adjacency_shapes_are_checked():
     adjacency = sc.WeightedAdjacency(torch.tensor([[0], [1]]), torch.ones(1), 2)
     with pytest.raises(ValueError, match="expected 2 rows"):
         adjacency @ torch.ones(3, 1)
+
+
+@pytest.mark.parametrize("method", ["sparse", "scatter"])
+def test_aggregate_matches_dense_reference_in_h_and_the_self_weight(structures_dir, method):
+    # c h + A h, with c a learned scalar (GIN's 1 + eps): values, both gradients, and the
+    # gradients of gradients (create_graph=True) against (c I + A) as a dense matrix
+    edge_index, weight, n = real_edges(structures_dir)
+    dense = dense_adjacency(edge_index, weight, n)
+    g = torch.Generator().manual_seed(5)
+    h0 = torch.randn(n, 6, generator=g, dtype=torch.float64)
+    upstream = torch.randn(n, 6, generator=g, dtype=torch.float64)
+    results = []
+    for apply in (
+        lambda x, c: sc.WeightedAdjacency(edge_index, weight, n, method).aggregate(x, c),
+        lambda x, c: c * x + dense @ x,
+    ):
+        h = h0.clone().requires_grad_(True)
+        c = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+        out = apply(h, c)
+        grad_h, grad_c = torch.autograd.grad((out * upstream).sum(), [h, c], create_graph=True)
+        second = torch.autograd.grad(grad_h.pow(2).sum() + grad_c * (out**2).sum(), [h, c])
+        results.append((out, grad_h, grad_c, *second))
+    for got, expected in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_aggregate_with_a_number_and_in_float32_agrees_with_product_and_sum(structures_dir):
+    edge_index, weight, n = real_edges(structures_dir)
+    adjacency = sc.WeightedAdjacency(edge_index, weight.float(), n, "sparse")
+    h = torch.randn(n, 256, generator=torch.Generator().manual_seed(6))
+    torch.testing.assert_close(adjacency.aggregate(h), h + adjacency @ h, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(adjacency.aggregate(h, 0.5), 0.5 * h + adjacency @ h, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["sparse", "scatter"])
+def test_pair_difference_is_exactly_the_gathered_difference(method):
+    # diagonal pairs (i, i) and repeated pairs included; float32, where exactness shows
+    g = torch.Generator().manual_seed(7)
+    first = torch.cat([torch.randint(0, 50, (300,), generator=g), torch.tensor([3, 3])])
+    second = torch.cat([torch.randint(0, 50, (300,), generator=g), torch.tensor([3, 3])])
+    h = torch.randn(50, 33, generator=g)
+    upstream = torch.randn(302, 33, generator=g)
+    difference = sc.WeightedAdjacency.pair_difference(first, second, 50, method=method)
+    x = h.clone().requires_grad_(True)
+    out = difference @ x
+    (out * upstream).sum().backward()
+    assert out.shape == (302, 33)
+    assert torch.equal(out, h[first] - h[second])
+    expected = torch.zeros(50, 33).index_add_(0, first, upstream).index_add_(0, second, -upstream)
+    torch.testing.assert_close(x.grad, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pair_difference_of_no_pairs_and_mismatched_pairs():
+    empty = torch.zeros(0, dtype=torch.long)
+    h = torch.randn(4, 2, requires_grad=True)
+    out = sc.WeightedAdjacency.pair_difference(empty, empty, 4) @ h
+    assert out.shape == (0, 2)
+    with pytest.raises(ValueError, match=r"first and second must both be \[P\]"):
+        sc.WeightedAdjacency.pair_difference(torch.tensor([0, 1]), torch.tensor([0]), 4)
+    with pytest.raises(ValueError, match="aggregate needs a square adjacency"):
+        sc.WeightedAdjacency.pair_difference(torch.tensor([0]), torch.tensor([1]), 4).aggregate(h)
+
+
+def test_compressed_rows_use_int32_indices():
+    # MKL and cuSPARSE multiply with int32 indices; int64 ones would be converted every product
+    matrix = sc.WeightedAdjacency(torch.tensor([[1, 2], [0, 0]]), torch.ones(2), 3, "sparse").matrix(
+        torch.float32, transposed=True
+    )
+    assert matrix.crow_indices().dtype == torch.int32 and matrix.col_indices().dtype == torch.int32
+    assert matrix.to_dense().tolist() == [[0, 0, 0], [1, 0, 0], [1, 0, 0]]

@@ -153,6 +153,30 @@ def test_default_pair_feature_is_order_free(batch: Batch) -> None:
     assert task.head[0].in_features == 40 and task.head[0].out_features == 2  # d / 10
 
 
+@pytest.mark.parametrize("pair_feature", ["squared_difference", "concat", "sum_and_squared_difference"])
+@pytest.mark.parametrize("num_pairs", [64, 0])
+def test_distance_logits_equal_the_head_on_the_pair_features(
+    batch: Batch, pair_feature: str, num_pairs: int
+) -> None:
+    # the fast path (first layer split per residue, z_i - z_j as one sparse product) against
+    # the obvious one, forward and every gradient, on real chains, every pair included
+    task = build("distance", encoder_dim=24, num_pairs=num_pairs, min_separation=0, pair_feature=pair_feature)
+    task = task.double()
+    _, pairs = task.corrupt(batch, torch.Generator().manual_seed(3))
+    node = torch.randn(batch.num_nodes, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    upstream = torch.randn(pairs.first.shape[0], 30, dtype=torch.float64)
+    results = []
+    for logits_of in (task.logits, lambda z, p: task.head(task.pair_features(z, p))):
+        z = node.clone().requires_grad_(True)
+        logits = logits_of(z, pairs)
+        grads = torch.autograd.grad((logits * upstream).sum(), [z, *task.parameters()])
+        results.append((logits, grads))
+    (fast, fast_grads), (reference, reference_grads) = results
+    torch.testing.assert_close(fast, reference, rtol=1e-12, atol=1e-12)
+    for got, expected in zip(fast_grads, reference_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
 def test_distance_task_learns_a_toy_distance() -> None:
     # Embeddings that encode the position on a line: the head must recover the bins.
     toy = _toy_batch([60, 40])
