@@ -763,7 +763,10 @@ def featurize_many(
                 kept(answered)
 
     try:
-        if workers <= 1 or (len(specs) <= 1 and not plan.containers):
+        # FoldComp records are decompressed by a C library that can crash on a damaged one:
+        # always in a worker process, so that the crash costs that record, not the run
+        foldcomp = any(container_kind(c) == "foldcomp" for c in plan.containers)
+        if not foldcomp and (workers <= 1 or (len(specs) <= 1 and not plan.containers)):
             _init_worker(spec, str(cache.root), reader, threads=0, refresh=refresh, max_bytes=max_bytes)
             for item in misses():
                 kept(_process(item))
@@ -771,7 +774,7 @@ def featurize_many(
             initargs = (spec, str(cache.root), reader, 1, refresh, max_bytes)
             # a few files per task, and still several tasks per worker so that they end together
             chunk = max(1, min(16, plan.total() // (8 * workers)))
-            run_in_processes(misses(), _process, _init_worker, initargs, workers, kept, chunk)
+            run_in_processes(misses(), _process, _init_worker, initargs, max(1, workers), kept, chunk)
     finally:
         cache.flush()
 

@@ -221,6 +221,29 @@ def test_a_damaged_foldcomp_record_is_a_failed_row(database, tmp_path):
     assert len(report.ok) == len(MASIF) - 1 and first_length > 4
 
 
+def test_a_record_that_crashes_the_decompressor_costs_only_that_record(database, tmp_path, monkeypatch):
+    """FoldComp's C decompressor may crash on a bad record: with one worker too, records are
+    decompressed in a worker process, so the crash fails that record and the run goes on."""
+    import importlib
+
+    featurize_module = importlib.import_module("protsteps.featurize")  # (the name is also a function)
+    if featurize_module._start_method() != "fork":
+        pytest.skip("the crash is planted through fork")
+    real = featurize_module.decode_item
+    doomed = _afdb(1)
+
+    def crash_on_one(item):
+        if item.spec.endswith(doomed):
+            os.abort()  # as a segmentation fault in a C extension would end the process
+        return real(item)
+
+    monkeypatch.setattr(featurize_module, "decode_item", crash_on_one)
+    report = featurize_many([database], cache_dir=tmp_path / "cache", workers=1)
+    assert [f["source"] for f in report.failed] == [f"{database}::{doomed}"]
+    assert "the worker process died" in report.failed[0]["error"]
+    assert len(report.ok) == len(MASIF) - 1
+
+
 def test_the_cli_featurizes_a_database(database, tmp_path):
     out = tmp_path / "run"
     done = subprocess.run(
