@@ -176,6 +176,7 @@ class EmbeddingsWriter:
         picks it when ``--format`` is not given.
     check: called before any work (``embed`` calls it before featurizing); raises a
         ``ProtstepsError`` saying how to install what is missing.
+    more_suffixes: other endings that pick it too (``.hdf5`` beside ``.h5``).
     """
 
     name: str
@@ -183,6 +184,18 @@ class EmbeddingsWriter:
     suffix: str
     description: str
     check: Callable[[], None] | None = None
+    more_suffixes: tuple[str, ...] = ()
+
+    @property
+    def suffixes(self) -> tuple[str, ...]:
+        """Every file-name ending that picks this writer, ``suffix`` first."""
+        return (self.suffix, *self.more_suffixes)
+
+    def takes(self, path: str | os.PathLike[str]) -> str | None:
+        """The longest of :attr:`suffixes` that ends ``path`` (case aside), else ``None``."""
+        name = Path(path).name.lower()
+        ending = [s for s in self.suffixes if name.endswith(s.lower())]
+        return max(ending, key=len) if ending else None
 
 
 # ---------------------------------------------------------------------------- callbacks
@@ -305,6 +318,7 @@ class ExtensionEntry:
             out["higher_is_better"] = self.record.higher_is_better
         elif isinstance(self.record, EmbeddingsWriter):
             out["suffix"] = self.record.suffix
+            out["suffixes"] = list(self.record.suffixes)
         return out
 
 
@@ -333,8 +347,10 @@ def _check_record(kind: str, plugin: str, record: Any) -> None:
         raise TypeError(
             f"{where}: metric '{record.name}' task must be single, multi or any, not {record.task!r}"
         )
-    if isinstance(record, EmbeddingsWriter) and not record.suffix.startswith("."):
-        raise TypeError(f"{where}: writer '{record.name}' suffix must start with '.', got {record.suffix!r}")
+    if isinstance(record, EmbeddingsWriter):
+        for suffix in record.suffixes:
+            if not isinstance(suffix, str) or not suffix.startswith("."):
+                raise TypeError(f"{where}: writer '{record.name}' suffix must start with '.', got {suffix!r}")
     for attribute in ("factory", "read", "compute", "write"):
         if hasattr(record, attribute) and not callable(getattr(record, attribute)):
             raise TypeError(f"{where}: {attribute} of '{name}' is not callable")
@@ -473,20 +489,18 @@ def writer_for(
     path = Path(path)
     if name:
         writer: EmbeddingsWriter = extensions.get("embeddings_writer", name).record
-        if not path.name.lower().endswith(writer.suffix.lower()):
+        if writer.takes(path) is None:
             raise UnknownComponentError(
-                f"--out {path}: the {writer.name} writer writes {writer.suffix} files; "
+                f"--out {path}: the {writer.name} writer writes {' or '.join(writer.suffixes)} files; "
                 f"name the file {path.stem}{writer.suffix}"
             )
         return writer
     writers: Sequence[EmbeddingsWriter] = extensions.records("embeddings_writer")
-    matching = sorted(
-        (w for w in writers if path.name.lower().endswith(w.suffix.lower())), key=lambda w: -len(w.suffix)
-    )
+    matching = sorted((w for w in writers if w.takes(path)), key=lambda w: -len(w.takes(path) or ""))
     if not matching:
         if not writers:
             raise UnknownComponentError(f"--out {path}: no embeddings writer is installed")
-        suffixes = [w.suffix for w in writers]
+        suffixes = [s for w in writers for s in w.suffixes]
         listed = " or ".join([", ".join(suffixes[:-1]), suffixes[-1]] if len(suffixes) > 1 else suffixes)
         raise UnknownComponentError(
             f"--out {path}: the file name must end in {listed} (the suffixes of the installed embeddings writers)"

@@ -104,7 +104,7 @@ def test_parquet_without_pyarrow_is_a_one_line_error(
 def test_embed_cli_errors(pretrain_run, small_structures, graph_cache, tmp_path, capsys):
     base = ["embed", "--from", str(pretrain_run), "--cache-dir", str(graph_cache)]
     assert main([*base, str(small_structures[0]), "--out", str(tmp_path / "e.txt")]) == 2
-    assert "the file name must end in .npz or .parquet" in capsys.readouterr().err
+    assert "the file name must end in .h5, .hdf5, .npz or .parquet" in capsys.readouterr().err
     assert main([*base, str(tmp_path / "missing.pdb"), "--out", str(tmp_path / "e.npz")]) == 2
     err = capsys.readouterr().err
     assert "nothing could be embedded: 1 input failed (first:" in err and "missing.pdb" in err

@@ -167,8 +167,8 @@ def test_writers_are_picked_by_name_or_suffix(tmp_path):
     with pytest.raises(ProtstepsError, match=r"the npz writer writes \.npz files; name the file e\.npz"):
         writer_for(extensions, tmp_path / "e.csv", "npz")
     with pytest.raises(ProtstepsError) as info:
-        writer_for(extensions, tmp_path / "e.h5")
-    assert "the file name must end in .csv, .npz or .parquet" in str(info.value)
+        writer_for(extensions, tmp_path / "e.txt")
+    assert "the file name must end in .csv, .h5, .hdf5, .npz or .parquet" in str(info.value)
     _embeddings().save(tmp_path / "e.csv", catalog=catalog)
     assert (tmp_path / "e.csv").read_text() == "0.0,1.0,2.0\n3.0,4.0,5.0"
     _embeddings().save(tmp_path / "e.npz", catalog=catalog)
@@ -402,7 +402,7 @@ def test_the_embeddings_command_shows_and_converts(tmp_path, capsys):
     assert main(["embeddings", "convert", str(tmp_path / "e.npz"), str(tmp_path / "f.npz")]) == 0
     assert np.array_equal(load_embeddings(tmp_path / "f.npz").embeddings, _embeddings().embeddings)
     assert main(["embeddings", "convert", str(tmp_path / "e.npz"), str(tmp_path / "f.txt")]) != 0
-    assert "the file name must end in .npz or .parquet" in capsys.readouterr().err
+    assert "the file name must end in .h5, .hdf5, .npz or .parquet" in capsys.readouterr().err
 
 
 def test_a_command_named_like_protsteps_own_fails_the_listing(with_catalog, capsys):
