@@ -29,7 +29,7 @@ def test_fused_optimiser_takes_the_per_tensor_loop_s_steps(weight_decay):
         results.append(params)
     for a, b, before in zip(*results, start, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-        assert (a - before).abs().mean() > 1e-2  # the steps were taken
+        assert (a - before).abs().max() > 5e-3  # the steps were taken
 
 
 def test_parameters_a_fused_kernel_cannot_take_get_the_loop():
