@@ -71,19 +71,25 @@ class ESMConfig:
         1,
         "k: the k transformer layers just below the chosen representation form the trainable "
         "tail (plus the final layer norm when the last layer is chosen); 0 freezes everything.",
+        minimum=0,
     )
     window: int = option(
         MAX_WINDOW,
         "Longest stretch of residues embedded at once (at most 1022); longer chains go "
         "through overlapping windows, averaged where they overlap.",
+        minimum=1,
+        maximum=MAX_WINDOW,
     )
     stride: int = option(
         511,
         "Residues between the starts of consecutive windows (1..window); smaller means more overlap.",
+        minimum=1,
+        maximum=MAX_WINDOW,
     )
     max_tokens: int = option(
         8192,
         "Most tokens (batch size x padded length, BOS/EOS included) in one forward pass.",
+        minimum=1,
     )
     cache: bool = option(
         True,
@@ -94,6 +100,7 @@ class ESMConfig:
         1024,
         "Memory budget of the in-memory trunk cache in MiB (least recently used entries are "
         "dropped first; held in CPU memory).",
+        minimum=0,
     )
     cache_dir: Path | None = option(
         None,

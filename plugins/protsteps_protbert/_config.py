@@ -43,6 +43,7 @@ class ProtBertConfig:
         "k: the k transformer layers just below the chosen representation form the trainable "
         "tail (the STEPS authors trained the last of ProtBert's 30 layers: k = 1); 0 freezes "
         "everything.",
+        minimum=0,
     )
     window: int | None = option(
         None,
@@ -50,14 +51,17 @@ class ProtBertConfig:
         "(max_position_embeddings - 2: 39,998 for ProtBert, so chains are embedded whole, as "
         "the STEPS authors did). Longer chains go through overlapping windows, averaged where "
         "they overlap.",
+        minimum=1,
     )
     stride: int | None = option(
         None,
         "Residues between the starts of consecutive windows (1..window); unset is half the window.",
+        minimum=1,
     )
     max_tokens: int = option(
         8192,
         "Most tokens (batch size x padded length, [CLS]/[SEP] included) in one forward pass.",
+        minimum=1,
     )
     cache: bool = option(
         True,
@@ -68,6 +72,7 @@ class ProtBertConfig:
         1024,
         "Memory budget of the in-memory trunk cache in MiB (least recently used entries are "
         "dropped first; held in CPU memory).",
+        minimum=0,
     )
     cache_dir: Path | None = option(
         None,

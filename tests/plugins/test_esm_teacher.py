@@ -108,10 +108,11 @@ def test_representation_layer(tiny: Path, layer: int, k: int, expected: int) -> 
         ({"layer": 4}, "layer 4 is out of range: tiny has 3 transformer layers"),
         ({"layer": -5}, "layer -5 is out of range"),
         ({"layer": 1, "trainable_layers": 2}, "trainable_layers 2 must be in 0..1"),
-        ({"window": 1023}, "window: 1023 must be in 1..1022"),
+        ({"window": 1023}, r"window = 1023 is out of range: it must be >= 1 and <= 1022"),
         ({"window": 100, "stride": 101}, "stride: 101 must be in 1..window"),
-        ({"max_tokens": 0}, "max_tokens: 0"),
-        ({"cache_mb": -1}, "cache_mb: -1"),
+        ({"max_tokens": 0}, r"max_tokens = 0 is out of range: it must be >= 1"),
+        ({"cache_mb": -1}, r"cache_mb = -1 is out of range: it must be >= 0"),
+        ({"trainable_layers": -1}, r"trainable_layers = -1 is out of range: it must be >= 0"),
     ],
 )
 def test_settings_that_cannot_work_are_refused(tiny: Path, values: dict[str, int], message: str) -> None:

@@ -372,8 +372,9 @@ def test_without_transformers_the_error_says_what_to_install(monkeypatch) -> Non
         ({"layer": 1, "trainable_layers": 2}, "trainable_layers 2 must be in 0..1"),
         ({"window": MAX_POSITIONS - 1}, f"window {MAX_POSITIONS - 1} must be in 1..{MAX_POSITIONS - 2}"),
         ({"window": 20, "stride": 21}, "stride: 21 must be in 1..window"),
-        ({"stride": 0}, "stride: 0 must be at least 1"),
-        ({"max_tokens": 0}, "max_tokens: 0"),
+        ({"stride": 0}, "stride = 0 is out of range: it must be >= 1"),
+        ({"max_tokens": 0}, "max_tokens = 0 is out of range: it must be >= 1"),
+        ({"cache_mb": -1}, "cache_mb = -1 is out of range: it must be >= 0"),
     ],
 )
 def test_settings_that_cannot_work_are_refused(folder, values, error) -> None:
