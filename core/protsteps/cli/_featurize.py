@@ -14,8 +14,7 @@ from .._text import count
 from ..config import parse_value
 from ..errors import ConfigError, ProtstepsError
 from ..progress import Ticker, format_duration
-from ..structure import READERS
-from ..structure._io import DEFAULT_MAX_BYTES
+from ..structure._io import DEFAULT_MAX_BYTES, READERS
 from ._app import THREADS_HELP, StructureInputs, app, console, err_console
 
 if TYPE_CHECKING:

@@ -15,11 +15,38 @@ gzip content over ``max_bytes`` (1 GiB) is refused. See ``docs/structures.md``.
 
 from __future__ import annotations
 
-from ._chain import BACKBONE_ATOMS, Chain, ResidueRecords, assemble_chains
-from ._geometry import MAX_PEPTIDE_BOND, backbone_dihedrals, dihedral, peptide_bonds
-from ._io import DEFAULT_MAX_BYTES, SUFFIXES, is_structure_path, split_selection
-from ._read import READERS, Reader, read_chains, read_chains_from_bytes
-from ._residues import STANDARD, parent_letter
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._chain import BACKBONE_ATOMS, Chain, ResidueRecords, assemble_chains
+    from ._geometry import MAX_PEPTIDE_BOND, backbone_dihedrals, dihedral, peptide_bonds
+    from ._io import DEFAULT_MAX_BYTES, SUFFIXES, is_structure_path, split_selection
+    from ._read import READERS, Reader, read_chains, read_chains_from_bytes
+    from ._residues import STANDARD, parent_letter
+
+#: public name -> the module that defines it, imported on first use: the command line
+#: imports ``._io`` alone (its help names the readers), and the readers import numpy
+_WHERE = {
+    "BACKBONE_ATOMS": "._chain",
+    "Chain": "._chain",
+    "ResidueRecords": "._chain",
+    "assemble_chains": "._chain",
+    "MAX_PEPTIDE_BOND": "._geometry",
+    "backbone_dihedrals": "._geometry",
+    "dihedral": "._geometry",
+    "peptide_bonds": "._geometry",
+    "DEFAULT_MAX_BYTES": "._io",
+    "SUFFIXES": "._io",
+    "is_structure_path": "._io",
+    "split_selection": "._io",
+    "READERS": "._io",
+    "Reader": "._io",
+    "read_chains": "._read",
+    "read_chains_from_bytes": "._read",
+    "STANDARD": "._residues",
+    "parent_letter": "._residues",
+}
 
 __all__ = [
     "BACKBONE_ATOMS",
@@ -41,3 +68,15 @@ __all__ = [
     "read_chains_from_bytes",
     "split_selection",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})

@@ -73,6 +73,12 @@ def split_selection(spec: str | os.PathLike[str]) -> tuple[Path, tuple[str, ...]
 #: the default of ``max_bytes``: how large a file, or its content once gunzipped, may be
 DEFAULT_MAX_BYTES = 1 << 30
 
+#: ``columnar`` (default) reads whole columns with numpy; ``biopython`` builds Bio.PDB's
+#: object tree. Both give the same chains; the second is the reference. (Here, without
+#: numpy, so that the command line's help names them without importing it.)
+Reader = Literal["columnar", "biopython"]
+READERS: tuple[Reader, ...] = ("columnar", "biopython")
+
 # gunzipped in pieces of at most this size, so that the limit is checked before it is passed
 _PIECE = 16 << 20
 

@@ -6,7 +6,6 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -19,6 +18,8 @@ from ._columnar import read_records_columnar
 from ._complete import check_cif_complete, check_pdb_complete
 from ._io import (
     DEFAULT_MAX_BYTES,
+    READERS,
+    Reader,
     check_text,
     decompress,
     named_format,
@@ -29,11 +30,6 @@ from ._io import (
 from ._residues import is_known_amino_acid, is_nucleotide, is_water
 
 __all__ = ["Reader", "READERS", "read_chains", "read_chains_from_bytes"]
-
-#: ``columnar`` (default) reads whole columns with numpy; ``biopython`` builds Bio.PDB's
-#: object tree. Both give the same chains; the second is the reference.
-Reader = Literal["columnar", "biopython"]
-READERS: tuple[Reader, ...] = ("columnar", "biopython")
 
 
 def read_chains(
