@@ -131,7 +131,11 @@ from protsteps_esm.testing import write_esm2_checkpoint
 write_esm2_checkpoint(sys.argv[1], num_layers=6, embed_dim=320, attention_heads=20)
 " "$teacher"
 # featurize once, so that no timed row pays for parsing
-protsteps featurize "$examples" --out "$work/featurize" --cache-dir "$cache" >/dev/null
+if ! protsteps featurize "$examples" --out "$work/featurize" --cache-dir "$cache" >"$work/featurize.log" 2>&1; then
+    echo "gpu_check.sh: featurizing the bundled examples failed; the end of its log:" >&2
+    tail -n 15 "$work/featurize.log" >&2
+    exit 1
+fi
 
 common=(--cache-dir "$cache" --epochs "$epochs" --batch-size 4 --device "$device" -q)
 esm=(--teacher esm --set "teacher.weights=\"$teacher\"")
