@@ -87,7 +87,9 @@ _FUSED_DEVICES = frozenset({"cpu", "cuda"})
 _FUSED_DTYPES = frozenset({torch.float64, torch.float32, torch.bfloat16, torch.float16})
 
 
-def make_optimizer(params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: Iterable[nn.Parameter] | Iterable[dict[str, Any]], lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
     """Adam without weight decay (the paper's optimiser), AdamW with it.
 
     Both use torch's fused kernel (``fused=True``: one pass over all parameters instead of
@@ -95,12 +97,18 @@ def make_optimizer(params: Iterable[nn.Parameter], lr: float, weight_decay: floa
     the same update up to float rounding) when every parameter is on a CPU or CUDA device
     in a floating dtype, and the per-tensor loop otherwise.
     """
-    params = list(params)
-    fused = bool(params) and all(p.device.type in _FUSED_DEVICES and p.dtype in _FUSED_DTYPES for p in params)
+    # parameters, or parameter groups (dicts with "params"), each made a list once
+    groups: list[Any] = [
+        {**item, "params": list(item["params"])} if isinstance(item, dict) else item for item in params
+    ]
+    tensors = [p for item in groups for p in (item["params"] if isinstance(item, dict) else [item])]
+    fused = bool(tensors) and all(
+        p.device.type in _FUSED_DEVICES and p.dtype in _FUSED_DTYPES for p in tensors
+    )
     options: dict[str, Any] = {"fused": True} if fused else {}
     if weight_decay > 0:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **options)
-    return torch.optim.Adam(params, lr=lr, **options)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, **options)
+    return torch.optim.Adam(groups, lr=lr, **options)
 
 
 def schedule_factor(

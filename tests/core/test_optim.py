@@ -35,3 +35,13 @@ def test_fused_optimiser_takes_the_per_tensor_loop_s_steps(weight_decay):
 def test_parameters_a_fused_kernel_cannot_take_get_the_loop():
     params = [torch.nn.Parameter(torch.zeros(3, device="meta"))]
     assert not make_optimizer(params, 1e-3, 0.0).param_groups[0]["fused"]
+
+
+def test_parameter_groups_are_taken_as_finetune_gives_them():
+    """finetune gives groups (encoder and head at their own rates), their params as generators."""
+    encoder, head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)
+    groups = [{"params": encoder.parameters(), "lr": 1e-4}, {"params": head.parameters()}]
+    optimizer = make_optimizer(groups, 1e-2, 0.0)
+    assert [len(g["params"]) for g in optimizer.param_groups] == [2, 2]
+    assert [g["lr"] for g in optimizer.param_groups] == [1e-4, 1e-2]
+    assert all(g["fused"] for g in optimizer.param_groups)
