@@ -24,11 +24,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal, get_args
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Precision", "PRECISIONS", "autocast", "autocast_off", "check_precision", "grad_scaler"]
 
@@ -36,7 +37,8 @@ __all__ = ["Precision", "PRECISIONS", "autocast", "autocast_off", "check_precisi
 Precision = Literal["32", "bf16", "16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
-_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
+#: torch dtypes by name: torch is imported where they are used (the command line starts without it)
+_DTYPES = {"bf16": "bfloat16", "16": "float16"}
 
 #: one line for the help of the settings that take a precision
 PRECISION_HELP = (
@@ -56,6 +58,8 @@ def check_precision(precision: str, device: torch.device, where: str = "[train] 
         )
     if precision == "bf16" and device.type not in ("cpu", "cuda"):
         raise ConfigError(f'{where} = "bf16" runs on CPU or CUDA, not {device.type}; use "32"')
+    import torch
+
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError(
             f'{where} = "bf16" but {torch.cuda.get_device_name(device)} has no bfloat16 support; '
@@ -66,16 +70,20 @@ def check_precision(precision: str, device: torch.device, where: str = "[train] 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """The context the forward passes of a step run in: ``torch.autocast`` on ``device``'s
     type with the precision's dtype, or nothing for ``"32"``."""
+    import torch
+
     dtype = _DTYPES.get(precision)
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
 
 
 @contextmanager
 def autocast_off() -> Iterator[None]:
     """Autocast switched off on every device type it is on: for a backward pass called
     inside :func:`autocast`, or an operation that must run in float32."""
+    import torch
+
     with contextlib.ExitStack() as stack:
         for device_type in ("cpu", "cuda"):
             if torch.is_autocast_enabled(device_type):
@@ -85,6 +93,8 @@ def autocast_off() -> Iterator[None]:
 
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
     """A ``GradScaler`` for ``"16"`` on CUDA, else ``None`` (float32 and bfloat16 need none)."""
+    import torch
+
     if precision == "16" and device.type == "cuda":
         return torch.amp.GradScaler("cuda")
     return None

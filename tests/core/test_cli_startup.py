@@ -35,8 +35,6 @@ COMMANDS = ["embed", "embeddings", "export", "featurize", "finetune", "plugins",
 STILL_IMPORTS_TORCH = {
     "finetune": "its help shows FinetuneConfig's defaults, and protsteps.downstream._finetune "
     "(which defines it) imports torch at the top",
-    "pretrain": "its help shows TrainConfig's defaults; protsteps.runconfig imports "
-    "protsteps.precision, which imports torch at the top",
 }
 
 
