@@ -21,17 +21,32 @@ times the neighbour sum alone (forward and backward) at the widths the step uses
 paths and a third candidate, a segment sum over edges sorted by target
 (``torch.segment_reduce``).
 
+With ``--baseline REV`` it first measures the default step before/after: as the commit
+``REV`` computes it, with gather-scatter neighbour sums and with its default ones, and as
+this working tree does. ``git archive REV`` is unpacked into a temporary folder; each side
+runs in a child process of its own (the baseline's ``core/`` and ``plugins/`` first on
+``PYTHONPATH``), all on the same batches and seeds, one untimed epoch then ``--epochs``
+timed ones, ``--rounds`` times in rotating order.
+
     python benchmarks/gin_aggregation.py
+    python benchmarks/gin_aggregation.py --baseline c5f1e7f --rounds 4   # before/after
     python benchmarks/gin_aggregation.py --quick     # a smoke run: 8 chains, 1 timed epoch
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import os
 import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from _workload import DEFAULT_STRUCTURES, composed_for_training, real_chains
@@ -41,7 +56,6 @@ import protsteps
 from protsteps.graph import Batch
 from protsteps.registry import default_catalog
 from protsteps.runconfig import load_run_config
-from protsteps.scatter import WeightedAdjacency
 
 PATHS = ("scatter", "sparse")
 
@@ -98,6 +112,8 @@ def cpu_ms(call: Callable[[], object], repeats: int) -> float:
 
 def aggregation_rows(batch: Batch, widths: list[int], repeats: int) -> list[tuple[int, dict[str, float]]]:
     """Forward + backward of the neighbour sum alone, per width, per candidate (ms CPU)."""
+    from protsteps.scatter import WeightedAdjacency  # not in a --baseline before it
+
     weight = 1.0 / (batch.edge_distance.float().square() + 1e-6)
     source, target = batch.edge_index
     # the segment sum needs edges sorted by target; residue_graph writes them so
@@ -134,6 +150,95 @@ def aggregation_rows(batch: Batch, widths: list[int], repeats: int) -> list[tupl
     return rows
 
 
+def default_step_times(args: argparse.Namespace) -> list[float]:
+    """CPU seconds of each timed step of the default step without a teacher, built through
+    only what every version of protsteps has (a child process: ``--child``)."""
+    from protsteps.model import compose
+    from protsteps.optim import SchemeSetup
+
+    torch.set_num_threads(1)
+    graphs = real_chains(args.structures, args.proteins, 50, 400)
+    batches = [
+        protsteps.collate(graphs[i : i + args.batch_size]) for i in range(0, len(graphs), args.batch_size)
+    ]
+    catalog = default_catalog()
+    config = load_run_config(None, catalog, components={"teacher": "none"})
+    torch.manual_seed(0)
+    composition = compose(config, catalog)
+    total = len(batches) * (args.epochs + 1)
+    composition.scheme.setup(
+        SchemeSetup(
+            model=composition.model, train=config.train, total_steps=total, device=torch.device("cpu")
+        )
+    )
+    composition.model.train()
+    times: list[float] = []
+    for epoch in range(args.epochs + 1):
+        for index, batch in enumerate(batches):
+            generator = torch.Generator().manual_seed(epoch * 1000 + index)
+            start = time.process_time()
+            composition.scheme.step(batch, generator)
+            if epoch > 0:  # the first epoch is untimed: allocator warm-up
+                times.append(time.process_time() - start)
+    return times
+
+
+def before_after(args: argparse.Namespace) -> dict[str, list[float]]:
+    """Step times of ``args.baseline`` (a git revision) with gather-scatter neighbour sums
+    (``PROTSTEPS_AGGREGATION=scatter``) and with its default ones, and of this working tree, in
+    child processes taking turns."""
+    root = Path(__file__).resolve().parents[1]
+    sides: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(root), "archive", "--format=tar", args.baseline],
+            capture_output=True,
+            check=True,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        baseline = {"PYTHONPATH": f"{tmp}/core{os.pathsep}{tmp}/plugins"}
+        environments = {
+            f"{args.baseline}, gather-scatter": {**baseline, "PROTSTEPS_AGGREGATION": "scatter"},
+            f"{args.baseline}": {**baseline, "PROTSTEPS_AGGREGATION": "sparse"},
+            "this tree": {"PROTSTEPS_AGGREGATION": "sparse"},
+        }
+        command = [sys.executable, __file__, "--child", "--structures", str(args.structures)]
+        command += ["--proteins", str(args.proteins), "--batch-size", str(args.batch_size)]
+        command += ["--epochs", str(args.epochs)]
+        names = list(environments)
+        for round_index in range(args.rounds):
+            shift = round_index % len(names)
+            for side in names[shift:] + names[:shift]:
+                env = {**os.environ, **environments[side]}
+                done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    raise SystemExit(f"{side} failed:\n{done.stderr[-3000:]}")
+                sides.setdefault(side, []).extend(json.loads(done.stdout.strip().splitlines()[-1]))
+                print(f"round {round_index + 1}: {side} done", file=sys.stderr, flush=True)
+    return {name: sides[name] for name in names}
+
+
+def print_before_after(args: argparse.Namespace) -> None:
+    sides = before_after(args)
+    print(
+        f"Before/after: the default step without a teacher at {args.baseline} (its gather-scatter "
+        f"and its sparse neighbour sum) and in this tree, {args.proteins} chains in batches of "
+        f"{args.batch_size}; {args.rounds} rounds of {args.epochs} timed epochs per side, each "
+        f"side a child process, in rotating order; load average {os.getloadavg()[0]:.1f}"
+    )
+    print()
+    print("| code | steps | median CPU per step (ms) | proteins per CPU-second | vs first row |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    first = next(iter(sides.values()))
+    base = args.batch_size * len(first) / sum(first)
+    for side, times in sides.items():
+        rate = args.batch_size * len(times) / sum(times)
+        print(
+            f"| {side} | {len(times)} | {statistics.median(times) * 1000:.1f} | {rate:.1f} | {rate / base:.2f}x |"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -143,9 +248,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs per path")
     parser.add_argument("--quick", action="store_true", help="smoke run: 8 chains, 1 timed epoch")
+    parser.add_argument(
+        "--baseline", help="a git revision: also time the default step there against this tree"
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="before/after rounds per side (--baseline)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.proteins, args.epochs = 8, 1
+        args.proteins, args.epochs, args.rounds = 8, 1, 1
+    args.structures = Path(args.structures)
+    if args.child:
+        print(json.dumps(default_step_times(args)))
+        return
+    if args.baseline:
+        print_before_after(args)
+        print()
     torch.set_num_threads(1)
     saved = os.environ.get("PROTSTEPS_AGGREGATION")
 
