@@ -375,6 +375,7 @@ def run_summary(
     return (
         f"featurizer {config.featurizer.name} | encoder {config.encoder.name} | tasks {tasks} | "
         f"teacher {teacher_text} | scheme {config.scheme.name} | device {device}{processes}"
+        + (f" | precision {config.train.precision}" if config.train.precision != "32" else "")
         + (f" | {threads.describe()}" if threads is not None else "")
     )
 

@@ -491,7 +491,8 @@ def _finetune(
         f"backbone {backbone.origin} | encoder {backbone.record['encoder']['name']} "
         f"(d = {backbone.encoder.out_dim}) | featurizer {backbone.featurizer['name']} | "
         f"teacher {backbone.teacher_description()} | mode {config.mode} | device {device} | "
-        f"{threads.describe()}"
+        + (f"precision {config.precision} | " if config.precision != "32" else "")
+        + threads.describe()
     )
 
     # -- data
