@@ -400,5 +400,6 @@ class _SelfAndNeighbourSum(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_h = _SelfAndNeighbourSum.apply(grad, self_weight, ctx.adjacency, not ctx.transposed)
         if ctx.needs_input_grad[1]:
-            grad_weight = (h * grad).sum().to(self_weight.dtype)
+            # one pass, no [N, d] temporary
+            grad_weight = torch.dot(h.reshape(-1), grad.reshape(-1).to(h.dtype)).to(self_weight.dtype)
         return grad_h, grad_weight, None, None

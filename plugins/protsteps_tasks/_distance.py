@@ -173,7 +173,7 @@ class _Square(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return grad * x * 2.0
+        return torch.mul(grad, x).mul_(2.0)
 
 
 class DistanceTask(PretextTask):
