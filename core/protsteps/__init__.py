@@ -13,6 +13,7 @@ Components come from plugins discovered through the ``protsteps`` entry-point gr
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 from typing import TYPE_CHECKING, Any
@@ -150,6 +151,10 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
         globals()[name] = value
         return value
+    # a submodule (protsteps.data, protsteps.store, ...) as an attribute, as it was when this
+    # package imported them eagerly: loaded on first use
+    if not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -141,3 +141,22 @@ def test_a_plugin_that_imports_torch_at_the_top_still_works(tmp_path: Path):
     assert "torch" in heavy  # it is slower, not broken
     code, _, output = probe("heavy", pythonpath=tmp_path)
     assert code == 0 and "sum 2.0" in output
+
+
+def test_submodules_are_attributes_of_the_package_as_before():
+    """With nothing imported eagerly, ``protsteps.data`` and the like still work after a plain
+    ``import protsteps`` (loaded on first use); a name that is no submodule stays an error."""
+    code = (
+        "import protsteps\n"
+        "assert protsteps.data.GraphDataset.__name__ == 'GraphDataset'\n"
+        "assert protsteps.store.GraphStore.__name__ == 'GraphStore'\n"
+        "assert callable(protsteps.featurize)\n"
+        "try:\n"
+        "    protsteps.no_such_module\n"
+        "except AttributeError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise SystemExit('no error')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
