@@ -39,6 +39,12 @@ SETTINGS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"pair_feature": "squared_difference"},
     ),
     "equivariant": ("equivariant", {}, {}),
+    "equivariant, every scalar channel makes vector messages (before issue 18)": (
+        "equivariant",
+        {"mixing_scalars": 0},
+        {},
+    ),
+    "equivariant, 32 scalar channels make vector messages": ("equivariant", {"mixing_scalars": 32}, {}),
     "equivariant, 32 scalar channels": (
         "equivariant",
         {"hidden_irreps": "32x0e + 8x0o + 8x1o + 8x1e + 4x2e + 4x2o"},
