@@ -53,13 +53,20 @@ what the process held before it (the kernel's high-water mark ``VmHWM``, reset w
 ``/proc/self/clear_refs``). Rounds interleave the configurations (in a rotating order) so that
 load from other work hits them alike; medians over rounds.
 
+With ``--baseline REV``, protsteps' default configurations also run as the commit ``REV``
+computes them (``git archive REV`` unpacked into a temporary folder, its ``core/`` and
+``plugins/`` first on the child's ``PYTHONPATH``), in the same rotation: before/after on the
+same chains, teacher file and load.
+
     python benchmarks/steps_step.py                 # 40 chains of 50-300 residues, 3 rounds
+    python benchmarks/steps_step.py --baseline c5f1e7f --rounds 2 --proteins 20
     python benchmarks/steps_step.py --quick         # smoke run: 4 short chains, small teacher
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -67,6 +74,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -307,7 +315,30 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_child(name: str, args: argparse.Namespace, weights: Path) -> dict[str, Any]:
+#: protsteps configurations that ``--baseline`` also runs at the baseline revision
+BASELINE_CONFIGURATIONS = ("default, cache off", "default, cache on")
+
+
+def unpack_revision(revision: str, folder: str) -> str:
+    """``git archive revision`` unpacked into ``folder``; returns the ``PYTHONPATH`` of its
+    ``core/`` and ``plugins/``."""
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", "--format=tar", revision], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return f"{folder}/core{os.pathsep}{folder}/plugins"
+
+
+def run_child(
+    name: str, args: argparse.Namespace, weights: Path, python_path: str | None = None
+) -> dict[str, Any]:
+    """One configuration in a child process; ``python_path``: run it with that code first on
+    ``PYTHONPATH`` (a ``--baseline`` revision)."""
+    env = dict(os.environ)
+    if python_path is not None:
+        env["PYTHONPATH"] = python_path
     command = [
         sys.executable,
         __file__,
@@ -324,7 +355,7 @@ def run_child(name: str, args: argparse.Namespace, weights: Path) -> dict[str, A
         "--max-length",
         str(args.max_length),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -346,6 +377,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heads", type=int, default=16, help="teacher attention heads")
     parser.add_argument("--only", nargs="+", choices=list(CONFIGURATIONS), default=list(CONFIGURATIONS))
     parser.add_argument("--quick", action="store_true", help="smoke run: 4 chains of 50-120, small teacher")
+    parser.add_argument(
+        "--baseline", help="a git revision: also run the default configurations as it computes them"
+    )
     parser.add_argument("--child", choices=list(CONFIGURATIONS), help=argparse.SUPPRESS)
     parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -356,10 +390,18 @@ def main(argv: list[str] | None = None) -> None:
         args.proteins, args.max_length, args.rounds = 4, 120, 1
         args.layers, args.dim, args.heads = 2, 64, 4
 
-    names = args.only
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    names = list(args.only)
+    #: a row's name -> (its configuration, the PYTHONPATH of its code or None for this tree)
+    rows: dict[str, tuple[str, str | None]] = {name: (name, None) for name in names}
     loads = []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.baseline:
+            python_path = unpack_revision(args.baseline, f"{tmp}/baseline")
+            for name in BASELINE_CONFIGURATIONS:
+                if name in names:
+                    rows[f"{name} @ {args.baseline}"] = (name, python_path)
+            names = list(rows)
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
         weights = write_esm2_checkpoint(
             Path(tmp) / f"esm2_t{args.layers}_{args.dim}_random.pt",
             num_layers=args.layers,
@@ -370,7 +412,8 @@ def main(argv: list[str] | None = None) -> None:
             shift = round_index % len(names)
             for name in names[shift:] + names[:shift]:
                 loads.append(os.getloadavg()[0])
-                result = run_child(name, args, weights)
+                configuration, python_path = rows[name]
+                result = run_child(configuration, args, weights, python_path)
                 results[name].append(result)
                 print(
                     f"round {round_index + 1}: {name}: {result['proteins'] / result['cpu']:.3f} proteins "
