@@ -31,13 +31,6 @@ print("\\n@probe", code, *heavy)
 #: added here (test_every_command_is_probed says so)
 COMMANDS = ["embed", "embeddings", "export", "featurize", "finetune", "plugins", "presets", "pretrain"]
 
-#: commands whose help still imports torch, and why (strict: the test fails once they stop)
-STILL_IMPORTS_TORCH = {
-    "finetune": "its help shows FinetuneConfig's defaults, and protsteps.downstream._finetune "
-    "(which defines it) imports torch at the top",
-}
-
-
 def probe(*args: str, pythonpath: Path | None = None) -> tuple[int, set[str], str]:
     """Run the CLI with ``args`` in a fresh interpreter: (exit status, heavy modules imported,
     output before the probe's line)."""
@@ -67,15 +60,7 @@ def test_help_lists_every_command_without_importing_torch_or_numpy():
     assert not heavy, f"protsteps --help imported {heavy}"
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        pytest.param(c, marks=pytest.mark.xfail(reason=STILL_IMPORTS_TORCH[c], strict=True))
-        if c in STILL_IMPORTS_TORCH
-        else c
-        for c in COMMANDS
-    ],
-)
+@pytest.mark.parametrize("command", COMMANDS)
 def test_a_commands_help_imports_neither_torch_nor_numpy(command: str):
     code, heavy, output = probe(command, "--help")
     assert code == 0, output

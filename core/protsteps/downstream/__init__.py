@@ -16,20 +16,56 @@ See ``docs/downstream.md``.
 
 from __future__ import annotations
 
-from ._adapters import StructureIndex, deeploc, protfunct, read_labels
-from ._embed import Embeddings, embed, load_embeddings
-from ._finetune import FinetuneConfig, FinetuneResult, finetune
-from ._labels import (
-    SPLITS,
-    LabelledChain,
-    LabelledSet,
-    ManifestError,
-    Skipped,
-    read_manifest,
-    stratified_split,
-)
-from ._metrics import accuracy, average_precision, confusion_matrix, fmax, macro_f1
-from ._model import Backbone, ClassificationHead, load_backbone, scratch_backbone
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names, for type checkers
+    from ._adapters import StructureIndex, deeploc, protfunct, read_labels
+    from ._config import FinetuneConfig
+    from ._embed import Embeddings, embed, load_embeddings
+    from ._finetune import FinetuneResult, finetune
+    from ._labels import (
+        SPLITS,
+        LabelledChain,
+        LabelledSet,
+        ManifestError,
+        Skipped,
+        read_manifest,
+        stratified_split,
+    )
+    from ._metrics import accuracy, average_precision, confusion_matrix, fmax, macro_f1
+    from ._model import Backbone, ClassificationHead, load_backbone, scratch_backbone
+
+# Loaded on first use (``protsteps finetune --help`` reads FinetuneConfig without torch):
+# each public name and the module that defines it.
+_LAZY = {
+    "StructureIndex": "._adapters",
+    "deeploc": "._adapters",
+    "protfunct": "._adapters",
+    "read_labels": "._adapters",
+    "Embeddings": "._embed",
+    "embed": "._embed",
+    "load_embeddings": "._embed",
+    "FinetuneConfig": "._config",
+    "FinetuneResult": "._finetune",
+    "finetune": "._finetune",
+    "SPLITS": "._labels",
+    "LabelledChain": "._labels",
+    "LabelledSet": "._labels",
+    "ManifestError": "._labels",
+    "Skipped": "._labels",
+    "read_manifest": "._labels",
+    "stratified_split": "._labels",
+    "accuracy": "._metrics",
+    "average_precision": "._metrics",
+    "confusion_matrix": "._metrics",
+    "fmax": "._metrics",
+    "macro_f1": "._metrics",
+    "Backbone": "._model",
+    "ClassificationHead": "._model",
+    "load_backbone": "._model",
+    "scratch_backbone": "._model",
+}
 
 __all__ = [
     "SPLITS",
@@ -59,3 +95,15 @@ __all__ = [
     "scratch_backbone",
     "stratified_split",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
