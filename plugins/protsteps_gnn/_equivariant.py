@@ -318,8 +318,10 @@ class EquivariantLayer(nn.Module):
         ]
         # Messages ordered by irrep, so that the linear map after the sum sees one block per
         # irrep (e3nn's Linear slices its input per block, and each slice costs a zero
-        # tensor of the whole input in the backward pass).
-        paths.sort(key=lambda path: path[3])
+        # tensor of the whole input in the backward pass). Not when every scalar mixes (the
+        # former architecture): that keeps the former layout, and its checkpoints load.
+        if scalar_only is not None:
+            paths.sort(key=lambda path: path[3])
         self.irreps_mid = o3.Irreps([(mul, ir_out) for _, _, mul, ir_out in paths])
         self.tensor_product = o3.TensorProduct(
             self.irreps_product_in,
