@@ -374,3 +374,31 @@ def test_an_esm_teacher_travels_and_gives_the_same_embeddings(
     from_export = embed(small_structures[:2], out, cache_dir=cache)
     np.testing.assert_array_equal(from_export.embeddings, from_run.embeddings)
     assert protsteps.from_pretrained(out).teacher is not None
+
+
+def test_finetune_from_the_folder_equals_finetune_from_the_run(
+    exported, run, small_structures, cache, tmp_path
+):
+    """``finetune --from DIR`` (an export) trains the same probe as ``--from RUN``: same
+    embeddings in, same seed, the same metrics out."""
+    manifest = tmp_path / "labels.tsv"
+    rows = [
+        f"{p}\t\t{'xy'[i % 2]}\t{(['train'] * 4 + ['valid', 'test'])[i]}"
+        for i, p in enumerate(small_structures)
+    ]
+    manifest.write_text("path\tchain\tlabel\tsplit\n" + "\n".join(rows) + "\n")
+    results = []
+    for name, source in (("from-run", run), ("from-export", exported)):
+        out = tmp_path / name
+        args = ["finetune", str(manifest), "--from", str(source), "--mode", "probe", "--epochs", "3"]
+        assert main([*args, "--out", str(out), "--cache-dir", str(cache), "--threads", "1", "-q"]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        head = torch.load(out / "head.pt", weights_only=True)
+        results.append((metrics["best_epoch"], metrics["valid"], metrics["test"], head))
+    assert results[0][:3] == results[1][:3]
+    heads = [r[3]["state_dict"] if "state_dict" in r[3] else r[3] for r in results]
+    tensors = [{k: v for k, v in h.items() if isinstance(v, torch.Tensor)} for h in heads]
+    assert tensors[0].keys() == tensors[1].keys() and tensors[0]
+    assert all(
+        torch.equal(tensors[0][k], tensors[1][k]) for k in tensors[0]
+    )  # trained on the same embeddings
