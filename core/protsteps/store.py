@@ -96,14 +96,22 @@ def _edge_geometry(pos: torch.Tensor, edge_index: torch.Tensor) -> tuple[torch.T
     """CA-CA distance and unit vector of every edge, as ``residue_graph`` computes them: in
     float64 from the float32 positions, ``dx*dx + dy*dy + dz*dz`` in that order (elementwise
     operations, so the same bits on any machine), then rounded to float32."""
-    pos64 = pos.detach().cpu().numpy().astype(np.float64)
+    # one contiguous array per coordinate (strided columns of an [E, 3] array are slower)
+    x, y, z = pos.detach().cpu().numpy().T.astype(np.float64)
     index = edge_index.detach().cpu().numpy()
-    delta = pos64[index[1]] - pos64[index[0]]
-    dx, dy, dz = delta[:, 0], delta[:, 1], delta[:, 2]
-    distance = np.sqrt(dx * dx + dy * dy + dz * dz)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        vector = np.where(distance[:, None] > 0, delta / distance[:, None], 0.0)
-    return torch.from_numpy(distance.astype(np.float32)), torch.from_numpy(vector.astype(np.float32))
+    source, target = index[0], index[1]
+    dx = x[target] - x[source]
+    dy = y[target] - y[source]
+    dz = z[target] - z[source]
+    square = dx * dx
+    square += dy * dy
+    square += dz * dz
+    distance = np.sqrt(square)
+    vector = np.zeros((len(distance), 3), dtype=np.float32)
+    apart = distance > 0  # a zero-length edge keeps the zero vector
+    for column, delta in enumerate((dx, dy, dz)):
+        vector[:, column] = np.divide(delta, distance, out=np.zeros_like(delta), where=apart)
+    return torch.from_numpy(distance.astype(np.float32)), torch.from_numpy(vector)
 
 
 def _narrowest(tensor: torch.Tensor) -> torch.dtype:
