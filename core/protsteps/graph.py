@@ -351,6 +351,10 @@ class PackedBatch:
             layout.append((name, str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape), offset))
             offset += -(-tensor.numel() * tensor.element_size() // _ALIGN) * _ALIGN
         buffer = torch.empty(offset, dtype=torch.uint8)
+        if torch.utils.data.get_worker_info() is not None:
+            # in a DataLoader worker the batch goes to shared memory anyway: put it there
+            # first, so that it is written once rather than written and then copied
+            buffer.share_memory_()
         target = buffer.numpy()  # numpy copies: torch's threaded copy is slower for these sizes
         for (_name, tensor), (_, _, _, start) in zip(tensors, layout, strict=True):
             size = tensor.numel() * tensor.element_size()
