@@ -131,7 +131,9 @@ def _tar_members(path: Path, wanted: Mapping[str, str] | None) -> Iterator[Item 
                 label = f"{path}{SEPARATOR}{member.name}{wanted[member.name] if wanted else ''}"
                 found.add(member.name)
                 if not _structure_member(member.name):
-                    yield Skipped(label, "not a structure file name (.pdb/.ent/.cif/.mmcif/.bcif, optionally .gz)")
+                    yield Skipped(
+                        label, "not a structure file name (.pdb/.ent/.cif/.mmcif/.bcif, optionally .gz)"
+                    )
                     continue
                 model = afdb_model(member.name)
                 if model is not None:

@@ -31,6 +31,7 @@ print("\\n@probe", code, *heavy)
 #: added here (test_every_command_is_probed says so)
 COMMANDS = ["embed", "embeddings", "export", "featurize", "finetune", "plugins", "presets", "pretrain"]
 
+
 def probe(*args: str, pythonpath: Path | None = None) -> tuple[int, set[str], str]:
     """Run the CLI with ``args`` in a fresh interpreter: (exit status, heavy modules imported,
     output before the probe's line)."""
