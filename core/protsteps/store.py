@@ -181,9 +181,12 @@ def encode_record(source: str, graphs: Sequence[ProteinGraph], errors: Sequence[
     return head + b"".join(blobs)
 
 
-def decode_record(record: bytes | bytearray | memoryview, what: str = "record") -> dict[str, Any]:
+def decode_record(
+    record: bytes | bytearray | memoryview, what: str = "record", only: str | None = None
+) -> dict[str, Any]:
     """The entry in record bytes: ``{"source", "errors", "chains": [{"chain", "residues",
-    "graph"}]}`` with each ``graph`` a :class:`~protsteps.ProteinGraph`'s dict. Raises
+    "graph"}]}`` with each ``graph`` a :class:`~protsteps.ProteinGraph`'s dict; with
+    ``only``, just that chain's (the others' tensors are not decoded). Raises
     ``ValueError`` naming ``what`` when the bytes are not a record."""
     view = memoryview(record)
     if bytes(view[:4]) != _MAGIC or len(view) < 8:
@@ -195,6 +198,8 @@ def decode_record(record: bytes | bytearray | memoryview, what: str = "record") 
     buffer = bytearray(view[start:])  # one writable copy the tensors share
     chains = []
     for chain in header["chains"]:
+        if only is not None and chain["chain"] != only:
+            continue
         graph: dict[str, Any] = {
             "source": chain["source"],
             "chain_id": chain["chain"],
@@ -407,9 +412,10 @@ class GraphStore:
             return None
         return row
 
-    def load_entry(self, key: str) -> dict[str, Any] | None:
+    def load_entry(self, key: str, only: str | None = None) -> dict[str, Any] | None:
         """The decoded record of a file key (``{"source", "errors", "chains": [{"chain",
-        "residues", "graph"}]}``), or ``None`` when there is none or it is damaged."""
+        "residues", "graph"}]}``; with ``only``, that chain alone), or ``None`` when there is
+        none or it is damaged."""
         row = self.lookup(key)
         if row is None:
             return None
@@ -417,7 +423,7 @@ class GraphStore:
         if record is None:
             return None
         try:
-            return decode_record(record, f"{row.shard}@{row.offset}")
+            return decode_record(record, f"{row.shard}@{row.offset}", only)
         except (ValueError, KeyError, TypeError, RuntimeError):
             self.damaged += 1
             return None
@@ -425,7 +431,7 @@ class GraphStore:
     def load_graph(self, key: str) -> ProteinGraph:
         """The graph of a chain key (``<file key>:<chain id>``)."""
         file_key, _, chain_id = key.partition(":")
-        entry = self.load_entry(file_key)
+        entry = self.load_entry(file_key, only=chain_id)  # the file's other chains stay undecoded
         if entry is not None:
             for chain in entry["chains"]:
                 if chain["chain"] == chain_id:

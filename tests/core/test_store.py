@@ -200,3 +200,22 @@ def test_shards_split_the_inputs_and_a_full_run_finds_them_all(corpus, tmp_path,
     assert main([*args, "--shard", "1/3"]) == 0
     assert main([*args, "--shard", "3/3"]) == 2
     assert "--shard: expected I/N with 0 <= I < N" in capsys.readouterr().err
+
+
+def test_a_chain_of_a_many_chain_file_is_read_alone(structures_dir, tmp_path):
+    """Reading one chain decodes that chain only, and gives the chain itself."""
+    path = structures_dir / "mdanalysis" / "3KPR.cif.gz"
+    direct = protsteps.featurize(path)
+    record = encode_record(str(path), direct, [])
+    assert len(direct) > 2
+    wanted = direct[1].chain_id
+    alone = decode_record(record, only=wanted)["chains"]
+    assert [c["chain"] for c in alone] == [wanted]
+    report = featurize_many([path], cache_dir=tmp_path / "cache")
+    dataset = GraphDataset.from_report(report)
+    for index, graph in enumerate(direct):
+        back = dataset[index]
+        assert back.chain_id == graph.chain_id
+        for name, value in graph.to_dict().items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(getattr(back, name), value), name
