@@ -51,7 +51,7 @@ from .sources import (
 )
 from .store import GraphStore, IndexRow, encode_record
 from .structure import Reader, is_structure_path, read_chains_from_bytes, split_selection
-from .structure._io import DEFAULT_MAX_BYTES, SizeLimitError
+from .structure._io import DEFAULT_MAX_BYTES, SUFFIX_LIST, SizeLimitError, named_format
 
 __all__ = [
     "CACHE_FORMAT",
@@ -262,9 +262,7 @@ def name_rules(path: str | os.PathLike[str]) -> dict[str, Any]:
     (``None``: told from the content) and whether it is named ``.gz`` (then it must be
     gzip). Part of the cache key, so that one content under two names is read by each
     name's rules."""
-    from .structure._io import SUFFIXES, _base_suffix
-
-    return {"format": SUFFIXES.get(_base_suffix(path)), "named_gz": Path(path).name.lower().endswith(".gz")}
+    return {"format": named_format(path), "named_gz": Path(path).name.lower().endswith(".gz")}
 
 
 def file_key(
@@ -409,7 +407,7 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
                 failed.append(
                     {
                         "source": item,
-                        "error": f"{item}: folder holds no .pdb/.ent/.cif/.mmcif/.bcif(.gz) file",
+                        "error": f"{item}: folder holds no {SUFFIX_LIST}(.gz) file",
                     }
                 )
             for p in found:
@@ -432,7 +430,7 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
             failed.append(
                 {
                     "source": item,
-                    "error": f"{path}: not a structure file (.pdb/.ent/.cif/.mmcif/.bcif, optionally .gz) "
+                    "error": f"{path}: not a structure file ({SUFFIX_LIST}, optionally .gz) "
                     "nor a text file listing paths",
                 }
             )

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ProtstepsError, StructureError
+from .structure._io import SUFFIX_LIST
 
 __all__ = [
     "SEPARATOR",
@@ -131,9 +132,7 @@ def _tar_members(path: Path, wanted: Mapping[str, str] | None) -> Iterator[Item 
                 label = f"{path}{SEPARATOR}{member.name}{wanted[member.name] if wanted else ''}"
                 found.add(member.name)
                 if not _structure_member(member.name):
-                    yield Skipped(
-                        label, "not a structure file name (.pdb/.ent/.cif/.mmcif/.bcif, optionally .gz)"
-                    )
+                    yield Skipped(label, f"not a structure file name ({SUFFIX_LIST}, optionally .gz)")
                     continue
                 model = afdb_model(member.name)
                 if model is not None:

@@ -29,6 +29,7 @@ from ..errors import ProtstepsError
 from ..extensions import LabelOptions
 from ..registry import Catalog, default_catalog
 from ..structure import SUFFIXES, is_structure_path
+from ..structure._io import SUFFIX_LIST
 from ._labels import (
     LabelledChain,
     LabelledSet,
@@ -190,7 +191,7 @@ def protfunct(
                     label,
                     f"no structure file for {name} in {index.root} "
                     f"(looked for {pdb}.{chain}, {pdb}_{chain}, {pdb}-{chain}, {pdb}{chain}, {pdb}; "
-                    "any case, .pdb/.ent/.cif/.mmcif/.bcif, gzipped or not)",
+                    f"any case, {SUFFIX_LIST}, gzipped or not)",
                 )
             )
             continue

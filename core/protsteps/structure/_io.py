@@ -25,6 +25,7 @@ __all__ = [
     "SizeLimitError",
     "Format",
     "SUFFIXES",
+    "SUFFIX_LIST",
     "decompress",
     "is_structure_path",
     "named_format",
@@ -37,6 +38,8 @@ Format = Literal["pdb", "cif", "bcif"]
 
 #: file name endings read as structures (each may also end in ``.gz``)
 SUFFIXES: dict[str, Format] = {".pdb": "pdb", ".ent": "pdb", ".cif": "cif", ".mmcif": "cif", ".bcif": "bcif"}
+#: the suffixes as messages name them: ``.pdb/.ent/.cif/.mmcif/.bcif``
+SUFFIX_LIST = "/".join(SUFFIXES)
 
 
 def _base_suffix(path: str | os.PathLike[str]) -> str:
@@ -193,6 +196,6 @@ def structure_format(path: Path, text: bytes) -> Format:
     ):
         return "pdb"
     raise StructureError(
-        f"{path}: cannot tell the format (not named .pdb/.ent/.cif/.mmcif/.bcif and the content looks "
+        f"{path}: cannot tell the format (not named {SUFFIX_LIST} and the content looks "
         "like neither PDB nor mmCIF)"
     )
