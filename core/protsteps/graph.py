@@ -333,7 +333,7 @@ class PackedBatch:
     """
 
     buffer: Tensor  # [bytes] uint8
-    layout: list[tuple[str, str, tuple[int, ...], int]]  # (field, dtype name, shape, offset)
+    layout: list[tuple[str, torch.dtype, tuple[int, ...], int, int]]  # (field, dtype, shape, offset, bytes)
     sequences: list[str]
     sources: list[str]
     chain_ids: list[str]
@@ -345,31 +345,29 @@ class PackedBatch:
             for f in dataclasses.fields(batch)
             if isinstance(getattr(batch, f.name), Tensor)
         ]
-        layout: list[tuple[str, str, tuple[int, ...], int]] = []
+        layout: list[tuple[str, torch.dtype, tuple[int, ...], int, int]] = []
         offset = 0
         for name, tensor in tensors:
-            layout.append((name, str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape), offset))
-            offset += -(-tensor.numel() * tensor.element_size() // _ALIGN) * _ALIGN
+            size = tensor.numel() * tensor.element_size()
+            layout.append((name, tensor.dtype, tuple(tensor.shape), offset, size))
+            offset += -(-size // _ALIGN) * _ALIGN
         buffer = torch.empty(offset, dtype=torch.uint8)
         if torch.utils.data.get_worker_info() is not None:
             # in a DataLoader worker the batch goes to shared memory anyway: put it there
             # first, so that it is written once rather than written and then copied
             buffer.share_memory_()
         target = buffer.numpy()  # numpy copies: torch's threaded copy is slower for these sizes
-        for (_name, tensor), (_, _, _, start) in zip(tensors, layout, strict=True):
-            size = tensor.numel() * tensor.element_size()
+        for (_, tensor), (_, _, _, start, size) in zip(tensors, layout, strict=True):
             if size:
                 source = tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
                 target[start : start + size] = source
         return cls(buffer, layout, batch.sequences, batch.sources, batch.chain_ids)
 
     def unpack(self) -> Batch:
-        fields: dict[str, Any] = {}
-        for name, dtype_name, shape, start in self.layout:
-            dtype = getattr(torch, dtype_name)
-            count = int(np.prod(shape)) if shape else 1
-            size = count * torch.empty((), dtype=dtype).element_size()
-            fields[name] = self.buffer[start : start + size].view(dtype).view(shape)
+        fields = {
+            name: self.buffer[start : start + size].view(dtype).view(shape)
+            for name, dtype, shape, start, size in self.layout
+        }
         return Batch(sequences=self.sequences, sources=self.sources, chain_ids=self.chain_ids, **fields)
 
 
