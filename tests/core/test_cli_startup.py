@@ -29,7 +29,17 @@ print("\\n@probe", code, *heavy)
 
 #: protsteps' own commands and the built-in plugins' (``embeddings``); a new command must be
 #: added here (test_every_command_is_probed says so)
-COMMANDS = ["embed", "embeddings", "export", "featurize", "finetune", "plugins", "presets", "pretrain"]
+COMMANDS = [
+    "cache",
+    "embed",
+    "embeddings",
+    "export",
+    "featurize",
+    "finetune",
+    "plugins",
+    "presets",
+    "pretrain",
+]
 
 
 def probe(*args: str, pythonpath: Path | None = None) -> tuple[int, set[str], str]:
@@ -67,6 +77,13 @@ def test_a_commands_help_imports_neither_torch_nor_numpy(command: str):
     assert code == 0, output
     assert "Usage:" in output
     assert not heavy, f"protsteps {command} --help imported {heavy}"
+
+
+@pytest.mark.parametrize("subcommand", ["info", "migrate"])
+def test_cache_subcommands_help_imports_neither_torch_nor_numpy(subcommand: str):
+    code, heavy, output = probe("cache", subcommand, "--help")
+    assert code == 0 and "--cache-dir" in output, output
+    assert not heavy, f"protsteps cache {subcommand} --help imported {heavy}"
 
 
 def test_every_command_is_probed():

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from rich.markup import escape
 
 from ..errors import ProtstepsError, RunFailure
-from . import _embed, _export, _featurize, _finetune, _help, _plugins, _presets, _pretrain  # noqa: F401  (register the commands)
+from . import _cache, _embed, _export, _featurize, _finetune, _help, _plugins, _presets, _pretrain  # noqa: F401  (register the commands)
 from ._app import app, err_console, options
 
 __all__ = ["app", "main"]

@@ -18,7 +18,7 @@ from ..structure._io import DEFAULT_MAX_BYTES, READERS
 from ._app import THREADS_HELP, StructureInputs, app, console, err_console
 
 if TYPE_CHECKING:
-    from ..featurize import FileResult
+    from ..featurize import FeaturizeReport, FileResult
 
 
 def parse_settings(pairs: list[str]) -> dict[str, Any]:
@@ -102,23 +102,79 @@ def featurize(
 
     Every input ends up in the report: each usable chain as an "ok" row, each file (or chain) that could not be used as a "failed" row with the reason. Exits 0 when at least one chain was featurized, 1 otherwise. Outside a terminal (a log file), progress is a line every 30 seconds (PROTSTEPS_PROGRESS_SECONDS) and at the end.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from ..featurize import default_cache_dir, featurize_many
+    from ..featurize import default_cache_dir
     from ..files import prepare_output_folder
-    from ..threads import allow_interop, using_threads
+    from ..legacy_cache import legacy_note
 
-    allow_interop()
     if reader not in READERS:
         raise ConfigError(f"--reader: {reader!r} is not one of {', '.join(READERS)}")
     config = parse_settings(settings or [])
     cache = cache_dir or default_cache_dir()
     share = parse_shard(shard) if shard else None
     prepare_output_folder(out, "--out")
+    if note := legacy_note(cache):
+        err_console.print(note, highlight=False, markup=False, style="yellow")
+    report, no_chain = run_featurize(
+        inputs,
+        featurizer,
+        config,
+        cache=cache,
+        workers=workers,
+        reader=reader,
+        threads=threads,
+        refresh=refresh,
+        max_bytes=max_mib << 20,
+        shard=share,
+    )
+    report_path = out / "report.json"
+    try:
+        report.write(report_path)
+    except OSError as exc:
+        raise ProtstepsError(f"{report_path}: cannot write the report ({exc.strerror or exc})") from None
+    chains, files = len(report.ok), report.files
+    failed_files = len({row["source"] for row in report.failed})
+    if not report.ok:
+        raise ProtstepsError(
+            f"nothing could be featurized: {failed_files} of {count(files, 'input')} failed "
+            f"(first: {report.failed[0]['error'] if report.failed else 'no inputs'}); reasons in {report_path}"
+        )
+    first = f" (first: {escape(report.failed[0]['error'])})" if report.failed else ""
+    damaged = f", {report.cache_damaged} damaged cache entries rebuilt" if report.cache_damaged else ""
+    console.print(
+        f"{count(chains, 'chain')} from {count(files - no_chain, 'file')} "
+        f"({report.cache_hits} from the cache{damaged}), {len(report.failed)} failed{first}; "
+        f"report: {escape(str(report_path))}; cache: {escape(str(report.cache_dir))}",
+        highlight=False,
+    )
+
+
+def run_featurize(
+    inputs: list[str],
+    featurizer: str,
+    config: dict[str, Any],
+    *,
+    cache: Path,
+    workers: int = 1,
+    reader: str = "columnar",
+    threads: int = 0,
+    refresh: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    shard: tuple[int, int] | None = None,
+    title: str = "featurize",
+) -> tuple[FeaturizeReport, int]:
+    """:func:`~protsteps.featurize.featurize_many` with the progress display of ``protsteps
+    featurize`` (a bar in a terminal, else a line every interval), named ``title``. Returns
+    the report and the number of inputs that gave no chain."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..featurize import featurize_many
+    from ..threads import allow_interop, using_threads
+
+    allow_interop()
     counts = {"ok": 0, "failed": 0}
     clock = {"started": time.perf_counter()}
     progress = Progress(
-        TextColumn("[bold]featurize"),
+        TextColumn(f"[bold]{title}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("[green]{task.fields[ok]} ok[/] [red]{task.fields[failed]} failed[/]"),
@@ -127,7 +183,7 @@ def featurize(
         console=err_console,
         transient=False,
     )
-    task = progress.add_task("featurize", total=None, ok=0, failed=0, rate="")
+    task = progress.add_task(title, total=None, ok=0, failed=0, rate="")
     # outside a terminal (a log file): plain lines, the first, one every interval, the last
     lines = None if err_console.is_terminal else Ticker()
     total_files = {"n": 0}
@@ -152,7 +208,7 @@ def featurize(
             total = total_files["n"]
             eta = format_duration((total - done) / rate) if rate > 0 else "?"
             err_console.print(
-                f"featurize: {done}/{total} files ({100 * done / max(total, 1):.0f}%), {counts['ok']} ok, "
+                f"{title}: {done}/{total} files ({100 * done / max(total, 1):.0f}%), {counts['ok']} ok, "
                 f"{counts['failed']} failed, {rate:.1f} files/s, ETA {eta}",
                 highlight=False,
                 markup=False,
@@ -169,26 +225,7 @@ def featurize(
             on_result=on_result,
             on_total=on_total,
             refresh=refresh,
-            max_bytes=max_mib << 20,
-            shard=share,
+            max_bytes=max_bytes,
+            shard=shard,
         )
-    report_path = out / "report.json"
-    try:
-        report.write(report_path)
-    except OSError as exc:
-        raise ProtstepsError(f"{report_path}: cannot write the report ({exc.strerror or exc})") from None
-    chains, files = len(report.ok), report.files
-    failed_files = len({row["source"] for row in report.failed})
-    if not report.ok:
-        raise ProtstepsError(
-            f"nothing could be featurized: {failed_files} of {count(files, 'input')} failed "
-            f"(first: {report.failed[0]['error'] if report.failed else 'no inputs'}); reasons in {report_path}"
-        )
-    first = f" (first: {escape(report.failed[0]['error'])})" if report.failed else ""
-    damaged = f", {report.cache_damaged} damaged cache entries rebuilt" if report.cache_damaged else ""
-    console.print(
-        f"{count(chains, 'chain')} from {count(files - counts['failed'], 'file')} "
-        f"({report.cache_hits} from the cache{damaged}), {len(report.failed)} failed{first}; "
-        f"report: {escape(str(report_path))}; cache: {escape(str(report.cache_dir))}",
-        highlight=False,
-    )
+    return report, counts["failed"]

@@ -67,6 +67,8 @@ _DEFAULTS: dict[str, Callable[[], dict[str, str]]] = {
     "finetune": _finetune_defaults,
     "featurize": _cache_default,
     "embed": _cache_default,
+    "info": _cache_default,
+    "migrate": _cache_default,
 }
 
 

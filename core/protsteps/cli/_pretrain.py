@@ -144,9 +144,12 @@ def pretrain(
         for note in run_config.notes:  # settings of a renamed component
             err_console.print(note, highlight=False, markup=False, style="yellow")
     from ..featurize import refuse_label_files
+    from ..legacy_cache import legacy_note
     from ..training import removed_on_failure
 
     refuse_label_files(run_config.data.inputs, "pretrain")
+    if os.environ.get("RANK", "0") == "0" and (legacy := legacy_note(run_config.data.cache_dir or None)):
+        err_console.print(legacy, highlight=False, markup=False, style="yellow")
     # a run that fails before its first checkpoint takes back what it wrote
     with removed_on_failure(out, resume=resume is not None, is_main=os.environ.get("RANK", "0") == "0"):
         result = run_pretrain(run_config, out, catalog, resume=resume is not None, show_progress=not quiet)
