@@ -28,7 +28,7 @@ import torch.utils.data
 
 from .errors import ProtstepsError
 from .featurize import FeaturizeReport, GraphCache
-from .graph import ProteinGraph
+from .graph import CollatedGraphs, ProteinGraph
 from .structure import split_selection
 
 __all__ = ["GraphDataset", "LengthBatchSampler"]
@@ -114,6 +114,22 @@ class GraphDataset(torch.utils.data.Dataset[ProteinGraph]):
         # of the same file, so the source is the one this dataset was built from.
         graph.source = self._sources[index]
         return graph
+
+    def __getitems__(self, indices: Sequence[int]) -> Sequence[ProteinGraph]:
+        """The graphs of ``indices``, read as one batch: what a DataLoader with a batch
+        sampler hands its ``collate_fn``. The batch is read at once (one index query, each
+        record checked once, the tensors copied straight into one packed buffer) and comes
+        as :class:`~protsteps.graph.CollatedGraphs`, which ``collate``/``collate_packed``
+        take as it is and which gives the graphs when indexed; exactly
+        ``collate_packed([self[i] for i in indices])``. A batch that cannot be read so (a
+        chain missing or damaged, graphs ``collate`` would refuse) is read chain by chain,
+        with the errors ``self[i]`` raises."""
+        keys = [self._keys[i] for i in indices]
+        packed = self.cache.read_packed(keys) if keys else None
+        if packed is None:
+            return [self[i] for i in indices]
+        packed.sources = [self._sources[i] for i in indices]  # as __getitem__ gives them
+        return CollatedGraphs(packed)
 
     def subset(self, indices: Sequence[int]) -> GraphDataset:
         """A dataset of some of these entries (e.g. a train/validation split)."""

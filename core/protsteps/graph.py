@@ -13,9 +13,10 @@ CA, ``(pos[i] - pos[j]) / |pos[i] - pos[j]|``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ __all__ = [
     "UNKNOWN_RESIDUE",
     "ProteinGraph",
     "Batch",
+    "CollatedGraphs",
     "PackedBatch",
     "collate",
     "collate_packed",
@@ -285,6 +287,8 @@ def collate(graphs: Sequence[ProteinGraph]) -> Batch:
     >>> batch = collate([graph_a, graph_b])  # doctest: +SKIP
     >>> batch.ptr  # tensor([0, len_a, len_a + len_b])  # doctest: +SKIP
     """
+    if isinstance(graphs, CollatedGraphs):  # read as one batch (GraphDataset.__getitems__)
+        return graphs.batch
     if len(graphs) == 0:
         raise ValueError("cannot collate an empty list of graphs")
     nodes = torch.tensor([g.num_nodes for g in graphs], dtype=torch.long)
@@ -338,6 +342,33 @@ class PackedBatch:
     sources: list[str]
     chain_ids: list[str]
 
+    @staticmethod
+    def allocate(
+        specs: Sequence[tuple[str, torch.dtype, tuple[int, ...]]],
+    ) -> tuple[Tensor, list[tuple[str, torch.dtype, tuple[int, ...], int, int]]]:
+        """A buffer for tensors of these ``(field, dtype, shape)`` and its layout, each field
+        at a 16-byte-aligned offset. The padding between fields is zeroed (the fields' own
+        bytes are left for the caller to write), so that equal batches pack to equal bytes."""
+        layout: list[tuple[str, torch.dtype, tuple[int, ...], int, int]] = []
+        offset = 0
+        for name, dtype, shape in specs:
+            size = math.prod(shape) * dtype.itemsize
+            layout.append((name, dtype, shape, offset, size))
+            offset += -(-size // _ALIGN) * _ALIGN
+        if torch.utils.data.get_worker_info() is not None:
+            # in a DataLoader worker the batch goes to shared memory anyway: put it there
+            # first, so that it is written once rather than written and then copied (made
+            # there directly, as torch's default_collate makes its batches)
+            buffer = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(offset))
+        else:
+            buffer = torch.empty(offset, dtype=torch.uint8)
+        target = buffer.numpy()
+        for _, _, _, start, size in layout:
+            end = start + -(-size // _ALIGN) * _ALIGN
+            if end > start + size:
+                target[start + size : end] = 0
+        return buffer, layout
+
     @classmethod
     def pack(cls, batch: Batch) -> PackedBatch:
         tensors = [
@@ -345,17 +376,7 @@ class PackedBatch:
             for f in dataclasses.fields(batch)
             if isinstance(getattr(batch, f.name), Tensor)
         ]
-        layout: list[tuple[str, torch.dtype, tuple[int, ...], int, int]] = []
-        offset = 0
-        for name, tensor in tensors:
-            size = tensor.numel() * tensor.element_size()
-            layout.append((name, tensor.dtype, tuple(tensor.shape), offset, size))
-            offset += -(-size // _ALIGN) * _ALIGN
-        buffer = torch.empty(offset, dtype=torch.uint8)
-        if torch.utils.data.get_worker_info() is not None:
-            # in a DataLoader worker the batch goes to shared memory anyway: put it there
-            # first, so that it is written once rather than written and then copied
-            buffer.share_memory_()
+        buffer, layout = cls.allocate([(name, tensor.dtype, tuple(tensor.shape)) for name, tensor in tensors])
         target = buffer.numpy()  # numpy copies: torch's threaded copy is slower for these sizes
         for (_, tensor), (_, _, _, start, size) in zip(tensors, layout, strict=True):
             if size:
@@ -371,7 +392,59 @@ class PackedBatch:
         return Batch(sequences=self.sequences, sources=self.sources, chain_ids=self.chain_ids, **fields)
 
 
+class CollatedGraphs(Sequence[ProteinGraph]):
+    """Graphs read from the store as one batch (``GraphDataset.__getitems__``), already
+    packed: :func:`collate` and :func:`collate_packed` take the batch as it is. Indexing
+    gives each :class:`ProteinGraph` (copies of the batch's slices), so a ``collate_fn`` of
+    one's own that iterates over the graphs sees what a list of ``dataset[i]`` gives."""
+
+    __slots__ = ("_batch", "packed")
+
+    def __init__(self, packed: PackedBatch) -> None:
+        self.packed = packed
+        self._batch: Batch | None = None
+
+    def __len__(self) -> int:
+        return len(self.packed.sequences)
+
+    @property
+    def batch(self) -> Batch:
+        """The :class:`Batch` (views of the packed buffer, made once)."""
+        if self._batch is None:
+            self._batch = self.packed.unpack()
+        return self._batch
+
+    @overload
+    def __getitem__(self, index: int) -> ProteinGraph: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ProteinGraph]: ...
+
+    def __getitem__(self, index: int | slice) -> ProteinGraph | list[ProteinGraph]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        count = len(self)
+        if not -count <= index < count:
+            raise IndexError(f"graph {index} of a batch of {count}")
+        index %= count
+        batch = self.batch
+        n0, n1 = int(batch.ptr[index]), int(batch.ptr[index + 1])
+        e0, e1 = int(batch.edge_ptr[index]), int(batch.edge_ptr[index + 1])
+        fields = {name: getattr(batch, name)[n0:n1].clone() for name in _NODE_FIELDS}
+        fields.update({name: getattr(batch, name)[e0:e1].clone() for name in _EDGE_FIELDS})
+        return ProteinGraph(
+            source=batch.sources[index],
+            chain_id=batch.chain_ids[index],
+            sequence=batch.sequences[index],
+            edge_index=batch.edge_index[:, e0:e1] - n0,
+            **fields,
+        )
+
+
 def collate_packed(graphs: Sequence[ProteinGraph]) -> PackedBatch:
     """:func:`collate`, packed into one buffer (:class:`PackedBatch`): the ``collate_fn``
-    of a DataLoader with workers; the training process calls ``.unpack()`` on what it gets."""
+    of a DataLoader with workers; the training process calls ``.unpack()`` on what it gets.
+    Graphs read as one batch (:class:`CollatedGraphs`) are packed already."""
+    if isinstance(graphs, CollatedGraphs):
+        return graphs.packed
     return PackedBatch.pack(collate(graphs))

@@ -28,8 +28,10 @@ store at once: each writes its own shards, and SQLite serialises the index updat
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 import mmap
 import os
 import sqlite3
@@ -45,7 +47,7 @@ import numpy as np
 import torch
 
 from .errors import ProtstepsError, RunFailure
-from .graph import ProteinGraph
+from .graph import _EDGE_FIELDS, _NODE_FIELDS, Batch, PackedBatch, ProteinGraph
 
 __all__ = [
     "GraphStore",
@@ -90,28 +92,88 @@ _NARROW = (torch.uint8, torch.int8, torch.int16, torch.int32)
 #: edge fields that are stored only when recomputing them from pos and edge_index would not
 #: give the same bits (see :func:`_edge_geometry`)
 _DERIVED = ("edge_distance", "edge_vector")
+#: the batch read (:meth:`GraphStore.read_packed`): the dtypes it copies with numpy (a field of
+#: another dtype sends its batch down the chain-by-chain path), the integer types a stored
+#: integer may widen to, a chain's tensor fields, and a batch's tensors in Batch's order
+_NUMPY = {
+    name: np.dtype(kind)
+    for name, kind in (
+        ("float32", np.float32),
+        ("float64", np.float64),
+        ("float16", np.float16),
+        ("int64", np.int64),
+        ("int32", np.int32),
+        ("int16", np.int16),
+        ("int8", np.int8),
+        ("uint8", np.uint8),
+        ("bool", np.bool_),
+    )
+}
+_INTEGERS = ("int64", "int32", "int16", "int8", "uint8")
+#: (dtype, stored dtype) -> the numpy dtype read: the same dtype, or an integer widened
+_READABLE = {(name, name): kind for name, kind in _NUMPY.items()} | {
+    (wide, narrow): _NUMPY[narrow]
+    for wide in _INTEGERS
+    for narrow in _INTEGERS
+    if wide != narrow and np.can_cast(_NUMPY[narrow], _NUMPY[wide], "safe")
+}
+_CHAIN_FIELDS = (*_NODE_FIELDS, "edge_index", *_EDGE_FIELDS)
+_CHAIN_FIELD_SET = frozenset(_CHAIN_FIELDS)
+_RECOMPUTED_KEEPS = _CHAIN_FIELD_SET - set(_DERIVED)
+_BATCH_TENSORS = tuple(
+    f.name for f in dataclasses.fields(Batch) if f.name not in ("sequences", "sources", "chain_ids")
+)
+#: the shapes of node and edge fields after their first dimension (node_attr and edge_attr:
+#: the chains' shared width)
+_NODE_REST: dict[str, tuple[int, ...]] = {
+    "residue_type": (),
+    "residue_number": (),
+    "pos": (3,),
+    "backbone": (4, 3),
+    "backbone_mask": (4,),
+    "dihedrals": (3,),
+    "dihedral_mask": (3,),
+    "node_attr": (),
+}
+_EDGE_REST: dict[str, tuple[int, ...]] = {"edge_distance": (), "edge_vector": (3,), "edge_attr": ()}
 
 
 def _edge_geometry(pos: torch.Tensor, edge_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """CA-CA distance and unit vector of every edge, as ``residue_graph`` computes them: in
     float64 from the float32 positions, ``dx*dx + dy*dy + dz*dz`` in that order (elementwise
     operations, so the same bits on any machine), then rounded to float32."""
-    # one contiguous array per coordinate (strided columns of an [E, 3] array are slower)
-    x, y, z = pos.detach().cpu().numpy().T.astype(np.float64)
     index = edge_index.detach().cpu().numpy()
-    source, target = index[0], index[1]
-    dx = x[target] - x[source]
-    dy = y[target] - y[source]
-    dz = z[target] - z[source]
+    distance = np.empty(index.shape[1], dtype=np.float32)
+    vector = np.empty((index.shape[1], 3), dtype=np.float32)
+    _edge_geometry_into(pos.detach().cpu().numpy(), index[0], index[1], distance, vector)
+    return torch.from_numpy(distance), torch.from_numpy(vector)
+
+
+def _edge_geometry_into(
+    pos: np.ndarray, source: np.ndarray, target: np.ndarray, distance: np.ndarray, vector: np.ndarray
+) -> None:
+    """:func:`_edge_geometry` of ``pos`` [N, 3] and edges ``source -> target``, written into
+    ``distance`` [E] and ``vector`` [E, 3] (float32): the batch read computes a whole
+    batch's edges in one go, to the same bits as chain by chain (every step is elementwise)."""
+    # one contiguous array per coordinate (strided columns of an [E, 3] array are slower)
+    x, y, z = pos.T.astype(np.float64)
+    dx = x[target]
+    dx -= x[source]
+    dy = y[target]
+    dy -= y[source]
+    dz = z[target]
+    dz -= z[source]
     square = dx * dx
     square += dy * dy
     square += dz * dz
-    distance = np.sqrt(square)
-    vector = np.zeros((len(distance), 3), dtype=np.float32)
-    apart = distance > 0  # a zero-length edge keeps the zero vector
-    for column, delta in enumerate((dx, dy, dz)):
-        vector[:, column] = np.divide(delta, distance, out=np.zeros_like(delta), where=apart)
-    return torch.from_numpy(distance.astype(np.float32)), torch.from_numpy(vector)
+    np.sqrt(square, out=square)
+    distance[...] = square
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for column, delta in enumerate((dx, dy, dz)):
+            np.divide(delta, square, out=delta)
+            vector[:, column] = delta
+    if len(square) and not square.all():
+        vector[square == 0] = 0  # a zero-length edge keeps the zero vector
 
 
 def _narrowest(tensor: torch.Tensor) -> torch.dtype:
@@ -225,6 +287,162 @@ def decode_record(
             graph["edge_distance"], graph["edge_vector"] = _edge_geometry(graph["pos"], graph["edge_index"])
         chains.append({"chain": chain["chain"], "residues": chain["residues"], "graph": graph})
     return {"source": header["source"], "errors": header["errors"], "chains": chains}
+
+
+def _assemble(
+    wanted: Sequence[tuple[tuple[bytes, int, dict[str, dict[str, Any]]], str]],
+) -> PackedBatch | None:
+    """The packed batch of ``(record, payload start, chains by id), chain id`` pairs (see
+    :meth:`GraphStore.read_packed`), or ``None`` when a chain is missing, is not what
+    ``decode_record`` and ``ProteinGraph`` take without complaint, or differs from the
+    batch's first chain where ``collate`` would promote a dtype or refuse."""
+    # per chain: its record, what to copy from it ((field, stored numpy dtype, start, bytes)),
+    # and whether its edge geometry is recomputed
+    plans: list[tuple[bytes, list[tuple[str, np.dtype, int, int]], bool]] = []
+    nodes: list[int] = []
+    edges: list[int] = []
+    sequences: list[str] = []
+    sources: list[str] = []
+    chain_ids: list[str] = []
+    first: tuple[Any, ...] | None = None  # the dtypes and feature widths every chain must share
+    for (record, start, chains), chain_id in wanted:
+        chain = chains.get(chain_id)
+        if chain is None:
+            return None
+        sequence = chain["sequence"]
+        n = len(sequence)
+        derived = bool(chain.get("derived"))
+        shapes: dict[str, tuple[str, list[int]]] = {}
+        copies: list[tuple[str, np.dtype, int, int]] = []
+        kept = _RECOMPUTED_KEEPS if derived else _CHAIN_FIELD_SET
+        for name, (dtype, shape, offset, nbytes, *stored) in chain["fields"].items():
+            kind = _READABLE.get((dtype, stored[0] if stored else dtype))
+            # (np.frombuffer refuses bytes beyond the record's end)
+            if (
+                kind is None
+                or offset < 0
+                or start + offset + nbytes > len(record)
+                or nbytes != math.prod(shape) * kind.itemsize
+            ):
+                return None
+            if name in kept:
+                shapes[name] = (dtype, shape)
+                if nbytes:
+                    copies.append((name, kind, start + offset, nbytes))
+            elif min(shape, default=0) < 0:  # (ProteinGraph fields' shapes are checked below)
+                return None  # decode_record would fail on it
+        if derived:
+            shapes["edge_distance"] = ("float32", shapes["edge_index"][1][1:])
+            shapes["edge_vector"] = ("float32", [*shapes["edge_index"][1][1:], 3])
+        if len(shapes) != len(_CHAIN_FIELDS):
+            return None
+        # the shapes ProteinGraph.validate asks for
+        index = shapes["edge_index"][1]
+        if len(index) != 2 or index[0] != 2:
+            return None
+        e = index[1]
+        node_attr, edge_attr = shapes["node_attr"][1], shapes["edge_attr"][1]
+        if (
+            e < 0
+            or shapes["residue_type"][1] != [n]
+            or shapes["residue_number"][1] != [n]
+            or shapes["pos"][1] != [n, 3]
+            or shapes["backbone"][1] != [n, 4, 3]
+            or shapes["backbone_mask"][1] != [n, 4]
+            or shapes["dihedrals"][1] != [n, 3]
+            or shapes["dihedral_mask"][1] != [n, 3]
+            or shapes["edge_distance"][1] != [e]
+            or shapes["edge_vector"][1] != [e, 3]
+            or len(node_attr) != 2
+            or node_attr[0] != n
+            or node_attr[1] < 0
+            or len(edge_attr) != 2
+            or edge_attr[0] != e
+            or edge_attr[1] < 0
+        ):
+            return None
+        signature = (*(shapes[name][0] for name in _CHAIN_FIELDS), node_attr[1], edge_attr[1])
+        if first is None:
+            first = signature
+            if shapes["edge_index"][0] != "int64":
+                return None  # collate's sum with the int64 offsets would keep a narrower type
+        elif signature != first:
+            return None
+        plans.append((record, copies, derived))
+        nodes.append(n)
+        edges.append(e)
+        sequences.append(sequence)
+        sources.append(chain["source"])
+        chain_ids.append(chain["chain"])
+    if first is None:
+        return None
+    dtype_of = dict(zip(_CHAIN_FIELDS, first, strict=False))
+    total_nodes, total_edges, graphs = sum(nodes), sum(edges), len(plans)
+    shape_of = {name: (total_nodes, *_NODE_REST[name]) for name in _NODE_FIELDS}
+    shape_of.update({name: (total_edges, *_EDGE_REST[name]) for name in _EDGE_FIELDS})
+    shape_of["node_attr"] = (total_nodes, first[-2])
+    shape_of["edge_attr"] = (total_edges, first[-1])
+    shape_of.update(
+        edge_index=(2, total_edges),
+        batch=(total_nodes,),
+        ptr=(graphs + 1,),
+        edge_ptr=(graphs + 1,),
+        dihedral_input_mask=shape_of["dihedral_mask"],
+    )
+    dtype_of.update(
+        batch="int64", ptr="int64", edge_ptr="int64", dihedral_input_mask=dtype_of["dihedral_mask"]
+    )
+    buffer, layout = PackedBatch.allocate(
+        [(name, _DTYPES[dtype_of[name]], shape_of[name]) for name in _BATCH_TENSORS]
+    )
+    whole = buffer.numpy()
+    out = {
+        name: whole[begin : begin + size].view(_NUMPY[dtype_of[name]]).reshape(shape)
+        for name, _, shape, begin, size in layout
+    }
+    flat = {name: out[name].reshape(-1) for name in _CHAIN_FIELDS}
+    width = {name: math.prod(shape_of[name][1:]) for name in _CHAIN_FIELDS}
+    ptr, edge_ptr = out["ptr"], out["edge_ptr"]
+    ptr[0] = edge_ptr[0] = 0
+    np.cumsum(nodes, out=ptr[1:])
+    np.cumsum(edges, out=edge_ptr[1:])
+    sources_index, targets_index = out["edge_index"]
+    for (record, copies, derived), n0, n1, e0 in zip(
+        plans, ptr.tolist(), ptr[1:].tolist(), edge_ptr.tolist(), strict=False
+    ):
+        raw = np.frombuffer(record, dtype=np.uint8)
+        for name, kind, offset, nbytes in copies:
+            values = raw[offset : offset + nbytes].view(kind)
+            if name == "edge_index":
+                half = len(values) // 2
+                if derived and (values.max() >= n1 - n0 or (kind.kind != "u" and values.min() < 0)):
+                    # recomputing reads pos at each edge's ends: an edge outside its chain
+                    # would read another chain's positions here (chain by chain it raises,
+                    # or wraps around)
+                    return None
+                np.add(values[:half], n0, out=sources_index[e0 : e0 + half], dtype=np.int64)
+                np.add(values[half:], n0, out=targets_index[e0 : e0 + half], dtype=np.int64)
+            else:
+                begin = (e0 if name in _EDGE_FIELDS else n0) * width[name]
+                flat[name][begin : begin + len(values)] = values
+    derived_chains = [derived for _, _, derived in plans]
+    if all(derived_chains):
+        _edge_geometry_into(
+            out["pos"], sources_index, targets_index, out["edge_distance"], out["edge_vector"]
+        )
+    elif any(derived_chains):
+        distance = np.empty(total_edges, dtype=np.float32)
+        vector = np.empty((total_edges, 3), dtype=np.float32)
+        _edge_geometry_into(out["pos"], sources_index, targets_index, distance, vector)
+        for derived, e0, e1 in zip(
+            derived_chains, edge_ptr[:-1].tolist(), edge_ptr[1:].tolist(), strict=True
+        ):
+            if derived:
+                out["edge_distance"][e0:e1] = distance[e0:e1]
+                out["edge_vector"][e0:e1] = vector[e0:e1]
+    out["batch"][...] = np.repeat(np.arange(graphs, dtype=np.int64), nodes)
+    out["dihedral_input_mask"][...] = out["dihedral_mask"]
+    return PackedBatch(buffer, layout, sequences, sources, chain_ids)
 
 
 class IndexRow:
@@ -426,6 +644,72 @@ class GraphStore:
             return decode_record(record, f"{row.shard}@{row.offset}", only)
         except (ValueError, KeyError, TypeError, RuntimeError):
             self.damaged += 1
+            return None
+
+    def _rows(self, keys: Sequence[str]) -> dict[str, tuple[str, int, int, str]]:
+        """``key -> (shard, offset, length, sha256)`` of the file keys found, in one query
+        per 500 keys."""
+        found: dict[str, tuple[str, int, int, str]] = {}
+        try:
+            connection = self._db()
+            for start in range(0, len(keys), 500):
+                part = keys[start : start + 500]
+                query = (
+                    "SELECT key, shard, offset, length, sha256 FROM entries WHERE key IN "
+                    f"({', '.join('?' * len(part))})"
+                )
+                for key, *row in connection.execute(query, part):
+                    found[key] = tuple(row)  # type: ignore[assignment]
+        except sqlite3.Error as exc:
+            raise ProtstepsError(
+                f"{self.root / 'index.sqlite'}: the cache index cannot be read ({exc})"
+            ) from None
+        return found
+
+    def read_packed(self, keys: Sequence[str]) -> PackedBatch | None:
+        """The chains of ``keys`` (``<file key>:<chain id>``) as one packed batch: exactly
+        ``collate_packed([self.load_graph(k) for k in keys])``, read a batch at a time. One
+        index query for the batch; each record read and checked against its SHA-256 once;
+        every chain's tensors copied from the record straight into the batch's buffer; the
+        edge geometry records leave out computed for the whole batch at once (the same bits).
+
+        ``None`` when some chain cannot be read this way: missing, damaged, or unlike the
+        batch's others (a dtype, a feature width), so that :meth:`load_graph` chain by chain
+        names the problem or :func:`~protsteps.graph.collate` does what it does with such graphs.
+        """
+        if not keys:
+            return None
+        split = [key.partition(":") for key in keys]
+        files = list(dict.fromkeys(file for file, _, _ in split))
+        rows = self._rows(files)
+        records: dict[str, tuple[bytes, int, dict[str, dict[str, Any]]]] = {}
+        for file in files:
+            row = rows.get(file)
+            if row is None:
+                return None
+            shard, offset, length, sha256 = row
+            try:
+                record = self._map(shard)[offset : offset + length]
+            except OSError:
+                return None
+            if len(record) != length or hashlib.sha256(record).hexdigest() != sha256:
+                return None  # load_graph counts it and says so
+            try:
+                if record[:4] != _MAGIC or len(record) < 8:
+                    return None
+                (size,) = struct.unpack_from("<I", record, 4)
+                header = json.loads(record[8 : 8 + size].decode())
+                start = 8 + size
+                start += (-start) % 8
+                chains: dict[str, dict[str, Any]] = {}
+                for chain in header["chains"]:
+                    chains.setdefault(chain["chain"], chain)
+            except (ValueError, KeyError, TypeError, struct.error):
+                return None
+            records[file] = (record, start, chains)
+        try:
+            return _assemble([(records[file], chain) for file, _, chain in split])
+        except (ValueError, KeyError, TypeError, IndexError):
             return None
 
     def load_graph(self, key: str) -> ProteinGraph:
