@@ -114,7 +114,8 @@ class TrainingData:
         self.sampler.set_epoch(epoch)
         batches = self.sampler.batches()[start:]
         if self.workers > 0:
-            # each batch crosses from its worker as one buffer (see PackedBatch)
+            # each batch is read as one (GraphDataset.__getitems__) and crosses from its
+            # worker as one buffer (see PackedBatch)
             loader = torch.utils.data.DataLoader(
                 self.train, batch_sampler=batches, collate_fn=collate_packed, num_workers=self.workers
             )
@@ -122,7 +123,7 @@ class TrainingData:
                 yield packed.unpack()
             return
         for indices in batches:
-            yield collate([self.train[i] for i in indices])
+            yield collate(self.train.__getitems__(indices))
 
     def valid_batches(self) -> Iterator[Batch]:
         if self.valid is None:
@@ -134,7 +135,7 @@ class TrainingData:
             shuffle=False,
         )
         for indices in sampler.batches():
-            yield collate([self.valid[i] for i in indices])
+            yield collate(self.valid.__getitems__(indices))
 
     def validate(self, model: Any, config: RunConfig, device: torch.device) -> dict[str, float] | None:
         if self.valid is None:
