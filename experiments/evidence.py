@@ -596,12 +596,13 @@ def figure(results: dict[str, Any], path: Path) -> None:
 
     from protsteps.files import atomic_write_bytes
 
-    rows = [
-        (f"{family[0].upper()} {key}", r)
-        for family, items in results["families"].items()
-        for key, r in items.items()
-    ]
-    fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(rows), 1) + 1.5))
+    short = {label: f"{a} - {b}".replace("pretrained-", "") for label, a, b in COMPARISONS}
+    rows = []
+    for family, items in results["families"].items():
+        for key, r in items.items():
+            name, label, mode = key.split("/")
+            rows.append((f"{name} {label}: {short[label]} ({mode}, {family})", r))
+    fig, ax = plt.subplots(figsize=(9, 0.35 * max(len(rows), 1) + 1.8))
     for y, (_, r) in enumerate(rows):
         colour = "tab:blue" if r["holds"] else "tab:gray"
         ax.errorbar(
@@ -615,7 +616,10 @@ def figure(results: dict[str, Any], path: Path) -> None:
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("difference in test macro-F1 (95% hierarchical bootstrap interval; blue: holds after Holm)")
+    ax.set_xlabel(
+        "paired difference in test macro-F1, mean over (pretraining seed, split seed) cells\n"
+        "(95% hierarchical bootstrap interval; blue: holds after Holm, grey: does not)"
+    )
     ax.set_title("Random-weight ESM-2 teacher: C, D, E test the machinery only", fontsize=9)
     fig.tight_layout()
     buffer = io.BytesIO()
