@@ -163,17 +163,18 @@ def _edge_geometry_into(
     dy -= y[source]
     dz = z[target]
     dz -= z[source]
-    square = dx * dx
-    square += dy * dy
-    square += dz * dz
-    np.sqrt(square, out=square)
-    distance[...] = square
+    length = dx * dx
+    length += dy * dy
+    length += dz * dz
+    np.sqrt(length, out=length)
+    distance[...] = length
     with np.errstate(divide="ignore", invalid="ignore"):
         for column, delta in enumerate((dx, dy, dz)):
-            np.divide(delta, square, out=delta)
+            np.divide(delta, length, out=delta)
             vector[:, column] = delta
-    if len(square) and not square.all():
-        vector[square == 0] = 0  # a zero-length edge keeps the zero vector
+    apart = length > 0
+    if not apart.all():
+        vector[~apart] = 0  # a zero-length edge (or one of undefined length) keeps the zero vector
 
 
 def _narrowest(tensor: torch.Tensor) -> torch.dtype:

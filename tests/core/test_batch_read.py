@@ -260,3 +260,39 @@ def test_training_batches_read_as_one(store):
             _same_batch(ours, theirs)
     valid = list(data.valid_batches())
     assert sum(b.num_graphs for b in valid) == len(dataset)
+
+
+def _edge_geometry_before(pos: torch.Tensor, edge_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The edge geometry as the store computed it before the batch read (the reference)."""
+    import numpy as np
+
+    x, y, z = pos.numpy().T.astype(np.float64)
+    source, target = edge_index.numpy()
+    dx, dy, dz = x[target] - x[source], y[target] - y[source], z[target] - z[source]
+    square = dx * dx
+    square += dy * dy
+    square += dz * dz
+    distance = np.sqrt(square)
+    vector = np.zeros((len(distance), 3), dtype=np.float32)
+    apart = distance > 0
+    with np.errstate(invalid="ignore"):  # inf / inf
+        for column, delta in enumerate((dx, dy, dz)):
+            vector[:, column] = np.divide(delta, distance, out=np.zeros_like(delta), where=apart)
+    return torch.from_numpy(distance.astype(np.float32)), torch.from_numpy(vector)
+
+
+def test_edge_geometry_keeps_its_bits_for_odd_positions(dataset):
+    """Zero-length edges, an undefined (NaN) position and an infinite one give what the
+    chain-by-chain computation gave before."""
+    from protsteps.store import _edge_geometry
+
+    graph = dataset[0]
+    pos = graph.pos.clone()
+    pos[1] = pos[0]  # a zero-length edge 0 -> 1 and 1 -> 0
+    pos[2, 1] = float("nan")
+    pos[3, 2] = float("inf")
+    extra = torch.tensor([[0, 1, 2, 0, 3, 0, 4], [1, 0, 0, 2, 0, 3, 4]])
+    edge_index = torch.cat([graph.edge_index, extra], dim=1)
+    ours, before = _edge_geometry(pos, edge_index), _edge_geometry_before(pos, edge_index)
+    for a, b in zip(ours, before, strict=True):
+        assert a.dtype == b.dtype and torch.equal(a.view(torch.int32), b.view(torch.int32))
