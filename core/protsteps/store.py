@@ -297,15 +297,16 @@ def _assemble(
     :meth:`GraphStore.read_packed`), or ``None`` when a chain is missing, is not what
     ``decode_record`` and ``ProteinGraph`` take without complaint, or differs from the
     batch's first chain where ``collate`` would promote a dtype or refuse."""
-    # per chain: its record, what to copy from it ((field, stored numpy dtype, start, bytes)),
+    # per chain: its record, what to copy from it ((field, stored numpy dtype, start, bytes,
+    # elements)),
     # and whether its edge geometry is recomputed
-    plans: list[tuple[bytes, list[tuple[str, np.dtype, int, int]], bool]] = []
+    plans: list[tuple[bytes, list[tuple[str, np.dtype, int, int, int]], bool]] = []
     nodes: list[int] = []
     edges: list[int] = []
     sequences: list[str] = []
     sources: list[str] = []
     chain_ids: list[str] = []
-    first: tuple[Any, ...] | None = None  # the dtypes and feature widths every chain must share
+    first: tuple[dict[str, str], int, int] | None = None  # the dtypes and widths all must share
     for (record, start, chains), chain_id in wanted:
         chain = chains.get(chain_id)
         if chain is None:
@@ -313,47 +314,51 @@ def _assemble(
         sequence = chain["sequence"]
         n = len(sequence)
         derived = bool(chain.get("derived"))
-        shapes: dict[str, tuple[str, list[int]]] = {}
-        copies: list[tuple[str, np.dtype, int, int]] = []
+        dtypes: dict[str, str] = {}
+        shapes: dict[str, list[int]] = {}
+        copies: list[tuple[str, np.dtype, int, int, int]] = []
         kept = _RECOMPUTED_KEEPS if derived else _CHAIN_FIELD_SET
+        room = len(record) - start
         for name, (dtype, shape, offset, nbytes, *stored) in chain["fields"].items():
             kind = _READABLE.get((dtype, stored[0] if stored else dtype))
             # (np.frombuffer refuses bytes beyond the record's end)
             if (
                 kind is None
                 or offset < 0
-                or start + offset + nbytes > len(record)
+                or offset + nbytes > room
                 or nbytes != math.prod(shape) * kind.itemsize
             ):
                 return None
             if name in kept:
-                shapes[name] = (dtype, shape)
+                dtypes[name] = dtype
+                shapes[name] = shape
                 if nbytes:
-                    copies.append((name, kind, start + offset, nbytes))
+                    copies.append((name, kind, start + offset, nbytes, nbytes // kind.itemsize))
             elif min(shape, default=0) < 0:  # (ProteinGraph fields' shapes are checked below)
                 return None  # decode_record would fail on it
         if derived:
-            shapes["edge_distance"] = ("float32", shapes["edge_index"][1][1:])
-            shapes["edge_vector"] = ("float32", [*shapes["edge_index"][1][1:], 3])
+            dtypes["edge_distance"] = dtypes["edge_vector"] = "float32"
+            shapes["edge_distance"] = shapes["edge_index"][1:]
+            shapes["edge_vector"] = [*shapes["edge_index"][1:], 3]
         if len(shapes) != len(_CHAIN_FIELDS):
             return None
         # the shapes ProteinGraph.validate asks for
-        index = shapes["edge_index"][1]
+        index = shapes["edge_index"]
         if len(index) != 2 or index[0] != 2:
             return None
         e = index[1]
-        node_attr, edge_attr = shapes["node_attr"][1], shapes["edge_attr"][1]
+        node_attr, edge_attr = shapes["node_attr"], shapes["edge_attr"]
         if (
             e < 0
-            or shapes["residue_type"][1] != [n]
-            or shapes["residue_number"][1] != [n]
-            or shapes["pos"][1] != [n, 3]
-            or shapes["backbone"][1] != [n, 4, 3]
-            or shapes["backbone_mask"][1] != [n, 4]
-            or shapes["dihedrals"][1] != [n, 3]
-            or shapes["dihedral_mask"][1] != [n, 3]
-            or shapes["edge_distance"][1] != [e]
-            or shapes["edge_vector"][1] != [e, 3]
+            or shapes["residue_type"] != [n]
+            or shapes["residue_number"] != [n]
+            or shapes["pos"] != [n, 3]
+            or shapes["backbone"] != [n, 4, 3]
+            or shapes["backbone_mask"] != [n, 4]
+            or shapes["dihedrals"] != [n, 3]
+            or shapes["dihedral_mask"] != [n, 3]
+            or shapes["edge_distance"] != [e]
+            or shapes["edge_vector"] != [e, 3]
             or len(node_attr) != 2
             or node_attr[0] != n
             or node_attr[1] < 0
@@ -362,10 +367,10 @@ def _assemble(
             or edge_attr[1] < 0
         ):
             return None
-        signature = (*(shapes[name][0] for name in _CHAIN_FIELDS), node_attr[1], edge_attr[1])
+        signature = (dtypes, node_attr[1], edge_attr[1])
         if first is None:
             first = signature
-            if shapes["edge_index"][0] != "int64":
+            if dtypes["edge_index"] != "int64":
                 return None  # collate's sum with the int64 offsets would keep a narrower type
         elif signature != first:
             return None
@@ -377,12 +382,12 @@ def _assemble(
         chain_ids.append(chain["chain"])
     if first is None:
         return None
-    dtype_of = dict(zip(_CHAIN_FIELDS, first, strict=False))
+    dtype_of = dict(first[0])
     total_nodes, total_edges, graphs = sum(nodes), sum(edges), len(plans)
     shape_of = {name: (total_nodes, *_NODE_REST[name]) for name in _NODE_FIELDS}
     shape_of.update({name: (total_edges, *_EDGE_REST[name]) for name in _EDGE_FIELDS})
-    shape_of["node_attr"] = (total_nodes, first[-2])
-    shape_of["edge_attr"] = (total_edges, first[-1])
+    shape_of["node_attr"] = (total_nodes, first[1])
+    shape_of["edge_attr"] = (total_edges, first[2])
     shape_of.update(
         edge_index=(2, total_edges),
         batch=(total_nodes,),
@@ -412,10 +417,10 @@ def _assemble(
         plans, ptr.tolist(), ptr[1:].tolist(), edge_ptr.tolist(), strict=False
     ):
         raw = np.frombuffer(record, dtype=np.uint8)
-        for name, kind, offset, nbytes in copies:
+        for name, kind, offset, nbytes, count in copies:
             values = raw[offset : offset + nbytes].view(kind)
             if name == "edge_index":
-                half = len(values) // 2
+                half = count // 2
                 if derived and (values.max() >= n1 - n0 or (kind.kind != "u" and values.min() < 0)):
                     # recomputing reads pos at each edge's ends: an edge outside its chain
                     # would read another chain's positions here (chain by chain it raises,
@@ -425,7 +430,7 @@ def _assemble(
                 np.add(values[half:], n0, out=targets_index[e0 : e0 + half], dtype=np.int64)
             else:
                 begin = (e0 if name in _EDGE_FIELDS else n0) * width[name]
-                flat[name][begin : begin + len(values)] = values
+                flat[name][begin : begin + count] = values
     derived_chains = [derived for _, _, derived in plans]
     if all(derived_chains):
         _edge_geometry_into(
