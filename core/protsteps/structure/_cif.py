@@ -101,7 +101,52 @@ def _loop_header(text: bytes) -> tuple[list[str], int] | None:
 
 def _loop_end(text: bytes, start: int) -> int:
     """Where the loop's values end at the latest on the fast path: a line that starts with a
-    data name, ``loop_`` or ``data_``."""
+    data name, ``loop_`` or ``data_``.
+
+    Each of these ends in a ``_``, a byte that loop values seldom hold: the underscores
+    after ``start`` are found by ``bytes.find`` of one byte (a ``memchr``, many times faster
+    than a search for a two-byte string), and the first one that completes a line-start
+    ``_``, ``loop_`` or ``data_`` is the end. (No earlier marker can start after an
+    underscore that completes one: ``loop`` and ``data`` hold no underscore.) After
+    :data:`_SCAN_HITS` other underscores, the searches below take over."""
+    position = start
+    for _ in range(_SCAN_HITS):
+        found = text.find(b"_", position)
+        if found < 0:
+            return len(text)
+        if text[found - 1] == 10:
+            return found - 1
+        if found - 5 >= start - 1 and text[found - 5 : found + 1] in _WORD_MARKERS:
+            return found - 5
+        position = found + 1
+    return _loop_end_searched(text, start)
+
+
+#: occurrences of a byte that :func:`_loop_end` and :func:`_has_line_start` look at one by
+#: one before a plain search takes over
+_SCAN_HITS = 64
+_WORD_MARKERS = (b"\nloop_", b"\ndata_")
+
+
+def _has_line_start(source: bytes, byte: bytes, low: int = 0, high: int | None = None) -> bool:
+    """Whether a line of ``source[low:high]`` after its first starts with ``byte`` (as
+    ``b"\\n" + byte in source[low:high]`` says, without the copy), found through the
+    occurrences of ``byte`` alone (one-byte searches are ``memchr``); after
+    :data:`_SCAN_HITS` occurrences elsewhere, the plain search."""
+    high = len(source) if high is None else high
+    position = low + 1
+    for _ in range(_SCAN_HITS):
+        found = source.find(byte, position, high)
+        if found < 0:
+            return False
+        if source[found - 1] == 10:
+            return True
+        position = found + 1
+    return source.find(b"\n" + byte, position - 1, high) >= 0
+
+
+def _loop_end_searched(text: bytes, start: int) -> int:
+    """:func:`_loop_end` by searches for the markers themselves."""
     end = text.find(b"\n_", start - 1)
     end = len(text) if end < 0 else end
     # loop_ and data_ only matter before the next data name: search no further (the
@@ -118,7 +163,7 @@ def _fast_block(text: bytes, start: int) -> bytes | None:
     white space reads as the exact rules do, or ``None`` where it would not."""
     end = _loop_end(text, start)
     block = _without_comment_lines(text[start:end])
-    if _unusual(block) or b"\n;" in block or block.startswith(b";"):
+    if _unusual(block) or _has_line_start(block, b";") or block.startswith(b";"):
         return None
     if end == len(text) and not text.endswith(b"\n") and text[text.rfind(b"\n") + 1 :].strip():
         return None
@@ -126,15 +171,27 @@ def _fast_block(text: bytes, start: int) -> bytes | None:
 
 
 def _without_comment_lines(block: bytes) -> bytes:
-    """The block without its lines starting with ``#`` (those the exact rules skip). The
-    usual one, a ``#`` line closing the loop at the block's end, is cut off without a
-    regular expression over the block."""
-    last = block.rfind(b"\n#")
-    if last >= 0 and block.find(b"#") == last + 1 and block.find(b"\n", last + 1) in (-1, len(block) - 1):
-        return block[: last + 1]
-    if b"#" in block:
-        return b"".join(_COMMENT_LINES.split(b"\n" + block))
-    return block
+    """The block without its lines starting with ``#`` (those the exact rules skip)."""
+    source, low, high = _comment_free(block, 0, len(block))
+    return source[low:high]
+
+
+def _comment_free(text: bytes, start: int, end: int) -> tuple[bytes, int, int]:
+    """``text[start:end]`` without its lines starting with ``#``, as ``(source, low, high)``:
+    ``source[low:high]`` is that block. The usual case, a ``#`` line closing the loop at the
+    block's end, is cut off by offsets into ``text`` (no copy, no regular expression);
+    otherwise the comment lines are removed from a copy."""
+    last = text.rfind(b"\n#", start, end)
+    if (
+        last >= 0
+        and text.find(b"#", start, end) == last + 1
+        and text.find(b"\n", last + 1, end) in (-1, end - 1)
+    ):
+        return text, start, last + 1
+    if text.find(b"#", start, end) >= 0:
+        block = b"".join(_COMMENT_LINES.split(b"\n" + text[start:end]))
+        return block, 0, len(block)
+    return text, start, end
 
 
 def _unusual(block: bytes) -> bool:
@@ -188,12 +245,21 @@ class AtomSiteTokens:
     that an 8- or 16-byte window fits around any value (offsets into it are shifted by 8).
     """
 
-    def __init__(self, tags: list[str], block: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+    def __init__(
+        self,
+        tags: list[str],
+        block: np.ndarray,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        padded: np.ndarray | None = None,
+    ) -> None:
         self.tags = tags
         self.block = block
         self.starts = starts
         self.ends = ends
-        self.padded = np.concatenate((np.full(8, 32, np.uint8), block, np.zeros(16, np.uint8)))
+        if padded is None:
+            padded = np.concatenate((np.full(8, 32, np.uint8), block, np.zeros(16, np.uint8)))
+        self.padded = padded
 
     @property
     def rows(self) -> int:
@@ -287,26 +353,41 @@ def atom_site_tokens(text: bytes) -> AtomSiteTokens | None:
         return None
     tags, start = header
     end = _loop_end(text, start)
-    block = _without_comment_lines(text[start:end])
-    if b"#" in block or b"\n;" in block or block.startswith(b";") or not block.isascii():
+    # the block of values is source[low:high], read in place: no copy of it but ``padded``
+    source, low, high = _comment_free(text, start, end)
+    if (
+        source.find(b"#", low, high) >= 0
+        or _has_line_start(source, b";", low, high)
+        or source.startswith(b";", low, high)
+    ):
         return None
-    breaks, returns, tabs = block.count(b"\n"), block.count(b"\r"), block.count(b"\t")
-    if returns and returns != block.count(b"\r\n"):
+    # (a count of one byte reads every byte; a search stops at the first: counted only if there)
+    returns = source.count(b"\r", low, high) if source.find(b"\r", low, high) >= 0 else 0
+    tabs = source.count(b"\t", low, high) if source.find(b"\t", low, high) >= 0 else 0
+    if returns and returns != source.count(b"\r\n", low, high):
         return None
     if end == len(text) and not text.endswith(b"\n") and text[text.rfind(b"\n") + 1 :].strip():
         return None
-    data = np.frombuffer(block, dtype=np.uint8)
-    if not len(data):
+    size = high - low
+    if not size:
         return None
-    blank = data <= 32
+    padded = np.empty(size + 24, dtype=np.uint8)  # see AtomSiteTokens
+    padded[:8] = 32
+    padded[8 + size :] = 0
+    data = padded[8 : 8 + size]
+    data[:] = np.frombuffer(source, dtype=np.uint8, count=size, offset=low)
+    if int(data.max()) >= 128:
+        return None  # not ASCII
+    # white space, with white space before and after the block; each new temporary of the
+    # block's size costs its page faults too, so there are few
+    blank = np.empty(size + 2, dtype=bool)
+    blank[0] = blank[-1] = True
+    np.less_equal(data, 32, out=blank[1:-1])
+    breaks = int(np.count_nonzero(data == 10))
     if int(np.count_nonzero(data < 32)) != breaks + returns + tabs:
         return None  # another control byte: white space to bytes.split(), not to the exact rules
     # where white space and values meet: the starts and ends of the values, alternately
-    bounds = np.flatnonzero(blank[1:] != blank[:-1]) + 1
-    if not blank[0]:
-        bounds = np.concatenate(([0], bounds))
-    if not blank[-1]:
-        bounds = np.concatenate((bounds, [len(data)]))
+    bounds = np.flatnonzero(blank[1:] != blank[:-1])
     starts, ends = bounds[0::2], bounds[1::2]
     width = len(tags)
     if len(starts) == 0 or len(starts) % width:
@@ -317,8 +398,7 @@ def atom_site_tokens(text: bytes) -> AtomSiteTokens | None:
     folded = first | 0x20
     maybe_word = np.flatnonzero((folded == ord("l")) | (folded == ord("d")))
     if len(maybe_word):
-        padded = np.concatenate((data, np.zeros(8, np.uint8)))
-        heads = sliding_window_view(padded, 8)[starts[maybe_word]].view("<u8").reshape(-1)
+        heads = sliding_window_view(padded, 8)[starts[maybe_word] + 8].view("<u8").reshape(-1)
         heads = (heads | _LOWER_FOUR) & _FIVE_BYTES
         if ((heads == _LOOP) | (heads == _DATA)).any():
             return None
@@ -329,7 +409,8 @@ def atom_site_tokens(text: bytes) -> AtomSiteTokens | None:
             return None
         starts[quoted] += 1
         ends[quoted] -= 1
-    return AtomSiteTokens(tags, data, starts.reshape(-1, width), ends.reshape(-1, width))
+    pairs = bounds.reshape(-1, width, 2)  # [rows, tags, (start, end)]: views, not copies
+    return AtomSiteTokens(tags, data, pairs[:, :, 0], pairs[:, :, 1], padded)
 
 
 _UNDERSCORE = ord("_")

@@ -33,6 +33,7 @@ _PDB_RECORDS = frozenset(
 )
 
 _HINT = "re-download or repair the file"
+_SEMICOLON, _LINE_FEED = ord(";"), ord("\n")
 
 
 def line_number(text: bytes, offset: int) -> int:
@@ -172,7 +173,10 @@ def check_cif_complete(path: Path, text: bytes) -> None:
             raise _truncated(
                 path, "the last line ends without a line break, mid-value", line_number(text, start)
             )
-    fields = text.count(b"\n;") + text.startswith(b";")
+    # text.count(b"\n;") by numpy: a count of a two-byte string reads the text far slower
+    buffer = np.frombuffer(text, dtype=np.uint8)
+    semicolons = np.flatnonzero(buffer[1:] == _SEMICOLON)  # each one byte before a ';'
+    fields = int(np.count_nonzero(buffer[semicolons] == _LINE_FEED)) + text.startswith(b";")
     if fields % 2:
         opened = text.rfind(b"\n;") + 1
         raise _truncated(path, "a ';' text field is never closed", line_number(text, opened))
