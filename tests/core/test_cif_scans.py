@@ -145,3 +145,24 @@ def test_tokens_read_in_place_match_the_exact_tokenizer():
             for tag, values in columns.items():
                 assert tokens.strings(tag).tolist() == np.asarray(values, dtype=bytes).tolist()
             assert tokens.strings("n").tolist() == [b"N", b"C1", b"N", b"C1"]
+
+
+def test_first_point_matches_a_search_of_each_value():
+    """Where the first ``.`` of a value is (its length without one), as a search of the
+    value gives it, wherever that is at most 8; above 8 both otherwise."""
+    rng = random.Random(5)
+    values = [b"1.5", b".", b"..", b"12345678.", b"123456789", b"12345678.9", b"1234567.89", b"-"]
+    for _ in range(3000):
+        length = rng.randint(1, 17)
+        chars = rng.choices(b"0123456789.-x", [10] * 10 + [rng.choice([0, 1, 5]), 1, 1], k=length)
+        values.append(bytes(chars))
+    rows = [b"ATOM %d %s\n" % (i, v) for i, v in enumerate(values)]
+    text = b"data_x\nloop_\n_atom_site.g\n_atom_site.id\n_atom_site.v\n" + b"".join(rows)
+    tokens = _cif.atom_site_tokens(text)
+    assert tokens is not None
+    starts, ends = tokens.column("v")
+    point = tokens._first_point(starts, ends - starts)
+    for value, got in zip(values, point.tolist(), strict=True):
+        found = value.find(b".")
+        expected = found if found >= 0 else len(value)
+        assert got == expected if expected <= 8 else got > 8, (value, got)

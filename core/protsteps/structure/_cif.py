@@ -25,7 +25,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import StructureError
 from ._complete import line_number
-from ._fixed import fixed_digits
+from ._fixed import byte_words, fixed_digits, zero_bytes
 
 __all__ = ["AtomSiteTokens", "atom_site_columns", "atom_site_tokens"]
 
@@ -260,14 +260,21 @@ class AtomSiteTokens:
         if padded is None:
             padded = np.concatenate((np.full(8, 32, np.uint8), block, np.zeros(16, np.uint8)))
         self.padded = padded
+        self._columns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def rows(self) -> int:
         return len(self.starts)
 
     def column(self, tag: str) -> tuple[np.ndarray, np.ndarray]:
-        index = self.tags.index(tag)
-        return self.starts[:, index], self.ends[:, index]
+        """A column's value offsets, (starts, ends), each contiguous (made once per tag:
+        a column of the [rows, tags] tables is read several times)."""
+        found = self._columns.get(tag)
+        if found is None:
+            index = self.tags.index(tag)
+            found = np.ascontiguousarray(self.starts[:, index]), np.ascontiguousarray(self.ends[:, index])
+            self._columns[tag] = found
+        return found
 
     def strings(self, tag: str, rows: np.ndarray | None = None) -> np.ndarray:
         """[rows] bytes (numpy ``S``) values of a column (of ``rows`` only, if given), as
@@ -278,6 +285,11 @@ class AtomSiteTokens:
         lengths = ends - starts
         width = int(lengths.max(initial=1))
         padded = self.padded if width <= 16 else np.concatenate((self.padded, np.zeros(width, np.uint8)))
+        if width <= 8:
+            # each value's first 8 bytes as one integer, the bytes past its end cleared
+            words = (byte_words(self.padded)[starts + 8] & _LOW_BYTES[lengths]).astype("<u8", copy=False)
+            values = words.view(np.uint8).reshape(-1, 8)[:, :width]
+            return np.ascontiguousarray(values).view(f"S{width}").reshape(-1)
         values = sliding_window_view(padded, width)[starts + 8]
         values[np.arange(width)[None, :] >= lengths[:, None]] = 0
         return values.view(f"S{width}").reshape(-1)
@@ -294,9 +306,21 @@ class AtomSiteTokens:
     def _right_aligned(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """[n] uint64: the bytes ``starts``..``ends`` (at most 8) right-aligned, blanks
         before them."""
-        words = sliding_window_view(self.padded, 8)[ends].view("<u8").reshape(-1)
-        lead = (np.uint64(1) << (8 * (8 - (ends - starts))).astype(np.uint64)) - np.uint64(1)
+        words = byte_words(self.padded)[ends]
+        lead = _LEAD_BYTES[ends - starts]  # the bytes before the value
         return (words & ~lead) | (np.uint64(0x2020202020202020) & lead)
+
+    def _first_point(self, first: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """[n] int64: where the first ``.`` of each value is (counted from ``first``), or
+        its length when there is none, wherever that is at most 8; otherwise some number
+        above 8. The first 8 bytes are one integer: its ``.`` bytes marked by their high
+        bits (no carry crosses bytes), the lowest mark's byte number read off a multiply."""
+        head = byte_words(self.padded)[first + 8]
+        dots = zero_bytes(head ^ _POINTS) & _HIGH_BITS[np.minimum(lengths, 8)]
+        lowest = (dots & (~dots + np.uint64(1))) >> np.uint64(7)  # 1 << 8 * index, or 0
+        index = ((lowest * _BYTE_NUMBERS) >> np.uint64(56)).astype(np.int64)
+        ninth = (lengths >= 9) & (self.padded[first + 16] == _POINT_BYTE)
+        return np.where(dots != 0, index, np.where(ninth, 8, lengths))
 
     def decimals(self, tag: str) -> np.ndarray | None:
         """[rows] float64: the values of a column written ``[-]digits[.digits]`` (at most 8
@@ -311,9 +335,7 @@ class AtomSiteTokens:
         lengths = ends - first
         if int(lengths.max()) > 17 or int(lengths.min()) < 1:
             return None
-        window = sliding_window_view(self.padded, 17)[first + 8]
-        is_point = (window == _POINT_BYTE) & (np.arange(17) < lengths[:, None])
-        point = np.where(is_point.any(1), is_point.argmax(1), lengths)
+        point = self._first_point(first, lengths)
         places = np.maximum(lengths - point - 1, 0)
         if int(point.max()) > 8 or int(point.min()) < 1 or int(places.max()) > 8:
             return None
@@ -398,7 +420,7 @@ def atom_site_tokens(text: bytes) -> AtomSiteTokens | None:
     folded = first | 0x20
     maybe_word = np.flatnonzero((folded == ord("l")) | (folded == ord("d")))
     if len(maybe_word):
-        heads = sliding_window_view(padded, 8)[starts[maybe_word] + 8].view("<u8").reshape(-1)
+        heads = byte_words(padded)[starts[maybe_word] + 8]
         heads = (heads | _LOWER_FOUR) & _FIVE_BYTES
         if ((heads == _LOOP) | (heads == _DATA)).any():
             return None
@@ -414,6 +436,15 @@ def atom_site_tokens(text: bytes) -> AtomSiteTokens | None:
 
 
 _UNDERSCORE = ord("_")
+#: by a value's length k (0..8): the mask of its k bytes in a word that starts with it, and
+#: of the 8 - k bytes before it in a word that ends with it
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
+_LEAD_BYTES = np.array([(1 << (8 * (8 - k))) - 1 for k in range(9)], dtype=np.uint64)
+#: by k (0..8): the high bits of a word's first k bytes
+_HIGH_BITS = np.array([sum(0x80 << (8 * j) for j in range(k)) for k in range(9)], dtype=np.uint64)
+_POINTS = np.uint64(0x2E2E2E2E2E2E2E2E)
+#: (1 << 8 * k) times this holds k in its top byte (k = 0..7)
+_BYTE_NUMBERS = np.uint64(sum(j << (56 - 8 * j) for j in range(8)))
 _MINUS_BYTE, _POINT_BYTE = ord("-"), ord(".")
 _LOWER_FOUR = np.uint64(0x20202020)  # lower case for the four letters of loop_ and data_
 _FIVE_BYTES = np.uint64((1 << 40) - 1)
