@@ -262,7 +262,13 @@ def name_rules(path: str | os.PathLike[str]) -> dict[str, Any]:
     (``None``: told from the content) and whether it is named ``.gz`` (then it must be
     gzip). Part of the cache key, so that one content under two names is read by each
     name's rules."""
-    return {"format": named_format(path), "named_gz": Path(path).name.lower().endswith(".gz")}
+    return dict(_name_rules_of(os.fspath(path)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_rules_of(spelling: str) -> tuple[tuple[str, Any], ...]:
+    # (asked for every input, once by the caller and once by the worker: kept by spelling)
+    return (("format", named_format(spelling)), ("named_gz", Path(spelling).name.lower().endswith(".gz")))
 
 
 def file_key(
@@ -585,8 +591,12 @@ def _process(item: str | Item) -> FileResult:
         )
 
 
-def _item_key(item: str | Item, content: str) -> str:
-    file, selection = split_selection(_label(item))
+def _item_key(
+    item: str | Item, content: str, split: tuple[Path, tuple[str, ...] | None] | None = None
+) -> str:
+    """The file key of an input whose bytes hash to ``content`` (``split``: its
+    :func:`split_selection`, when the caller has it)."""
+    file, selection = split if split is not None else split_selection(_label(item))
     names = name_rules(file) if isinstance(item, str) else item_name_rules(item)
     return file_key(content, _STATE["identity"], selection, _STATE["reader"], names)
 
@@ -600,7 +610,7 @@ def _process_unguarded(item: str | Item) -> FileResult:
     max_bytes = _STATE.get("max_bytes", DEFAULT_MAX_BYTES)
     data = read_bytes(file, max_bytes) if isinstance(item, str) else item.data
     content = hashlib.sha256(data).hexdigest()
-    key = _item_key(item, content)
+    key = _item_key(item, content, (file, selection))
     damaged = store.damaged
     row = None if _STATE.get("refresh") else store.verify(key)
     if row is not None:
@@ -653,15 +663,16 @@ class _MainSide:
 
     def answer(self, item: str | Item) -> FileResult | None:
         label = _label(item)
+        split = None
         if isinstance(item, str):
-            file = split_selection(item)[0]
-            content, signature = self.store.known_hash(file)
-            self.stats[label] = (file, signature)
+            split = split_selection(item)
+            content, signature = self.store.known_hash(split[0])
+            self.stats[label] = (split[0], signature)
         else:
             content = hashlib.sha256(item.data).hexdigest()
         if self.refresh or content is None:
             return None
-        key = _item_key(item, content)
+        key = _item_key(item, content, split)
         damaged = self.store.damaged
         row = self.store.verify(key)
         if self.store.damaged > damaged:
@@ -675,7 +686,8 @@ class _MainSide:
             self.store.remember_hash(stat[0], stat[1], result.content)
         if result.record is not None:
             chains = [[row["chain"], row["residues"]] for row in result.ok]
-            source = str(split_selection(result.source)[0])
+            # (the file as answer() split it from this very spec, else split here)
+            source = str(stat[0] if stat is not None else split_selection(result.source)[0])
             self.store.put(result.key, result.record, chains, result.errors, source)
             result.record = None
 

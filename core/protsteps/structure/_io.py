@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import types
 import zlib
@@ -43,6 +44,13 @@ SUFFIX_LIST = "/".join(SUFFIXES)
 
 
 def _base_suffix(path: str | os.PathLike[str]) -> str:
+    # (asked several times per input, by the name rules, the reader and the cache key: the
+    # answer is kept by the spelling, two Path objects fewer each time)
+    return _suffix_of_spelling(os.fspath(path))
+
+
+@functools.lru_cache(maxsize=4096)
+def _suffix_of_spelling(path: str) -> str:
     name = Path(path).name.lower()
     if name.endswith(".gz"):
         name = name[:-3]
@@ -63,7 +71,7 @@ def split_selection(spec: str | os.PathLike[str]) -> tuple[Path, tuple[str, ...]
     chain identifier is written ``_``.
     """
     text = os.fspath(spec)
-    if os.path.exists(text) or ":" not in text:
+    if ":" not in text or os.path.exists(text):  # (no stat for a path without ":")
         return Path(text), None
     head, _, tail = text.rpartition(":")
     if not tail or "/" in tail or os.sep in tail or head.endswith(":"):
