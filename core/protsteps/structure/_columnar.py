@@ -20,7 +20,7 @@ from ..errors import StructureError
 from ._chain import BACKBONE_ATOMS, ResidueRecords
 from ._cif import AtomSiteTokens, atom_site_columns, atom_site_tokens
 from ._complete import check_pdb_complete
-from ._fixed import field_words, fixed_integer, fixed_point
+from ._fixed import byte_words, field_words, fixed_integer, fixed_point
 from ._io import Format
 
 __all__ = ["read_records_columnar"]
@@ -127,7 +127,7 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
     padded = np.concatenate((buffer, np.zeros(_PADDING, dtype=np.uint8)))
     # Record names as Bio.PDB compares them: exactly six columns, so "END" alone is not END
     # (the byte after a shorter line is a line break or padding, which no name holds).
-    heads = sliding_window_view(padded, 8)[starts].view("<u8").ravel()
+    heads = byte_words(padded)[starts]
     check_pdb_complete(path, text, (starts, heads))
     record = heads & _SIX_BYTES
     is_atom = (record == _ATOM) | (record == _HETATM)
@@ -147,26 +147,27 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
     # file if one does not parse; so do we, reading the first model's atoms from them.
     checked = atom_lines[atom_lines < (stops[0] if len(stops) else len(record))]
     rows = _line_rows(padded, starts[checked], lengths[checked], _ATOM_WIDTH)
-    xyz_all = fixed_point(field_words(rows, 54, 3), 3)
-    if xyz_all is None:
-        xyz_all = _pdb_numbers(
-            path, buffer, starts, lengths, checked, 30, 8, 3, "invalid or missing coordinates"
-        )
-    resseq_all = fixed_integer(field_words(rows, 26, 1, 4))
-    if resseq_all is None:
-        resseq_all = _pdb_residue_numbers(path, buffer, starts, lengths, checked)
-    resseq_all = resseq_all.reshape(-1)
-    _check_extra_numbers(path, buffer, starts, lengths, padded, record, start, stops)
-    first_model = int(np.searchsorted(checked, end))  # its atom lines come first
+    # The backbone atoms of the first model (its atom lines come first): only their numbers
+    # are read, once every atom's numbers are checked.
+    first_model = int(np.searchsorted(checked, end))
     names = np.ascontiguousarray(rows[:first_model, 12:16]).view("<u4").ravel()
     found = np.minimum(np.searchsorted(_NAME_SORTED, names), len(_NAME_SORTED) - 1)
     match = np.flatnonzero(_NAME_SORTED[found] == names)
+    xyz = fixed_point(field_words(rows, 54, 3), 3, match)
+    if xyz is None:
+        xyz = _pdb_numbers(
+            path, buffer, starts, lengths, checked, 30, 8, 3, "invalid or missing coordinates"
+        )[match]
+    resseq = fixed_integer(field_words(rows, 26, 1, 4), match)
+    if resseq is None:
+        resseq = _pdb_residue_numbers(path, buffer, starts, lengths, checked)[match]
+    resseq = resseq.reshape(-1)
+    _check_extra_numbers(path, buffer, starts, lengths, padded, record, start, stops)
     if len(match) == 0:
         return _empty_records()
     table = rows[match]
     slots = _NAME_SLOTS[found[match]]
-    xyz = xyz_all[match].astype(np.float32)
-    resseq = resseq_all[match]
+    xyz = xyz.astype(np.float32)
     hetatm = record[checked[match]] == _HETATM
     # Atoms of one residue are neighbours in the file: compare each with the one before
     # (residue name, chain, number, insertion code and record) and read the residue fields
@@ -369,35 +370,58 @@ def _group(
     count = len(slot)
     if key is None:
         key = _residue_keys(chain, kind, resname, resseq, icode)
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    # np.unique sorts by key; renumber residues by where they first appear in the file.
-    rank = np.empty(len(first), dtype=np.int64)
-    order = np.argsort(first, kind="stable")
-    rank[order] = np.arange(len(first))
-    residue_of_run = rank[inverse.reshape(-1)]
-    first_run = first[order]
-    residue = residue_of_run[run_of_atom]
-
-    residues = len(first)
-    atom_slot = residue * 4 + slot
-    if np.bincount(atom_slot, minlength=4 * residues).max(initial=0) <= 1:
-        chosen = np.arange(count)  # no alternate locations, no duplicates: nothing to choose
+    if bool((key[1:] > key[:-1]).all()):
+        # Keys already increasing (chains, then residue numbers, in order: the usual file):
+        # every run is a residue of its own, numbered as it comes.
+        first_run = np.arange(len(key))
+        residue = run_of_atom
     else:
-        # Bio.PDB lets an altloc record displace a blank-altloc one of equal occupancy;
-        # every other tie keeps the earlier record.
-        tie_order = np.where(altloc_blank, 1, 0)
-        best = np.lexsort((np.arange(count), tie_order, -occupancy(), atom_slot))
-        chosen = best[np.r_[True, atom_slot[best][1:] != atom_slot[best][:-1]]]
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        # np.unique sorts by key; renumber residues by where they first appear in the file.
+        rank = np.empty(len(first), dtype=np.int64)
+        order = np.argsort(first, kind="stable")
+        rank[order] = np.arange(len(first))
+        residue_of_run = rank[inverse.reshape(-1)]
+        first_run = first[order]
+        residue = residue_of_run[run_of_atom]
 
+    residues = len(first_run)
+    atom_slot = residue * 4 + slot
     backbone = np.zeros((residues, 4, 3), dtype=np.float32)
     mask = np.zeros((residues, 4), dtype=bool)
+    name_run = first_run.copy()
+    if np.bincount(atom_slot, minlength=4 * residues).max(initial=0) <= 1:
+        # no alternate locations, no duplicates: nothing to choose, every atom is placed
+        backbone.reshape(-1, 3)[atom_slot] = xyz
+        mask.reshape(-1)[atom_slot] = True
+        chosen_ca = np.flatnonzero(slot == _SLOT["CA"])
+        name_run[residue[chosen_ca]] = run_of_atom[chosen_ca]
+        return _residue_records(chain, kind, resname, resseq, icode, first_run, name_run, backbone, mask)
+    # Bio.PDB lets an altloc record displace a blank-altloc one of equal occupancy; every
+    # other tie keeps the earlier record.
+    tie_order = np.where(altloc_blank, 1, 0)
+    best = np.lexsort((np.arange(count), tie_order, -occupancy(), atom_slot))
+    chosen = best[np.r_[True, atom_slot[best][1:] != atom_slot[best][:-1]]]
     backbone[residue[chosen], slot[chosen]] = xyz[chosen]
     mask[residue[chosen], slot[chosen]] = True
     # A point mutation (two residue names at one position, as alternate locations) is read
     # as the residue whose CA was chosen.
-    name_run = first_run.copy()
     chosen_ca = chosen[slot[chosen] == _SLOT["CA"]]
     name_run[residue[chosen_ca]] = run_of_atom[chosen_ca]
+    return _residue_records(chain, kind, resname, resseq, icode, first_run, name_run, backbone, mask)
+
+
+def _residue_records(
+    chain: np.ndarray,
+    kind: np.ndarray,
+    resname: np.ndarray,
+    resseq: np.ndarray,
+    icode: np.ndarray,
+    first_run: np.ndarray,
+    name_run: np.ndarray,
+    backbone: np.ndarray,
+    mask: np.ndarray,
+) -> ResidueRecords:
     return ResidueRecords(
         chain_ids=_text(chain[first_run]),
         residue_names=_text(resname[name_run]),

@@ -106,14 +106,17 @@ def _value(words: np.ndarray, digit: np.ndarray) -> np.ndarray:
     return (low * np.uint64(100 + (1000000 << 32)) + high * np.uint64(1 + (10000 << 32))) >> _U32
 
 
-def fixed_point(words: np.ndarray, decimals: int) -> np.ndarray | None:
+def fixed_point(words: np.ndarray, decimals: int, rows: np.ndarray | None = None) -> np.ndarray | None:
     """Values of right-aligned ``%w.<decimals>f`` fields (see :func:`field_words`), or
-    ``None`` if any field has another layout. Returns float64 of ``words``' shape, equal to
-    ``float()`` of each field's text."""
+    ``None`` if any field has another layout. Returns float64 of ``words``' shape (of
+    ``words[rows]``'s when ``rows`` is given: every field is checked, only those are
+    read), equal to ``float()`` of each field's text."""
     digit, blank, minus = _classes(words)
     point = 7 - decimals
     if not _layout_ok(words, digit, blank, minus, point):
         return None
+    if rows is not None:
+        words, digit, minus = words[rows], digit[rows], minus[rows]
     # The point reads as a 0 digit: n8 = integer part * 10**(decimals + 1) + fraction.
     n8 = _value(words, digit)
     scale = np.uint64(10 ** (decimals + 1))
@@ -123,12 +126,15 @@ def fixed_point(words: np.ndarray, decimals: int) -> np.ndarray | None:
     return np.negative(number, out=number, where=negative)
 
 
-def fixed_integer(words: np.ndarray) -> np.ndarray | None:
+def fixed_integer(words: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray | None:
     """Values of right-aligned ``%wd`` fields (see :func:`field_words`), or ``None`` if any
-    field has another layout. Returns int64 of ``words``' shape."""
+    field has another layout. Returns int64 of ``words``' shape (of ``words[rows]``'s when
+    ``rows`` is given: every field is checked, only those are read)."""
     digit, blank, minus = _classes(words)
     if not _layout_ok(words, digit, blank, minus, 8):
         return None
+    if rows is not None:
+        words, digit, minus = words[rows], digit[rows], minus[rows]
     number = _value(words, digit).astype(np.int64)
     return np.where(minus != 0, -number, number)
 
