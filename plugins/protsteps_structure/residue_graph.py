@@ -132,13 +132,17 @@ def check_geometry(chain: Chain, config: ResidueGraphConfig, where: str) -> None
     ``min_ca_ca``. Training never sees a chain whose distances can overflow."""
     backbone = chain.backbone.astype(np.float64)
     observed = chain.backbone_mask
-    finite = np.isfinite(backbone).all(-1) | ~observed
-    if not finite.all():
-        first = int(np.flatnonzero(~finite.all(-1))[0])
-        raise StructureError(
-            f"{where}: non-finite (NaN or infinite) coordinates, first at residue {_residue(chain, first)}"
-        )
-    if config.max_coordinate:
+    # Each check looks at every atom at once first, observed or not (unobserved ones are
+    # zeros); only when that finds something are the observed atoms told apart.
+    largest = float(np.abs(backbone).max(initial=0.0))  # NaN if any coordinate is NaN
+    if not math.isfinite(largest):
+        finite = np.isfinite(backbone).all(-1) | ~observed
+        if not finite.all():
+            first = int(np.flatnonzero(~finite.all(-1))[0])
+            raise StructureError(
+                f"{where}: non-finite (NaN or infinite) coordinates, first at residue {_residue(chain, first)}"
+            )
+    if config.max_coordinate and not largest <= config.max_coordinate:
         size = np.where(observed, np.abs(backbone).max(-1), 0.0)
         beyond = size > config.max_coordinate
         if beyond.any():

@@ -69,10 +69,15 @@ def dihedral(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, p3: np.ndarray) -> 
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    # np.cross spends most of its time moving axes on small arrays
+    # np.cross spends most of its time moving axes on small arrays (and np.stack a good
+    # part of the rest: the components are written in place)
     ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
     bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
-    return np.stack((ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx), axis=-1)
+    out = np.empty(np.broadcast_shapes(a.shape, b.shape), dtype=np.result_type(a, b))
+    np.subtract(ay * bz, az * by, out=out[..., 0])
+    np.subtract(az * bx, ax * bz, out=out[..., 1])
+    np.subtract(ax * by, ay * bx, out=out[..., 2])
+    return out
 
 
 def backbone_dihedrals(

@@ -1,0 +1,81 @@
+"""check_geometry looks at every coordinate at once first and tells observed atoms apart only
+when that finds something: it refuses exactly the chains, with exactly the messages, that the
+per-atom checks refuse (NaN or infinite coordinates, beyond max_coordinate; observed or not)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from protsteps.errors import StructureError
+from protsteps.structure import Chain
+from protsteps_structure.residue_graph import ResidueGraphConfig, _residue, check_geometry
+
+
+def reference(chain: Chain, config: ResidueGraphConfig, where: str) -> None:
+    """The former per-atom checks of non-finite and too large coordinates."""
+    backbone = chain.backbone.astype(np.float64)
+    observed = chain.backbone_mask
+    finite = np.isfinite(backbone).all(-1) | ~observed
+    if not finite.all():
+        first = int(np.flatnonzero(~finite.all(-1))[0])
+        raise StructureError(
+            f"{where}: non-finite (NaN or infinite) coordinates, first at residue {_residue(chain, first)}"
+        )
+    if config.max_coordinate:
+        size = np.where(observed, np.abs(backbone).max(-1), 0.0)
+        beyond = size > config.max_coordinate
+        if beyond.any():
+            first = int(np.flatnonzero(beyond.any(-1))[0])
+            raise StructureError(
+                f"{where}: coordinate {size[first].max():.6g} Å at residue {_residue(chain, first)} is "
+                f"beyond max_coordinate = {config.max_coordinate:g} Å (an absurd position; set "
+                "max_coordinate higher, or 0, to accept it)"
+            )
+    check_geometry(chain, ResidueGraphConfig(max_coordinate=0.0), where)  # the other checks
+
+
+def outcome(check, chain, config):
+    try:
+        check(chain, config, "x")
+    except StructureError as exc:
+        return str(exc)
+    return None
+
+
+def make_chain(length: int, seed: int) -> Chain:
+    rng = np.random.default_rng(seed)
+    ca = np.cumsum(rng.normal(0, 2.2, (length, 3)), axis=0)
+    backbone = (ca[:, None, :] + rng.normal(0, 1.2, (length, 4, 3))).astype(np.float32)
+    backbone[:, 1] = ca
+    mask = rng.random((length, 4)) > 0.1
+    mask[:, 1] = True
+    backbone[~mask] = 0.0
+    return Chain(
+        source="x",
+        chain_id="A",
+        sequence="A" * length,
+        residue_names=np.array(["ALA"] * length),
+        residue_numbers=np.arange(length),
+        insertion_codes=np.array([""] * length),
+        backbone=backbone,
+        backbone_mask=mask,
+    )
+
+
+BAD = [np.nan, np.inf, -np.inf, 2e4, -2e4, 9999.0, 10000.0, 10000.001, 3e38]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_checks_refuse_as_the_per_atom_checks(seed):
+    rng = np.random.default_rng(seed)
+    for limit, values in itertools.product([10000.0, 0.0, 50.0], [BAD, BAD[:1] + BAD[3:], BAD[3:]]):
+        config = ResidueGraphConfig(max_coordinate=limit)
+        for _ in range(20):
+            chain = make_chain(int(rng.integers(3, 40)), int(rng.integers(1 << 30)))
+            for _ in range(int(rng.integers(0, 3))):
+                residue, atom, axis = rng.integers(len(chain)), rng.integers(4), rng.integers(3)
+                chain.backbone[residue, atom, axis] = rng.choice(values)  # observed or not
+            assert outcome(check_geometry, chain, config) == outcome(reference, chain, config)
