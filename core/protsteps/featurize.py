@@ -556,14 +556,17 @@ def _init_worker(
     threads: int,
     refresh: bool = False,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    store: GraphStore | None = None,
 ) -> None:
+    """``store``: the calling process's own store object, when it featurizes in process
+    (one index connection instead of two)."""
     if threads:
         torch.set_num_threads(threads)
     _STATE.update(
         spec=spec,
         identity=spec.identity(),
         featurizer=spec.build(),
-        cache=GraphStore(cache_root),
+        cache=store if store is not None else GraphStore(cache_root),
         reader=reader,
         refresh=refresh,
         max_bytes=max_bytes,
@@ -777,7 +780,9 @@ def featurize_many(
         # always in a worker process, so that the crash costs that record, not the run
         foldcomp = any(container_kind(c) == "foldcomp" for c in plan.containers)
         if not foldcomp and (workers <= 1 or (len(specs) <= 1 and not plan.containers)):
-            _init_worker(spec, str(cache.root), reader, threads=0, refresh=refresh, max_bytes=max_bytes)
+            _init_worker(
+                spec, str(cache.root), reader, threads=0, refresh=refresh, max_bytes=max_bytes, store=cache
+            )
             for item in misses():
                 kept(_process(item))
         else:
