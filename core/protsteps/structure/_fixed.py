@@ -19,6 +19,8 @@ for that column.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 __all__ = ["byte_words", "fixed_point", "fixed_integer", "fixed_digits", "field_words", "zero_bytes"]
@@ -78,22 +80,34 @@ def _byte_bits(positions: range | list[int]) -> np.uint64:
     return np.uint64(sum(0x80 << (8 * k) for k in positions))
 
 
+@functools.lru_cache(maxsize=16)
+def _layout_masks(point: int) -> tuple[np.uint64, np.uint64, np.uint64, np.uint64]:
+    """For a point at byte ``point``: the bytes that must be digits, the point byte's mask
+    and value, and the bytes before the last integer digit (made once per layout)."""
+    required = _byte_bits([point - 1, *range(point + 1, 8)])
+    field = np.uint64(0xFF) << np.uint64(8 * point) if point < 8 else np.uint64(0)
+    dot = np.uint64(0x2E) << np.uint64(8 * point) if point < 8 else np.uint64(0)
+    return required, field, dot, _byte_bits(range(point - 1))
+
+
 def _layout_ok(
     words: np.ndarray, digit: np.ndarray, blank: np.ndarray, minus: np.ndarray, point: int
 ) -> bool:
     """Bytes ``0..point-1`` hold blanks, then an optional minus, then at least one digit;
     with ``point`` < 8 that byte is ``.`` and every byte after it a digit."""
-    required = _byte_bits([point - 1, *range(point + 1, 8)])
+    required, field, dot, lead = _layout_masks(point)
     if not ((digit & required) == required).all():
         return False
-    if point < 8:
-        dot = np.uint64(0x2E) << np.uint64(8 * point)
-        if not ((words & (np.uint64(0xFF) << np.uint64(8 * point))) == dot).all():
-            return False
+    if point < 8 and not ((words & field) == dot).all():
+        return False
     # blank, or (minus or digit) followed by a digit
-    lead = _byte_bits(range(point - 1))
     ok = blank | ((minus | digit) & (digit >> _U8))
     return bool(((ok & lead) == lead).all())
+
+
+@functools.lru_cache(maxsize=16)
+def _sign_bytes(point: int) -> np.uint64:
+    return _byte_bits(range(point))
 
 
 def _value(words: np.ndarray, digit: np.ndarray) -> np.ndarray:
@@ -122,7 +136,7 @@ def fixed_point(words: np.ndarray, decimals: int, rows: np.ndarray | None = None
     scale = np.uint64(10 ** (decimals + 1))
     number = (n8 - (n8 // scale) * np.uint64(9 * 10**decimals)).astype(np.float64)
     number /= 10.0**decimals
-    negative = (minus & _byte_bits(range(point))) != 0
+    negative = (minus & _sign_bytes(point)) != 0
     return np.negative(number, out=number, where=negative)
 
 
