@@ -51,3 +51,39 @@ def test_a_bad_field_outside_the_rows_still_declines():
     assert fixed_point(field_words(table, 12, 1), 3, np.array([0, 1])) is None
     lines[7] = b"  x7   1.000"
     assert fixed_integer(field_words(rows_of(lines), 4, 1, 4), np.array([0, 1])) is None
+
+
+def atom_rows(text: bytes) -> np.ndarray:
+    lines = [line[:60].ljust(60) for line in text.splitlines() if line[:6] in (b"ATOM  ", b"HETATM")]
+    return rows_of(lines) if lines else np.zeros((0, 60), np.uint8)
+
+
+def test_residue_numbers_by_runs_equal_every_row_read(structures_dir):
+    """Each run of equal residue-number fields read once gives every row's number, on the
+    atom lines of every shared PDB file, and declines exactly when the whole reading does."""
+    import gzip
+
+    from protsteps.structure._columnar import _residue_numbers
+
+    rng = np.random.default_rng(0)
+    files = sorted(p for p in structures_dir.rglob("*.pdb*") if p.is_file())
+    assert len(files) > 100
+    for path in files[::3]:
+        data = path.read_bytes()
+        table = atom_rows(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+        match = (
+            np.sort(rng.choice(len(table), min(len(table), 200), replace=False))
+            if len(table)
+            else np.arange(0)
+        )
+        whole = fixed_integer(field_words(table, 26, 1, 4), match)
+        got = _residue_numbers(table, match)
+        assert (got is None) == (whole is None), path
+        if got is not None:
+            assert np.array_equal(got, whole.reshape(-1)), path
+    lines = [b"ATOM  " + b"x" * 16 + b"%4d" % (i // 3) + b"x" * 34 for i in range(30)]
+    for bad in (b" 1 2", b"+  1", b"   x", b"1   "):
+        broken = list(lines)
+        broken[17] = broken[17][:22] + bad + broken[17][26:]
+        assert _residue_numbers(rows_of(broken), np.arange(3)) is None
+    assert _residue_numbers(rows_of(lines), np.arange(30)).tolist() == [i // 3 for i in range(30)]

@@ -158,7 +158,7 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
         xyz = _pdb_numbers(
             path, buffer, starts, lengths, checked, 30, 8, 3, "invalid or missing coordinates"
         )[match]
-    resseq = fixed_integer(field_words(rows, 26, 1, 4), match)
+    resseq = _residue_numbers(rows, match)
     if resseq is None:
         resseq = _pdb_residue_numbers(path, buffer, starts, lengths, checked)[match]
     resseq = resseq.reshape(-1)
@@ -196,6 +196,21 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
         altloc_blank=table[:, 16] == _SPACE,
         key=_pdb_residue_keys(runs, kind, resname, run_resseq),
     )
+
+
+def _residue_numbers(rows: np.ndarray, match: np.ndarray) -> np.ndarray | None:
+    """:func:`.fixed_integer` of columns 23-26 (the residue number) for the ``match`` rows,
+    with every row checked; ``None`` where a field has another layout. The atoms of a residue
+    repeat its number's four bytes: each run of equal fields is checked and read once."""
+    field = np.ascontiguousarray(rows[:, 22:26]).view("<u4").ravel()
+    new = np.empty(len(field), dtype=bool)
+    new[:1] = True
+    np.not_equal(field[1:], field[:-1], out=new[1:])
+    heads = np.flatnonzero(new)
+    values = fixed_integer(field_words(rows[heads], 26, 1, 4))
+    if values is None:
+        return None
+    return values.reshape(-1)[(np.cumsum(new) - 1)[match]]
 
 
 def _pdb_occupancy(table: np.ndarray) -> np.ndarray:
