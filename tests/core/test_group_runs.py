@@ -57,3 +57,30 @@ def test_increasing_keys_group_as_the_general_path(structures_dir, monkeypatch, 
         fast += bool((key[1:] > key[:-1]).all())
         same_records(group(**{**kwargs, "key": key}), group(**{**kwargs, "key": -key}))
     assert fast  # the shared files do take the fast path
+
+
+def test_text_columns_widened_as_astype_str_decodes():
+    """ASCII bytes widened to UCS-4 give astype(str)'s array (NULs and blanks anywhere, any
+    width, strided input); other bytes are decoded as latin-1, as before."""
+    from protsteps.structure._columnar import _text
+
+    def decoded(values):
+        values = values.reshape(-1)
+        try:
+            return values.astype(str)
+        except UnicodeDecodeError:
+            return np.char.decode(values, "latin-1")
+
+    rng = np.random.default_rng(1)
+    for size in (1, 3, 4, 8):
+        for _ in range(100):
+            n = int(rng.integers(0, 40))
+            raw = rng.integers(0, 128, (n, size), dtype=np.uint8)
+            raw[rng.random((n, size)) < 0.3] = 0
+            raw[rng.random((n, size)) < 0.2] = 32
+            values = raw.view(f"S{size}").reshape(-1) if n else np.zeros(0, f"S{size}")
+            for column in (values, values[::2]):
+                expected, got = decoded(column), _text(column)
+                assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
+    latin = np.array([b"ALA", b"\xe9X"], dtype="S3")
+    assert _text(latin).tolist() == ["ALA", "éX"]
