@@ -111,9 +111,15 @@ def read_bytes(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     ``max_bytes``, is a :class:`StructureError`. At most ``max_bytes + 1`` bytes are read."""
     try:
         with open(path, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size > max_bytes:
+            size = os.fstat(handle.fileno()).st_size
+            if size > max_bytes:
                 raise _too_large(path, "is", max_bytes)
-            data = handle.read(max_bytes + 1)
+            # the size the file has first (a read of max_bytes + 1 reserves that much memory
+            # at once, which costs more than reading a small file), then whatever a growing
+            # file has added since, up to the limit
+            data = handle.read(size + 1)
+            if len(data) > size:
+                data += handle.read(max_bytes + 1 - len(data))
     except FileNotFoundError:
         raise StructureError(f"{path}: no such file") from None
     except IsADirectoryError:
