@@ -213,8 +213,12 @@ class ResidueGraph(Featurizer):
         source, target = edge_index
         delta = pos64[target] - pos64[source]
         distance = np.sqrt(np.einsum("ij,ij->i", delta, delta))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            vector = np.where(distance[:, None] > 0, delta / distance[:, None], 0.0)
+        apart = distance > 0
+        if apart.all():  # the usual case: no two CA atoms at one place, nothing to mask
+            vector = delta / distance[:, None]
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                vector = np.where(apart[:, None], delta / distance[:, None], 0.0)
         distance_t = torch.from_numpy(distance.astype(np.float32))
         vector_t = torch.from_numpy(vector.astype(np.float32))
         return ProteinGraph(
