@@ -115,13 +115,22 @@ def assemble_chains(source: str, records: ResidueRecords) -> list[Chain]:
         return []
     chain_ids = np.asarray(records.chain_ids, dtype=str)[kept]
     # Chains in order of first appearance; residues within a chain in file order.
-    _, first, inverse = np.unique(chain_ids, return_index=True, return_inverse=True)
-    rank = np.empty(len(first), dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-    chain_rank = rank[inverse.reshape(-1)]
-    order = np.argsort(chain_rank, kind="stable")
-    rows_all = kept[order]
-    bounds = np.searchsorted(chain_rank[order], np.arange(len(first) + 1))
+    run_starts = np.flatnonzero(np.r_[True, chain_ids[1:] != chain_ids[:-1]])
+    run_ids = chain_ids[run_starts].tolist()
+    if len(set(run_ids)) == len(run_ids):
+        # each chain one run of residues (the usual file): already in that order
+        first = run_starts
+        order = np.arange(len(kept))
+        rows_all = kept
+        bounds = np.append(run_starts, len(kept))
+    else:
+        _, first, inverse = np.unique(chain_ids, return_index=True, return_inverse=True)
+        rank = np.empty(len(first), dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+        chain_rank = rank[inverse.reshape(-1)]
+        order = np.argsort(chain_rank, kind="stable")
+        rows_all = kept[order]
+        bounds = np.searchsorted(chain_rank[order], np.arange(len(first) + 1))
     numbers = np.asarray(records.residue_numbers, dtype=np.int64)
     icodes = np.char.strip(np.asarray(records.insertion_codes, dtype=str))
     backbone = np.where(mask[..., None], records.backbone, 0).astype(np.float32)
