@@ -640,12 +640,15 @@ class TrunkTailTeacher(Teacher):
         assert self.cache is not None
         keys = [TrunkKey(self.model_name, self.trunk_fingerprint, self.trunk_layers, s) for s in segments]
         states: list[Tensor | None] = [self.cache.get(k) for k in keys]
-        missing = [i for i, s in enumerate(states) if s is None]
-        for batch in self._batches([len(segments[i]) for i in missing]):
-            chosen = [missing[j] for j in batch]
-            x, _ = self._trunk(self._tokens([segments[i] for i in chosen]))
-            for b, i in enumerate(chosen):
-                computed = self._rows(x, b, 0, len(segments[i]) + 2)
+        # Each missing sequence is run through the trunk alone, unpadded: a state computed in
+        # a padded batch differs in its last bits with the batch's width and members (other
+        # matrix shapes, other summation orders), so what the cache holds, and every run that
+        # reads it afterwards, would depend on which run met the sequence first and beside
+        # which others. Alone, a sequence's state is a function of the model and the sequence.
+        for i, state in enumerate(states):
+            if state is None:
+                x, _ = self._trunk(self._tokens([segments[i]]))
+                computed = self._rows(x, 0, 0, len(segments[i]) + 2)
                 self.cache.put(keys[i], computed)
                 states[i] = computed
         return states  # type: ignore[return-value]

@@ -61,6 +61,26 @@ def test_cached_path_equals_full_forward_across_batchings(tiny: Path, sequences:
     assert teacher.cache.misses == computed and teacher.cache.hits >= 12
 
 
+def test_cached_states_do_not_depend_on_what_filled_the_cache(tiny: Path, sequences: list[str]) -> None:
+    """Two runs sharing a cache folder must not differ by which run met a sequence first:
+    a state is the same bits whatever batch it was first computed beside."""
+    together = protsteps.build("teacher", "esm", weights=str(tiny), max_tokens=4000)
+    apart = protsteps.build("teacher", "esm", weights=str(tiny), max_tokens=4000)
+    together(sequences)  # one call: the sequences would be padded into shared batches
+    for sequence in reversed(sequences):
+        apart([sequence])
+    assert together.cache is not None and apart.cache is not None
+    for sequence in sequences:
+        key = TrunkKey(
+            together.model_name,
+            together.trunk_fingerprint,
+            together.trunk_layers,
+            normalize_sequence(sequence),
+        )
+        assert torch.equal(together.cache.get(key), apart.cache.get(key))
+    torch.testing.assert_close(together(sequences), apart(sequences), rtol=0, atol=0)
+
+
 def test_cached_path_with_a_replacement_tail(tiny: Path, sequences: list[str]) -> None:
     cached = protsteps.build("teacher", "esm", weights=str(tiny), trainable_layers=2)
     plain = protsteps.build("teacher", "esm", weights=str(tiny), trainable_layers=2, cache=False)
