@@ -17,6 +17,17 @@ STRUCTURES = SHARED_DATA / "structures"
 LABELS = SHARED_DATA / "labels"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_home(tmp_path_factory):
+    """``XDG_CACHE_HOME`` in a temporary folder for the whole session: the tests never write
+    into the user's ``~/.cache`` (graph store, trunk cache), and what a machine's cache holds
+    (a legacy per-file cache, say, which ``pretrain`` mentions in a note) never changes what a
+    test sees."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data``; tests that need it are skipped with a reason where it is absent."""

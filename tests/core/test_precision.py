@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -306,7 +307,9 @@ def test_gpu_check_script_parses_and_refuses_without_cuda(tmp_path):
     assert syntax.returncode == 0, syntax.stderr
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the script would run for minutes")
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    # the script finds protsteps on PATH, as in an activated environment
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PATH": path}
     result = subprocess.run([bash, str(GPU_CHECK)], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert result.stderr.strip().splitlines() == [
