@@ -1,6 +1,6 @@
 """Chains whose residues come in one run each are assembled without sorting: the same chains,
-field for field, as the general grouping (the former code, kept here as the reference), on
-every shared file and on records whose chains interleave."""
+field for field, as the general grouping (np.unique and a stable sort, which handles any
+order), on every shared file and on records whose chains interleave."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 
 from protsteps.structure import _chain, read_chains
 from protsteps.structure._chain import Chain, ResidueRecords, assemble_chains
-from protsteps.structure._residues import is_known_amino_acid, is_nucleotide, is_water, parent_letter
 from tests.conftest import STRUCTURES
 
 FILES = (
@@ -20,50 +19,10 @@ FILES = (
 
 
 def reference(source: str, records: ResidueRecords) -> list[Chain]:
-    names = np.asarray(records.residue_names, dtype=str)
-    mask = np.asarray(records.backbone_mask, dtype=bool).reshape(-1, 4)
-    if len(names) == 0:
-        return []
-    unique_names, name_code = np.unique(names, return_inverse=True)
-    name_code = name_code.reshape(-1)
-    rules = [
-        (is_known_amino_acid(n), not (is_water(n) or is_nucleotide(n)), parent_letter(n) or "X")
-        for n in unique_names.tolist()
-    ]
-    known = np.array([r[0] for r in rules], dtype=bool)[name_code]
-    other = np.array([r[1] for r in rules], dtype=bool)[name_code]
-    letters = np.frombuffer("".join(r[2] for r in rules).encode("ascii"), dtype="S1")
-    keep = mask[:, 1] & (known | (other & mask[:, 0] & mask[:, 2]))
-    kept = np.flatnonzero(keep)
-    if len(kept) == 0:
-        return []
-    chain_ids = np.asarray(records.chain_ids, dtype=str)[kept]
-    _, first, inverse = np.unique(chain_ids, return_index=True, return_inverse=True)
-    rank = np.empty(len(first), dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-    chain_rank = rank[inverse.reshape(-1)]
-    order = np.argsort(chain_rank, kind="stable")
-    rows_all = kept[order]
-    bounds = np.searchsorted(chain_rank[order], np.arange(len(first) + 1))
-    numbers = np.asarray(records.residue_numbers, dtype=np.int64)
-    icodes = np.char.strip(np.asarray(records.insertion_codes, dtype=str))
-    backbone = np.where(mask[..., None], records.backbone, 0).astype(np.float32)
-    chains = []
-    for index in range(len(first)):
-        rows = rows_all[bounds[index] : bounds[index + 1]]
-        chains.append(
-            Chain(
-                source=source,
-                chain_id=str(chain_ids[order[bounds[index]]]).strip(),
-                sequence=letters[name_code[rows]].tobytes().decode("ascii"),
-                residue_names=names[rows],
-                residue_numbers=numbers[rows],
-                insertion_codes=icodes[rows],
-                backbone=backbone[rows],
-                backbone_mask=mask[rows],
-            )
-        )
-    return chains
+    """The chains as the general grouping (np.unique and a stable sort) assembles them."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_chain, "_group_by_chain", _chain._group_general)
+        return assemble_chains(source, records)
 
 
 def same_chains(got: list[Chain], expected: list[Chain]) -> None:
@@ -112,3 +71,21 @@ def test_interleaved_chains_take_the_general_grouping():
             backbone_mask=rng.random((count, 4)) > 0.2,
         )
         same_chains(assemble_chains("x", records), reference("x", records))
+
+
+def test_both_groupings_equal_a_plain_python_grouping():
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        count = int(rng.integers(1, 40))
+        blocks = rng.choice(["A", "B", "C", " "], int(rng.integers(1, 6)))
+        chain_ids = np.repeat(blocks, rng.integers(1, 9, len(blocks)))[:count]
+        kept = np.sort(rng.choice(1000, len(chain_ids), replace=False))
+        first: dict[str, int] = {}
+        for i, c in enumerate(chain_ids.tolist()):
+            first.setdefault(c, i)
+        expected = sorted(range(len(chain_ids)), key=lambda i: (first[chain_ids[i]], i))
+        sizes = [sum(1 for c in chain_ids.tolist() if c == k) for k in first]
+        for group in (_chain._group_by_chain, _chain._group_general):
+            order, rows, bounds = group(chain_ids, kept)
+            assert order.tolist() == expected and rows.tolist() == kept[expected].tolist()
+            assert np.diff(bounds).tolist() == sizes

@@ -114,28 +114,12 @@ def assemble_chains(source: str, records: ResidueRecords) -> list[Chain]:
     if len(kept) == 0:
         return []
     chain_ids = np.asarray(records.chain_ids, dtype=str)[kept]
-    # Chains in order of first appearance; residues within a chain in file order.
-    run_starts = np.flatnonzero(np.r_[True, chain_ids[1:] != chain_ids[:-1]])
-    run_ids = chain_ids[run_starts].tolist()
-    if len(set(run_ids)) == len(run_ids):
-        # each chain one run of residues (the usual file): already in that order
-        first = run_starts
-        order = np.arange(len(kept))
-        rows_all = kept
-        bounds = np.append(run_starts, len(kept))
-    else:
-        _, first, inverse = np.unique(chain_ids, return_index=True, return_inverse=True)
-        rank = np.empty(len(first), dtype=np.int64)
-        rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-        chain_rank = rank[inverse.reshape(-1)]
-        order = np.argsort(chain_rank, kind="stable")
-        rows_all = kept[order]
-        bounds = np.searchsorted(chain_rank[order], np.arange(len(first) + 1))
+    order, rows_all, bounds = _group_by_chain(chain_ids, kept)
     numbers = np.asarray(records.residue_numbers, dtype=np.int64)
     icodes = np.char.strip(np.asarray(records.insertion_codes, dtype=str))
     backbone = np.where(mask[..., None], records.backbone, 0).astype(np.float32)
     chains = []
-    for index in range(len(first)):
+    for index in range(len(bounds) - 1):
         rows = rows_all[bounds[index] : bounds[index + 1]]
         chains.append(
             Chain(
@@ -150,3 +134,27 @@ def assemble_chains(source: str, records: ResidueRecords) -> list[Chain]:
             )
         )
     return chains
+
+
+def _group_by_chain(chain_ids: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kept residues grouped by chain: chains in order of first appearance, residues within a
+    chain in file order. Returns ``order`` (positions in ``chain_ids``), ``rows``
+    (``kept[order]``) and ``bounds`` ([chains + 1]: chain ``c`` is ``rows[bounds[c]:bounds[c+1]]``).
+    When each chain comes as one run of residues (the usual file) they are already in that
+    order and are taken in place; otherwise :func:`_group_general` sorts them."""
+    run_starts = np.flatnonzero(np.r_[True, chain_ids[1:] != chain_ids[:-1]])
+    run_ids = chain_ids[run_starts].tolist()
+    if len(set(run_ids)) != len(run_ids):
+        return _group_general(chain_ids, kept)
+    return np.arange(len(kept)), kept, np.append(run_starts, len(kept))
+
+
+def _group_general(chain_ids: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_group_by_chain` for any order of residues (chains interleaved in the file)."""
+    _, first, inverse = np.unique(chain_ids, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    chain_rank = rank[inverse.reshape(-1)]
+    order = np.argsort(chain_rank, kind="stable")
+    bounds = np.searchsorted(chain_rank[order], np.arange(len(first) + 1))
+    return order, kept[order], bounds
