@@ -133,3 +133,74 @@ def test_gzip_members_and_damage(tmp_path, structures_dir):
         decompress(name, raw[:-100])
     with pytest.raises(StructureError, match="decompresses to more than"):
         decompress(name, raw + raw, max_bytes=len(text) + 10)
+
+
+def test_residue_numbers_far_apart_read_as_biopython_reads_them(tmp_path, structures_dir):
+    """mmCIF's auth_seq_id may be any integer: numbers whose difference overflows int64 once
+    made the columnar reader refuse the file (or could have merged residues)."""
+    import numpy as np
+
+    text = (structures_dir / "biopython" / "1A8O.cif").read_text()
+    column = [line for line in text.splitlines() if line.startswith("_atom_site.")].index(
+        "_atom_site.auth_seq_id "
+    )
+    wide = {"151": "-9000000000000000000", "152": "9000000000000000000", "160": "4611686018427387904"}
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("ATOM") or line.startswith("HETATM"):
+            fields = line.split()
+            fields[column] = wide.get(fields[column], fields[column])
+            line = " ".join(fields)
+        lines.append(line)
+    path = tmp_path / "wide.cif"
+    path.write_text("\n".join(lines) + "\n")
+    columnar, reference = read_chains(path), read_chains(path, reader="biopython")
+    assert [c.sequence for c in columnar] == [c.sequence for c in reference]
+    for a, b in zip(columnar, reference, strict=True):
+        assert np.array_equal(a.residue_numbers, b.residue_numbers)
+        assert a.backbone.tobytes() == b.backbone.tobytes()
+    assert {-9000000000000000000, 9000000000000000000, 4611686018427387904} <= set(
+        columnar[0].residue_numbers.tolist()
+    )
+
+
+def test_residue_keys_too_wide_to_pack_keep_identity():
+    """When the identifiers' ranges multiply past 63 bits, the keys are the rows' ranks: two
+    residues get one key exactly when chain, kind, HETATM name, number and insertion code
+    are all equal (what residue grouping needs of a key)."""
+    import numpy as np
+
+    from protsteps.structure import _columnar
+
+    rng = np.random.default_rng(0)
+    count = 80000
+
+    def strings(width: int, distinct: int) -> np.ndarray:
+        return np.array(
+            [f"{i:0{width}d}".encode() for i in rng.integers(0, distinct, count)], dtype=f"S{width}"
+        )
+
+    chain, resname, icode = strings(6, 10**6), strings(6, 10**6), strings(6, 10**6)
+    kind = rng.integers(0, 3, count).astype(np.int8)
+    resseq = rng.integers(-(2**40), 2**40, count)
+    resseq[: count // 2] = resseq[count // 2 :]  # half the rows repeat another's number
+    chain[: count // 4] = chain[count // 4 : count // 2]
+    calls = []
+    unique = np.unique
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs.get("axis"))
+        return unique(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_columnar.np, "unique", recording)
+        key = _columnar._residue_keys(chain, kind, resname, resseq, icode)
+    assert 0 in calls, "the rows' ranks were not needed: the test does not reach the wide case"
+    het = np.where(kind == 1, resname, b"")
+    rows = list(
+        zip(chain.tolist(), kind.tolist(), het.tolist(), resseq.tolist(), icode.tolist(), strict=True)
+    )
+    first: dict[tuple, int] = {}
+    for i, row in enumerate(rows):
+        assert key[i] == key[first.setdefault(row, i)]
+    assert len(set(key.tolist())) == len(first)

@@ -489,13 +489,24 @@ def _residue_keys(
     chain_code, chains = _codes(chain)
     het_code, hets = _codes(np.where(kind == 1, resname, resname.dtype.type(b"")))
     icode_code, icodes = _codes(icode)
-    number = resseq - resseq.min() if len(resseq) else resseq
-    numbers = int(number.max()) + 1 if len(number) else 1
-    key = chain_code
-    for code, size in ((kind.astype(np.int64), 3), (het_code, hets), (number, numbers), (icode_code, icodes)):
-        key = key * size + code
+    low, high = (int(resseq.min()), int(resseq.max())) if len(resseq) else (0, 0)
+    if high - low < 2**31:
+        number, numbers = resseq.astype(np.int64) - low, high - low + 1
+    else:
+        # numbers far apart (an mmCIF auth_seq_id may be any integer): their ranks, which keep
+        # the order, instead of differences that could overflow int64
+        distinct, number = np.unique(resseq, return_inverse=True)
+        number, numbers = number.reshape(-1).astype(np.int64), len(distinct)
+    codes = ((kind.astype(np.int64), 3), (het_code, hets), (number, numbers), (icode_code, icodes))
     if float(chains) * 3 * hets * numbers * icodes >= 2**62:
-        raise StructureError("residue identifiers span too wide a range to index")
+        # too many distinct values to pack in 63 bits: the rows' ranks in the same
+        # (lexicographic, i.e. mixed-radix) order
+        stacked = np.stack([chain_code, *(code for code, _ in codes)], axis=1)
+        _, key = np.unique(stacked, axis=0, return_inverse=True)
+        return key.reshape(-1).astype(np.int64)
+    key = chain_code
+    for code, size in codes:
+        key = key * size + code
     return key
 
 
