@@ -162,10 +162,13 @@ def pretrain(
             highlight=False,
         )
         raise typer.Exit(130)
-    best = f"{result.best_valid_loss:.4f}" if result.best_valid_loss is not None else "n/a"
+    best = (
+        f"best validation loss {result.best_valid_loss:.4f}"
+        if result.best_valid_loss is not None
+        else "no validation split (the encoder is the last epoch's)"
+    )
     console.print(
-        f"done: {count(result.steps, 'step')}, {count(result.epochs_completed, 'epoch')}, "
-        f"best validation loss {best}"
+        f"done: {count(result.steps, 'step')}, {count(result.epochs_completed, 'epoch')}, {best}"
         + (
             f", {count(result.skipped_batches, 'batch', 'batches')} skipped" if result.skipped_batches else ""
         ),
