@@ -65,6 +65,7 @@ from torch import Tensor, nn
 
 from protsteps import Batch, BuildContext, EncoderOutput, Scheme, option
 from protsteps.components import Need
+from protsteps.config import check_ranges
 from protsteps.errors import CompositionError
 from protsteps.optim import (
     SchemeSetup,
@@ -89,15 +90,17 @@ Views = tuple[Tensor, Tensor]
 @dataclasses.dataclass
 class PseudoBilevelConfig:
     inner_lr_factor: float = option(
-        0.1, "Inner learning rate alpha = train.lr x this (the authors: 1e-3 x 0.1)."
+        0.1, "Inner learning rate alpha = train.lr x this (the authors: 1e-3 x 0.1).", minimum=0
     )
-    inner_lr: float | None = option(None, "Inner learning rate alpha itself; overrides inner_lr_factor.")
+    inner_lr: float | None = option(
+        None, "Inner learning rate alpha itself; overrides inner_lr_factor.", minimum=0
+    )
     anneal_inner_lr: bool = option(
         True,
         "Scale alpha by the student's learning-rate schedule (warm-up and decay), as the released "
         "code annealed its inner optimiser with the outer one.",
     )
-    inner_steps: int = option(1, "Differentiable inner steps on the teacher's tail per batch.")
+    inner_steps: int = option(1, "Differentiable inner steps on the teacher's tail per batch.", minimum=1)
     second_order: bool = option(
         True, "Keep the second-order term (create_graph); false gives a first-order approximation."
     )
@@ -116,12 +119,17 @@ class PseudoBilevelConfig:
         "residual_mlp",
         "The critic's projections: residual_mlp (ours) or paper (the released code's NodeEmb).",
     )
-    critic_hidden_dim: int = option(256, "Hidden width of the critic's residual MLPs (residual_mlp only).")
+    critic_hidden_dim: int = option(
+        256, "Hidden width of the critic's residual MLPs (residual_mlp only).", minimum=1
+    )
     critic_dim: int = option(
         128,
         "Width of the critic's projections f_s(s), f_g(g); 0: the structure view's width (released code).",
+        minimum=0,
     )
-    critic_lr: float = option(1e-3, "Learning rate of the critic's own Adam optimiser (released code: 0.1).")
+    critic_lr: float = option(
+        1e-3, "Learning rate of the critic's own Adam optimiser (released code: 0.1).", exclusive_minimum=0
+    )
     critic_schedule: Literal["constant", "cosine", "epoch_cosine"] = option(
         "constant", "The critic's learning-rate schedule (over training steps; epoch_cosine: per epoch)."
     )
@@ -129,8 +137,11 @@ class PseudoBilevelConfig:
         1,
         "Update the critic every this many steps, on the proteins seen since its last update "
         "(released code: 2); it waits until it has seen at least 2 proteins.",
+        minimum=1,
     )
-    critic_steps: int = option(1, "Critic updates each time it is updated (on detached embeddings).")
+    critic_steps: int = option(
+        1, "Critic updates each time it is updated (on detached embeddings).", minimum=0
+    )
     diagnostics: bool = option(
         False,
         "Every train.log_every steps, log the look-ahead's second-order share, its cosine with the "
@@ -138,16 +149,7 @@ class PseudoBilevelConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.inner_steps < 1:
-            raise ValueError(f"inner_steps must be at least 1, got {self.inner_steps}")
-        if self.critic_steps < 0:
-            raise ValueError(f"critic_steps must be >= 0, got {self.critic_steps}")
-        if self.critic_every < 1:
-            raise ValueError(f"critic_every must be at least 1, got {self.critic_every}")
-        if self.critic_dim < 0:
-            raise ValueError(
-                f"critic_dim must be >= 0 (0: the structure view's width), got {self.critic_dim}"
-            )
+        check_ranges(self, "[scheme]")
 
 
 def pseudo_bilevel_needs(config: PseudoBilevelConfig) -> list[Need]:

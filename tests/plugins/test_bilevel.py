@@ -445,3 +445,28 @@ def test_diagnostics_measure_the_second_order_share(small_structures, tiny_esm_w
     values = first_order.scheme.step(batch, torch.Generator().manual_seed(0))
     # without create_graph, theta' does not depend on the student: no second-order term at all
     assert values["lookahead/second_order"] == 0.0 and values["lookahead/tail_shift"] > 0
+
+
+def test_scheme_settings_out_of_range_are_refused_naming_the_setting():
+    from protsteps.errors import ConfigError
+    from protsteps_bilevel.pseudo_bilevel import PseudoBilevelConfig
+
+    for setting, value, must in [
+        ("critic_lr", 0.0, "> 0"),
+        ("inner_lr_factor", -0.1, ">= 0"),
+        ("inner_lr", -1e-3, ">= 0"),
+        ("inner_steps", 0, ">= 1"),
+        ("critic_every", 0, ">= 1"),
+        ("critic_steps", -1, ">= 0"),
+        ("critic_dim", -1, ">= 0"),
+        ("critic_hidden_dim", 0, ">= 1"),
+    ]:
+        with pytest.raises(
+            ConfigError, match=rf"\[scheme\] {setting} = {value} is out of range: it must be {must}"
+        ):
+            PseudoBilevelConfig(**{setting: value})
+        with pytest.raises(ConfigError, match=rf"{setting} = {value} is out of range"):
+            load_run_config(
+                None, default_catalog(), sets=["scheme.name=pseudo_bilevel", f"scheme.{setting}={value}"]
+            )
+    PseudoBilevelConfig(inner_lr=None, critic_dim=0, critic_steps=0, inner_lr_factor=0.0)
