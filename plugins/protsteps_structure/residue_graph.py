@@ -125,6 +125,33 @@ def _residue(chain: Chain, index: int) -> str:
     return f"{chain.residue_names[index]} {chain.residue_numbers[index]}{chain.insertion_codes[index]}"
 
 
+def _refuse_non_finite(chain: Chain, backbone: np.ndarray, observed: np.ndarray, where: str) -> None:
+    """The per-atom check of :func:`check_geometry`: a NaN or infinite coordinate of an
+    observed atom is refused, naming its residue."""
+    finite = np.isfinite(backbone).all(-1) | ~observed
+    if not finite.all():
+        first = int(np.flatnonzero(~finite.all(-1))[0])
+        raise StructureError(
+            f"{where}: non-finite (NaN or infinite) coordinates, first at residue {_residue(chain, first)}"
+        )
+
+
+def _refuse_beyond(
+    chain: Chain, backbone: np.ndarray, observed: np.ndarray, limit: float, where: str
+) -> None:
+    """The per-atom check of :func:`check_geometry`: an observed atom's coordinate beyond
+    ``limit`` (``max_coordinate``) is refused, naming its residue."""
+    size = np.where(observed, np.abs(backbone).max(-1), 0.0)
+    beyond = size > limit
+    if beyond.any():
+        first = int(np.flatnonzero(beyond.any(-1))[0])
+        raise StructureError(
+            f"{where}: coordinate {size[first].max():.6g} Å at residue {_residue(chain, first)} is "
+            f"beyond max_coordinate = {limit:g} Å (an absurd position; set "
+            "max_coordinate higher, or 0, to accept it)"
+        )
+
+
 def check_geometry(chain: Chain, config: ResidueGraphConfig, where: str) -> None:
     """Refuse (:class:`StructureError`) a chain whose coordinates no real structure has:
     non-finite ones, any beyond ``max_coordinate``, every CA within ``min_ca_spread`` of the
@@ -136,22 +163,9 @@ def check_geometry(chain: Chain, config: ResidueGraphConfig, where: str) -> None
     # zeros); only when that finds something are the observed atoms told apart.
     largest = float(np.abs(backbone).max(initial=0.0))  # NaN if any coordinate is NaN
     if not math.isfinite(largest):
-        finite = np.isfinite(backbone).all(-1) | ~observed
-        if not finite.all():
-            first = int(np.flatnonzero(~finite.all(-1))[0])
-            raise StructureError(
-                f"{where}: non-finite (NaN or infinite) coordinates, first at residue {_residue(chain, first)}"
-            )
+        _refuse_non_finite(chain, backbone, observed, where)
     if config.max_coordinate and not largest <= config.max_coordinate:
-        size = np.where(observed, np.abs(backbone).max(-1), 0.0)
-        beyond = size > config.max_coordinate
-        if beyond.any():
-            first = int(np.flatnonzero(beyond.any(-1))[0])
-            raise StructureError(
-                f"{where}: coordinate {size[first].max():.6g} Å at residue {_residue(chain, first)} is "
-                f"beyond max_coordinate = {config.max_coordinate:g} Å (an absurd position; set "
-                "max_coordinate higher, or 0, to accept it)"
-            )
+        _refuse_beyond(chain, backbone, observed, config.max_coordinate, where)
     ca = backbone[:, 1]
     length = len(ca)
     if config.min_ca_spread and length >= 3:

@@ -11,29 +11,21 @@ import pytest
 
 from protsteps.errors import StructureError
 from protsteps.structure import Chain
-from protsteps_structure.residue_graph import ResidueGraphConfig, _residue, check_geometry
+from protsteps_structure.residue_graph import (
+    ResidueGraphConfig,
+    _refuse_beyond,
+    _refuse_non_finite,
+    check_geometry,
+)
 
 
 def reference(chain: Chain, config: ResidueGraphConfig, where: str) -> None:
-    """The former per-atom checks of non-finite and too large coordinates."""
+    """The per-atom checks run on every chain (not only when the whole-array maximum finds
+    something), then the other checks."""
     backbone = chain.backbone.astype(np.float64)
-    observed = chain.backbone_mask
-    finite = np.isfinite(backbone).all(-1) | ~observed
-    if not finite.all():
-        first = int(np.flatnonzero(~finite.all(-1))[0])
-        raise StructureError(
-            f"{where}: non-finite (NaN or infinite) coordinates, first at residue {_residue(chain, first)}"
-        )
+    _refuse_non_finite(chain, backbone, chain.backbone_mask, where)
     if config.max_coordinate:
-        size = np.where(observed, np.abs(backbone).max(-1), 0.0)
-        beyond = size > config.max_coordinate
-        if beyond.any():
-            first = int(np.flatnonzero(beyond.any(-1))[0])
-            raise StructureError(
-                f"{where}: coordinate {size[first].max():.6g} Å at residue {_residue(chain, first)} is "
-                f"beyond max_coordinate = {config.max_coordinate:g} Å (an absurd position; set "
-                "max_coordinate higher, or 0, to accept it)"
-            )
+        _refuse_beyond(chain, backbone, chain.backbone_mask, config.max_coordinate, where)
     check_geometry(chain, ResidueGraphConfig(max_coordinate=0.0), where)  # the other checks
 
 
