@@ -3,9 +3,9 @@ defaults; failed runs that leave nothing behind; short reprs; plurals."""
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -15,14 +15,11 @@ from protsteps.cli import main
 from protsteps.errors import ConfigError, UnknownComponentError
 from protsteps.registry import Catalog, default_catalog
 from protsteps.runconfig import load_run_config
+from tests import cli_args
 
 from . import plugins_for_tests as p
 
-
-def pretrain_args(structures, out: Path, cache: Path, *extra: str) -> list[str]:
-    args = ["pretrain", *map(str, structures), "--out", str(out), "--cache-dir", str(cache)]
-    args += ["--teacher", "none", "--batch-size", "2", "--set", "encoder.hidden_dim=16"]
-    return [*args, "--set", "tasks.distance.num_pairs=32", "-q", *extra]
+pretrain_args = functools.partial(cli_args.pretrain_args, epochs=None)
 
 
 # ---------------------------------------------------------------------------- hints

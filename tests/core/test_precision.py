@@ -6,6 +6,7 @@ benchmarks/gpu_check.sh parses and refuses to run without CUDA."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -32,6 +33,7 @@ from protsteps.registry import default_catalog
 from protsteps.runconfig import TrainConfig, load_run_config
 from protsteps.schema import config_schema
 from protsteps.training import load_checkpoint
+from tests import cli_args
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_CHECK = ROOT / "benchmarks" / "gpu_check.sh"
@@ -54,27 +56,9 @@ def linear_output_dtypes() -> Iterator[set[torch.dtype]]:
         handle.remove()
 
 
-def pretrain_args(structures: list[Path], out: Path, cache: Path, *extra: str) -> list[str]:
-    return [
-        "pretrain",
-        *map(str, structures),
-        "--out",
-        str(out),
-        "--cache-dir",
-        str(cache),
-        "--batch-size",
-        "3",
-        "--epochs",
-        "2",
-        "--set",
-        "encoder.hidden_dim=16",
-        "--set",
-        "tasks.distance.num_pairs=64",
-        "--set",
-        "train.log_every=1",
-        "-q",
-        *extra,
-    ]
+pretrain_args = functools.partial(
+    cli_args.pretrain_args, teacher=None, batch_size=3, epochs=2, num_pairs=64, sets=["train.log_every=1"]
+)
 
 
 def float_tensors(value: object) -> Iterator[torch.Tensor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from protsteps.files import (
     strict_json_line,
 )
 from protsteps.training import MetricsLog
+from tests import cli_args
 
 
 def strict(line: str) -> dict:
@@ -112,10 +114,7 @@ HOLDER = textwrap.dedent(
 )
 
 
-def pretrain_args(structures, out: Path, cache: Path, *extra: str) -> list[str]:
-    args = ["pretrain", *map(str, structures), "--out", str(out), "--cache-dir", str(cache)]
-    args += ["--teacher", "none", "--batch-size", "2", "--set", "encoder.hidden_dim=16", "--epochs", "1"]
-    return [*args, "--set", "tasks.distance.num_pairs=16", "-q", *extra]
+pretrain_args = functools.partial(cli_args.pretrain_args, num_pairs=16)
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from protsteps.cli import main
 from protsteps.config import check_range, fields_of, from_dict, option
 from protsteps.errors import ConfigError
 from protsteps.runconfig import TrainConfig, load_raw
+from tests import cli_args
 
 
 def one_error_line(capsys) -> str:
@@ -28,27 +29,7 @@ def one_error_line(capsys) -> str:
     return lines[0]
 
 
-def pretrain_args(structures, out: Path, cache: Path, *extra: str) -> list[str]:
-    return [
-        "pretrain",
-        *map(str, structures),
-        "--out",
-        str(out),
-        "--cache-dir",
-        str(cache),
-        "--teacher",
-        "none",
-        "--batch-size",
-        "2",
-        "--epochs",
-        "1",
-        "--set",
-        "encoder.hidden_dim=16",
-        "--set",
-        "tasks.distance.num_pairs=32",
-        "-q",
-        *extra,
-    ]
+pretrain_args = cli_args.pretrain_args
 
 
 @pytest.fixture(scope="module")
