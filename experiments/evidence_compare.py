@@ -31,13 +31,17 @@ class Row:
     """One estimate of the reference against the re-run."""
 
     def __init__(
-        self, name: str, reference: dict[str, Any], rerun: dict[str, Any] | None, signed: bool = False
+        self,
+        name: str,
+        reference: dict[str, Any],
+        rerun: dict[str, Any] | None,
+        signed: bool = False,
+        cell_difference: float | None = None,
     ) -> None:
-        self.name, self.signed = name, signed
+        self.name, self.signed, self.cell_difference = name, signed, cell_difference
         self.mean, self.low, self.high = reference["mean"], reference["low"], reference["high"]
         self.rerun = None if rerun is None else float(rerun["mean"])
         self.inside = self.rerun is not None and self.low <= self.rerun <= self.high
-        self.cell_difference: float | None = None
 
     def markdown(self) -> str:
         f = "{:+.3f}" if self.signed else "{:.3f}"
@@ -83,9 +87,7 @@ def compare(reference: dict[str, Any], rerun: dict[str, Any]) -> list[Row]:
     rows = []
     for name, entry, cells, signed in _estimates(reference):
         other, other_cells = found.get(name, (None, None))
-        row = Row(name, entry, other, signed)
-        row.cell_difference = _largest_difference(cells, other_cells)
-        rows.append(row)
+        rows.append(Row(name, entry, other, signed, _largest_difference(cells, other_cells)))
     return rows
 
 

@@ -21,6 +21,14 @@ def results(no_teacher: list[list[float]], teacher: list[list[float]], differenc
     }
 
 
+def check_files(folder, reference: dict, rerun: dict) -> int:
+    """The command on the two results written as files: its exit status."""
+    paths = [folder / "reference.json", folder / "rerun.json"]
+    for path, data in zip(paths, (reference, rerun), strict=True):
+        path.write_text(json.dumps(data))
+    return evidence_compare.main([str(p) for p in paths])
+
+
 def test_a_rerun_inside_the_intervals_passes_and_identical_rows_are_named(tmp_path, capsys):
     reference = results([[0.5, 0.6], [0.4, 0.5]], [[0.6, 0.7], [0.5, 0.6]], 0.02)
     rerun = copy.deepcopy(reference)
@@ -32,10 +40,7 @@ def test_a_rerun_inside_the_intervals_passes_and_identical_rows_are_named(tmp_pa
     assert [r.inside for r in rows] == [True, True, True]
     assert rows[0].cell_difference == 0.0
     assert abs(rows[1].cell_difference - 0.1) < 1e-12
-    paths = [tmp_path / "a.json", tmp_path / "b.json"]
-    for path, data in zip(paths, (reference, rerun), strict=True):
-        path.write_text(json.dumps(data))
-    assert evidence_compare.main([str(p) for p in paths]) == 0
+    assert check_files(tmp_path, reference, rerun) == 0
     printed = capsys.readouterr().out
     assert "| ec no-teacher/probe | 0.500 | [0.450, 0.550] | 0.500 | yes | identical |" in printed
     assert "3 of 3 re-run estimates inside" in printed and "1 setting rows identical" in printed
@@ -48,10 +53,7 @@ def test_an_estimate_outside_or_missing_fails(tmp_path, capsys):
     del rerun["sets"]["ec"]["teacher/probe"]
     rows = evidence_compare.compare(reference, rerun)
     assert [r.inside for r in rows] == [True, False, False]
-    paths = [tmp_path / "a.json", tmp_path / "b.json"]
-    for path, data in zip(paths, (reference, rerun), strict=True):
-        path.write_text(json.dumps(data))
-    assert evidence_compare.main([str(p) for p in paths]) == 1
+    assert check_files(tmp_path, reference, rerun) == 1
     printed = capsys.readouterr().out
     assert "| ec teacher/probe | 0.650 | [0.600, 0.700] | missing | **no** | n/a |" in printed
     assert "| primary ec/C/probe | +0.020 | [-0.020, +0.060] | +0.070 | **no** | n/a |" in printed
