@@ -88,7 +88,8 @@ class ESMConfig:
     )
     max_tokens: int = option(
         8192,
-        "Most tokens (batch size x padded length, BOS/EOS included) in one forward pass.",
+        "Most tokens (batch size x padded length, BOS/EOS included) in one forward pass on an "
+        "accelerator; on CPU each sequence runs alone (faster there, and bit-reproducible).",
         minimum=1,
     )
     cache: bool = option(

@@ -44,10 +44,14 @@ def full_forward(teacher: ESMTeacher, sequences: list[str]) -> torch.Tensor:
     return torch.cat([rep[b, 1 : len(s) + 1] for b, s in enumerate(sequences)])
 
 
-def test_cached_path_equals_full_forward_across_batchings(tiny: Path, sequences: list[str]) -> None:
+@pytest.mark.parametrize("padded", [True, None])
+def test_cached_path_equals_full_forward_across_batchings(
+    tiny: Path, sequences: list[str], padded: bool | None
+) -> None:
     lengths = sorted(map(len, sequences))
     assert lengths[0] < 100 and lengths[-1] > 800  # padding differs a lot between batchings
     teacher = protsteps.build("teacher", "esm", weights=str(tiny), max_tokens=2000)
+    teacher.padded_groups = padded  # True: the groups accelerators run; None on CPU: alone
     assert teacher.cache is not None
     # fill the cache from batches of one composition (short chains padded together)...
     teacher(sequences[:3])

@@ -66,9 +66,30 @@ def test_aligned_with_residues_of_real_chains(tiny: Path, real_sequences: list[s
 
 
 def test_batched_with_padding_equals_one_at_a_time(tiny: Path, real_sequences: list[str]) -> None:
+    # padded groups are what accelerators run; forced here on CPU
     one_batch = protsteps.build("teacher", "esm", weights=str(tiny), cache=False, max_tokens=100_000)
+    one_batch.padded_groups = True
+    assert [sorted(g) for g in one_batch._groups([len(s) for s in real_sequences], 0.0)] == [
+        list(range(len(real_sequences)))
+    ]
     one_each = protsteps.build("teacher", "esm", weights=str(tiny), cache=False, max_tokens=1)
+    one_each.padded_groups = True
     torch.testing.assert_close(one_batch(real_sequences), one_each(real_sequences), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_on_cpu_each_sequence_runs_alone_and_gives_the_same_bits_in_any_company(
+    tiny: Path, real_sequences: list[str], cache: bool
+) -> None:
+    teacher = protsteps.build("teacher", "esm", weights=str(tiny), cache=cache, max_tokens=100_000)
+    assert teacher.padded_groups is None and teacher._groups([5, 9, 7], 0.0) == [[0], [1], [2]]
+    together = teacher(real_sequences)
+    alone = torch.cat([teacher([s]) for s in reversed(real_sequences)][::-1])
+    assert torch.equal(together, alone)
+    # the cache on or off: the same bits (the cache holds what the trunk computes alone)
+    other = protsteps.build("teacher", "esm", weights=str(tiny), cache=not cache)
+    other(real_sequences)
+    assert torch.equal(other(real_sequences), together)
 
 
 def test_unknown_residues_are_x(tiny: Path) -> None:
