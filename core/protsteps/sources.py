@@ -92,16 +92,17 @@ def split_member(spec: str) -> tuple[str, str | None]:
 
 def is_archive_name(path: str | os.PathLike[str]) -> bool:
     """Whether a file name says it is a tar archive (``.tar``, ``.tar.gz``, ``.tgz``)."""
-    path = Path(path)
-    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+    return os.path.basename(os.fspath(path)).lower().endswith(ARCHIVE_SUFFIXES)
 
 
 def container_kind(path: str | os.PathLike[str]) -> str | None:
     """``"tar"``, ``"foldcomp"`` or ``None`` (not a container)."""
-    path = Path(path)
-    if is_archive_name(path) and path.is_file():
-        return "tar"
-    if path.is_file() and Path(f"{path}.index").is_file() and Path(f"{path}.dbtype").is_file():
+    # strings and os.path: this runs for every input of a featurize run, where one stat of
+    # the ``.index`` file (absent beside a structure file) usually settles it
+    text = os.fspath(path)
+    if is_archive_name(text):
+        return "tar" if os.path.isfile(text) else None
+    if os.path.isfile(f"{text}.index") and os.path.isfile(f"{text}.dbtype") and os.path.isfile(text):
         return "foldcomp"
     return None
 
