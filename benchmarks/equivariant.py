@@ -1,9 +1,9 @@
 """Pretraining throughput of the equivariant encoder: proteins per CPU-second, now and before.
 
 One pretraining step is what ``protsteps_tasks.testing.learning_scores`` (the learning
-check) runs: a batch of 4 ``masif/`` chains (40-300 residues, duplicate sequences removed),
-the distance and dihedral tasks' corruption, the encoder's forward pass, both losses,
-backward, one Adam step; one thread. Each setting below runs ``--steps`` such steps per
+check) runs: a batch of 4 ``masif/`` chains (40-300 residues, duplicate sequences removed;
+``--structures`` reads another folder), the distance and dihedral tasks' corruption, the
+encoder's forward pass, both losses, backward, one Adam step; one thread. Each setting below runs ``--steps`` such steps per
 round on the same batches, its CPU time (``time.process_time``) taken; the settings run in
 turn, in reverse order every other round, so that a change of load weighs on all alike.
 The ratio to the reference is the sum of the reference's CPU seconds over the rounds
@@ -118,15 +118,28 @@ def main() -> None:
     )
     parser.add_argument("--setting", action="append", default=[], help="name=value,...: one more row")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument(
+        "--structures",
+        type=Path,
+        default=MASIF,
+        help="folder of structure files: its first 80 in sorted order are read (default: shared masif/)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     import protsteps
     from protsteps import BuildContext
     from protsteps.graph import collate
+    from protsteps.structure import is_structure_path
     from protsteps_tasks.testing import distinct_chains
 
-    graphs = distinct_chains(sorted(MASIF.iterdir())[:80], 40, 300)
+    paths = sorted(p for p in args.structures.rglob("*") if p.is_file() and is_structure_path(p))[:80]
+    graphs = distinct_chains(paths, 40, 300)
+    if len(graphs) < PROTEINS_PER_STEP:
+        raise SystemExit(
+            f"{args.structures}: {len(graphs)} distinct chains of 40-300 residues in its first "
+            f"{len(paths)} structure files; a step needs {PROTEINS_PER_STEP}"
+        )
     order = torch.Generator().manual_seed(0)
     batches = [
         collate(
