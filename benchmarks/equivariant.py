@@ -3,9 +3,10 @@
 One pretraining step is what ``protsteps_tasks.testing.learning_scores`` (the learning
 check) runs: a batch of 4 ``masif/`` chains (40-300 residues, duplicate sequences removed;
 ``--structures`` reads another folder), the distance and dihedral tasks' corruption, the
-encoder's forward pass, both losses, backward, one Adam step; one thread. Each setting below runs ``--steps`` such steps per
-round on the same batches, its CPU time (``time.process_time``) taken; the settings run in
-turn, in reverse order every other round, so that a change of load weighs on all alike.
+encoder's forward pass, both losses, backward, one Adam step; one thread. Each setting
+below runs ``--steps`` such steps per round on the same batches, its CPU time
+(``time.process_time``) taken; the settings run in turn, in reverse order every other round,
+so that a change of load weighs on all alike.
 The ratio to the reference is the sum of the reference's CPU seconds over the rounds
 divided by the setting's, with the lowest and highest single-round ratio beside it.
 

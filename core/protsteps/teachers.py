@@ -615,7 +615,7 @@ class TrunkTailTeacher(Teacher):
             count[a:b] += 1
         return total / count
 
-    def _groups(self, lengths: Sequence[int], min_fill: float) -> list[list[int]]:
+    def _groups(self, lengths: Sequence[int], min_fill: float = 0.7) -> list[list[int]]:
         """Indices of the sequences that run through the model together.
 
         On CPU each sequence runs alone: nothing is padded, computed and thrown away, and its
@@ -692,7 +692,7 @@ class TrunkTailTeacher(Teacher):
                 trunk = self._last_trunk[1]
             else:
                 trunk = []
-                for batch in self._groups(lengths, 0.7):
+                for batch in self._groups(lengths):
                     x, mask = self._trunk(self._tokens([segments[i] for i in batch]))
                     trunk.append((batch, x, mask))
                 self._last_trunk = (key, trunk)
@@ -703,12 +703,6 @@ class TrunkTailTeacher(Teacher):
             return out  # type: ignore[return-value]
         states = self._trunk_states(segments)
         for batch in self._groups(lengths, TAIL_MIN_FILL):
-            if len(batch) == 1:
-                (i,) = batch
-                state = states[i].to(device=weight.device, dtype=weight.dtype)
-                y = self._run_tail(state.unsqueeze(1 if self.time_major else 0), None, replacement)
-                out[i] = self._rows(y, 0, 1, lengths[i] + 1)
-                continue
             width = lengths[batch[0]] + 2
             # re-padded with zeros (what ESM2.forward gives padded positions; for models that
             # do not zero them the value is irrelevant: masked keys get no attention)
