@@ -87,6 +87,8 @@ _DTYPES = {
     )
 }
 _SIZES = {t: torch.empty((), dtype=t).element_size() for t in _DTYPES.values()}
+_NAME_OF = {t: name for name, t in _DTYPES.items()}
+_NUMPY_OF = {t: np.dtype(name) for name, t in _DTYPES.items() if t != torch.bfloat16}
 #: integer tensors are stored in the narrowest of these that holds their values exactly
 _NARROW = (torch.uint8, torch.int8, torch.int16, torch.int32)
 #: edge fields that are stored only when recomputing them from pos and edge_index would not
@@ -177,15 +179,40 @@ def _edge_geometry_into(
         vector[~apart] = 0  # a zero-length edge (or one of undefined length) keeps the zero vector
 
 
-def _narrowest(tensor: torch.Tensor) -> torch.dtype:
-    if tensor.dtype not in (torch.int64, torch.int32) or tensor.numel() == 0:
-        return tensor.dtype
-    low, high = int(tensor.min()), int(tensor.max())
-    for dtype in _NARROW:
-        info = torch.iinfo(dtype)
-        if info.min <= low and high <= info.max:
-            return dtype
-    return tensor.dtype
+#: the range of each type in ``_NARROW``, in the same order
+_NARROW_RANGES = tuple((int(torch.iinfo(t).min), int(torch.iinfo(t).max), t) for t in _NARROW)
+
+
+def _narrowest_of(array: np.ndarray, dtype: torch.dtype) -> torch.dtype:
+    """The narrowest of ``_NARROW`` that holds every value of ``array`` (an int32/int64
+    tensor's non-empty numpy view), else ``dtype``."""
+    low, high = int(array.min()), int(array.max())
+    for smallest, largest, narrow in _NARROW_RANGES:
+        if smallest <= low and high <= largest:
+            return narrow
+    return dtype
+
+
+def _derived_geometry(values: dict[str, Any]) -> bool:
+    """Whether recomputing the graph's edge distances and directions from ``pos`` and
+    ``edge_index`` (:func:`_edge_geometry`) gives their very bits, so that they can be left
+    out of its record."""
+    distance, vector = values["edge_distance"], values["edge_vector"]
+    if distance.dtype != torch.float32 or vector.dtype != torch.float32:
+        return False
+    index = values["edge_index"].detach().cpu().numpy()
+    if index.ndim != 2 or index.shape[0] != 2 or distance.shape != (index.shape[1],):
+        return False
+    if vector.shape != (index.shape[1], 3):
+        return False
+    again = np.empty(index.shape[1], dtype=np.float32)
+    again_vector = np.empty((index.shape[1], 3), dtype=np.float32)
+    _edge_geometry_into(values["pos"].detach().cpu().numpy(), index[0], index[1], again, again_vector)
+    # compared as bits: the same bits come back (-0.0 and 0.0 differ; a NaN equals itself)
+    return bool(
+        np.array_equal(again.view(np.int32), distance.detach().cpu().numpy().view(np.int32))
+        and np.array_equal(again_vector.view(np.int32), vector.detach().cpu().numpy().view(np.int32))
+    )
 
 
 def encode_record(source: str, graphs: Sequence[ProteinGraph], errors: Sequence[str]) -> bytes:
@@ -198,31 +225,31 @@ def encode_record(source: str, graphs: Sequence[ProteinGraph], errors: Sequence[
     for graph in graphs:
         fields: dict[str, list[Any]] = {}
         values = graph.to_dict()
-        derived = []
-        if values["edge_distance"].dtype == torch.float32 and values["edge_vector"].dtype == torch.float32:
-            distance, vector = _edge_geometry(values["pos"], values["edge_index"])
-            if torch.equal(distance, values["edge_distance"].cpu()) and torch.equal(
-                vector, values["edge_vector"].cpu()
-            ):
-                derived = list(_DERIVED)
+        derived = list(_DERIVED) if _derived_geometry(values) else []
         for name, value in values.items():
             if name in _STRINGS or name in derived:
                 continue
-            tensor = value.detach().cpu().contiguous()
-            stored = _narrowest(tensor)
-            kept = tensor.to(stored) if stored != tensor.dtype else tensor
-            data = (
-                kept.view(torch.int16).numpy().tobytes()
-                if kept.dtype == torch.bfloat16
-                else kept.numpy().tobytes()
-            )
+            tensor = value.detach()
+            if tensor.device.type != "cpu":
+                tensor = tensor.cpu()
+            dtype = tensor.dtype
+            stored = dtype
+            if dtype == torch.bfloat16:
+                data = tensor.contiguous().view(torch.int16).numpy().tobytes()
+            else:
+                array = tensor.numpy()
+                if dtype in (torch.int64, torch.int32) and array.size:
+                    stored = _narrowest_of(array, dtype)
+                    if stored != dtype:
+                        array = array.astype(_NUMPY_OF[stored])
+                data = array.tobytes()  # C order, whatever the tensor's strides
             pad = (-offset) % 8
             if pad:
                 blobs.append(b"\0" * pad)
                 offset += pad
-            field = [str(tensor.dtype).removeprefix("torch."), list(tensor.shape), offset, len(data)]
-            if stored != tensor.dtype:
-                field.append(str(stored).removeprefix("torch."))
+            field = [_NAME_OF[dtype], list(tensor.shape), offset, len(data)]
+            if stored != dtype:
+                field.append(_NAME_OF[stored])
             fields[name] = field
             blobs.append(data)
             offset += len(data)
