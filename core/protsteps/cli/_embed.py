@@ -82,12 +82,14 @@ def embed(
 
     Inputs that cannot be featurized are reported (and stored in the file) and the rest are embedded. Exits 2 when nothing could be embedded (every input failed).
     """
+    from ..allocator import keep_freed_memory
     from ..downstream import embed as run_embed
     from ..extensions import writer_for
     from ..registry import default_catalog
     from ..threads import allow_interop, using_threads
 
     allow_interop()
+    keep_freed_memory()  # this process only runs this command: freed tensors' memory is reused
 
     # before any work: an unknown writer, a suffix no writer takes or a missing package
     writer = writer_for(default_catalog().extensions, out, format_)

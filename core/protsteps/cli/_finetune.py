@@ -187,12 +187,14 @@ def finetune(
 
     The best epoch is chosen on the validation set (macro-F1, or Fmax for multi-label) and the test set is scored once, with those weights. Labelled rows that cannot be used are listed in OUT/skipped.tsv.
     """
+    from ..allocator import keep_freed_memory
     from ..config import from_dict
     from ..downstream import FinetuneConfig
     from ..downstream import finetune as run_finetune
     from ..threads import allow_interop
 
     allow_interop()
+    keep_freed_memory()  # this process only runs this command: freed tensors' memory is reused
 
     scratch = from_.strip().lower() == "none"
     if not scratch and (config is not None or teacher is not None or set_):

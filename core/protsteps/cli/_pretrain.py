@@ -73,12 +73,14 @@ def pretrain(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Pretrain an encoder on structures (STEPS); writes a run folder that can be resumed."""
+    from ..allocator import keep_freed_memory
     from ..runconfig import TrainConfig, load_run_config
     from ..threads import allow_interop
     from ..training import pretrain as run_pretrain
     from ..training import resume_config
 
     allow_interop()
+    keep_freed_memory()  # this process only runs this command: freed tensors' memory is reused
 
     catalog = default_catalog()
     if resume is not None:
