@@ -45,7 +45,9 @@ width 1,024 (ProtBert's, so that the authors' GIN is the released 1,280-wide one
 heads; ``--dim 320 --heads 20`` gives the ``esm2_t6_8M_UR50D`` architecture itself.
 
 **Measurement**: each configuration runs in a child process of its own per round (so that
-its peak memory is its own): it builds the model, runs untimed warm-up steps (with the cache
+its peak memory is its own): it sets the C allocator as ``protsteps pretrain`` does (freed
+memory kept for reuse, :mod:`protsteps.allocator`; the authors' configuration too, so that
+the ratio compares the steps, not allocators), builds the model, runs untimed warm-up steps (with the cache
 on, one whole epoch, which fills the cache), then timed epochs over every chain, whole
 epochs until ``--min-seconds`` of CPU time (default 10: one epoch of the authors' step, five
 to ten of protsteps' defaults, whose single epoch of 1-2 s a moment's load on a shared
@@ -277,6 +279,12 @@ def _status(field: str) -> int:
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
+    try:  # every configuration, the authors' too: the allocator as protsteps pretrain sets it
+        from protsteps.allocator import keep_freed_memory
+    except ImportError:  # a --baseline from before protsteps.allocator
+        pass
+    else:
+        keep_freed_memory()
     torch.set_num_threads(1)
     graphs = real_chains(args.structures, args.proteins, args.min_length, args.max_length)
     spec = CONFIGURATIONS[args.child]
