@@ -6,10 +6,10 @@ mmap threshold (128 KiB at first, raised as blocks are freed, up to 32 MiB) with
 threshold goes back too. The next tensor then lands on fresh pages: one page fault per
 4 KiB, each a trip into the kernel that zeroes the page. A training step allocates and
 frees the same few-megabyte tensors again and again (the default step's ``[2048, 256]``
-pair tensors are 2 MiB each), so it pays those faults every step: 800-1,300 minor faults
-and 2-3 ms of system time per default step on this project's test machine, against
-0-70 faults and 0.2 ms with freed memory kept (``benchmarks/allocator.py``;
-docs/benchmarks.md). On GPUs torch's caching allocator does the keeping.
+pair tensors are 2 MiB each), so it pays those faults every step: about 630 minor faults
+and 1.4 ms of system time per default step on this project's test machine, 47 and 0.2 ms
+with freed memory kept (``benchmarks/allocator.py``; docs/benchmarks.md). On GPUs torch's
+caching allocator does the keeping.
 
 :func:`keep_freed_memory` asks glibc (``mallopt``) to serve blocks up to 32 MiB from its
 heap and to keep up to 1 GiB of freed heap for reuse. It is process-wide, so the command
