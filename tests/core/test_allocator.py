@@ -51,7 +51,8 @@ def test_kept_memory_spares_the_page_faults_of_each_step(tmp_path):
     assert said.startswith("allocator keeps freed memory"), said
     assert said_system == "allocator left as it is (PROTSTEPS_MALLOC=system)"
     if system < 500:
-        pytest.skip(f"glibc here reuses freed blocks by itself ({system:.0f} faults per step)")
+        # seen once in many runs here (229): the pages came some other way; nothing to compare
+        pytest.skip(f"glibc's own allocator took only {system:.0f} faults per step in this run")
     # 8 x 2 MiB written per step: about 4,100 fresh pages without keeping, a few dozen with
     assert kept < system / 10, (kept, system)
 
