@@ -168,6 +168,9 @@ class AuthorsStep:
     def __init__(self, weights: Path) -> None:
         loaded = load_esm2("esm2_t6_8M_UR50D", weights=weights, download=False)
         self.teacher = loaded.model.eval()
+        # The released code's teacher is a bare encoder (transformers' BertModel: no language
+        # model head); fair-esm's ESM2 runs its head on every token of every forward pass.
+        self.teacher.lm_head = nn.Identity()
         self.converter = loaded.alphabet.get_batch_converter()
         self.last = self.teacher.num_layers
         tail = f"layers.{self.last - 1}."
