@@ -5,9 +5,12 @@ does not depend on the weights' values)."""
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import protsteps
 from protsteps.errors import StructureError
@@ -31,6 +34,33 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dim", type=int, default=320, help="ESM-2 embedding width")
     parser.add_argument("--heads", type=int, default=20, help="ESM-2 attention heads")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+
+
+def chains_parser(
+    doc: str | None, proteins: int, proteins_help: str, children: Sequence[str] = ()
+) -> argparse.ArgumentParser:
+    """An argument parser with the module docs as its description and the chains' options:
+    ``--structures`` (default the MaSIF folder) and ``--proteins``; with ``children``, also the
+    hidden ``--child NAME`` and ``--weights FILE`` that a benchmark's child process is run with
+    (see :func:`answered_as_child`)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--structures", type=Path, default=DEFAULT_STRUCTURES, help="folder of structure files"
+    )
+    parser.add_argument("--proteins", type=int, default=proteins, help=proteins_help)
+    if children:
+        parser.add_argument("--child", choices=list(children), help=argparse.SUPPRESS)
+        parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def answered_as_child(args: argparse.Namespace, child: Callable[[argparse.Namespace], Any]) -> bool:
+    """In a child process (``--child`` given): print ``child(args)`` as the JSON line that
+    :func:`child_result` reads, and say so."""
+    if not args.child:
+        return False
+    print(json.dumps(child(args)))
+    return True
 
 
 def real_chains(
@@ -57,6 +87,15 @@ def real_chains(
     if not chosen:
         raise SystemExit(f"no chain of {min_length}..{max_length} residues under {folder}")
     return chosen
+
+
+def child_result(command: list[str], env: dict[str, str] | None, what: str) -> Any:
+    """Run a benchmark's child process and return the JSON on its last line of output; a
+    child that fails stops the benchmark with its error output, naming ``what``."""
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{what} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def timed(call: Callable[[], object]) -> tuple[float, float]:

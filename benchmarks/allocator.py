@@ -24,17 +24,15 @@ milliseconds and minor page faults. One thread.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from _workload import DEFAULT_STRUCTURES, composed_for_training, real_chains
+from _workload import answered_as_child, chains_parser, child_result, composed_for_training, real_chains
 
 import protsteps
 from protsteps.registry import default_catalog
@@ -90,29 +88,17 @@ def run_child(step: str, mode: str, args: argparse.Namespace, weights: Path) -> 
     command = [sys.executable, __file__, "--child", step, "--weights", str(weights)]
     command += ["--structures", str(args.structures), "--proteins", str(args.proteins)]
     command += ["--epochs", str(args.epochs)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{step}, {mode}: the child failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_result(command, env, f"{step}, {mode}: the child")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--structures", type=Path, default=DEFAULT_STRUCTURES, help="folder of structure files"
-    )
-    parser.add_argument("--proteins", type=int, default=40, help="real chains (batches of 8)")
+    parser = chains_parser(__doc__, 40, "real chains (batches of 8)", STEPS)
     parser.add_argument("--epochs", type=int, default=4, help="timed epochs per child")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over steps and modes")
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
     parser.add_argument("--quick", action="store_true", help="smoke run: 8 chains, 1 epoch, 1 round")
-    parser.add_argument("--child", choices=STEPS, help=argparse.SUPPRESS)
-    parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(args)))
+    if answered_as_child(args, child):
         return
     if args.quick:
         args.proteins, args.epochs, args.rounds = 8, 1, 1

@@ -29,7 +29,12 @@ per step:
 
 The neighbour sum uses a sparse-matrix product, as DGL's ``GINConv`` does with its fused
 kernel (no ``[E, d]`` message tensor), so the authors' side is not slowed by a slower
-scatter than the one they ran.
+scatter than the one they ran. Their teacher is a bare encoder (transformers' ``BertModel``
+of ProtBert), so fair-esm's language-model head is taken off here. What the released code
+also does per step and this formulation leaves out, so that it costs less than the released
+code: ``higher``'s copies of every teacher weight (``copy_initial_weights`` and the inner
+optimiser's deep copy of its parameter groups, which hold the whole teacher), reading each
+protein's ``.npy`` file, building its DGL graph, and tokenising the sequence twice.
 
 **protsteps**: ``paper`` (the ``paper`` preset: batch size 1, all pairs, the same linear
 1,280-wide GIN, the previous protein as negatives) and ``default`` (protsteps' defaults:
@@ -42,7 +47,9 @@ first epoch) and off.
 ``protsteps_esm.testing.write_esm2_checkpoint`` (no real weights on this machine; speed does
 not depend on the weights' values). Default: 6 layers (the depth of ``esm2_t6_8M_UR50D``),
 width 1,024 (ProtBert's, so that the authors' GIN is the released 1,280-wide one), 16
-heads; ``--dim 320 --heads 20`` gives the ``esm2_t6_8M_UR50D`` architecture itself.
+heads; ``--dim 320 --heads 20`` gives the ``esm2_t6_8M_UR50D`` architecture itself, and
+``--layers 30 --dim 1024 --heads 16`` the shape of the released code's own default teacher,
+ProtBert (30 layers, 29 of them frozen).
 
 **Measurement**: each configuration runs in a child process of its own per round (so that
 its peak memory is its own): it sets the C allocator as ``protsteps pretrain`` does (freed
@@ -72,7 +79,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import os
 import resource
@@ -87,7 +93,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _workload import DEFAULT_STRUCTURES, composed_for_training, real_chains
+from _workload import answered_as_child, chains_parser, child_result, composed_for_training, real_chains
 from torch import Tensor, nn
 
 import protsteps
@@ -378,20 +384,11 @@ def run_child(
         "--min-seconds",
         str(args.min_seconds),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_result(command, env, name)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--structures", type=Path, default=DEFAULT_STRUCTURES, help="folder of structure files"
-    )
-    parser.add_argument("--proteins", type=int, default=40, help="number of real chains")
+    parser = chains_parser(__doc__, 40, "number of real chains", list(CONFIGURATIONS))
     parser.add_argument("--min-length", type=int, default=50)
     parser.add_argument("--max-length", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3, help="rounds over the configurations")
@@ -409,11 +406,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--baseline", help="a git revision: also run the default configurations as it computes them"
     )
-    parser.add_argument("--child", choices=list(CONFIGURATIONS), help=argparse.SUPPRESS)
-    parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(args)))
+    if answered_as_child(args, child):
         return
     if args.quick:
         args.proteins, args.max_length, args.rounds = 4, 120, 1
