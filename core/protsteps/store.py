@@ -196,22 +196,14 @@ def _narrowest_of(array: np.ndarray, dtype: torch.dtype) -> torch.dtype:
 def _derived_geometry(values: dict[str, Any]) -> bool:
     """Whether recomputing the graph's edge distances and directions from ``pos`` and
     ``edge_index`` (:func:`_edge_geometry`) gives their very bits, so that they can be left
-    out of its record."""
+    out of its record (a ``ProteinGraph``'s shapes are checked when it is made)."""
     distance, vector = values["edge_distance"], values["edge_vector"]
     if distance.dtype != torch.float32 or vector.dtype != torch.float32:
         return False
-    index = values["edge_index"].detach().cpu().numpy()
-    if index.ndim != 2 or index.shape[0] != 2 or distance.shape != (index.shape[1],):
-        return False
-    if vector.shape != (index.shape[1], 3):
-        return False
-    again = np.empty(index.shape[1], dtype=np.float32)
-    again_vector = np.empty((index.shape[1], 3), dtype=np.float32)
-    _edge_geometry_into(values["pos"].detach().cpu().numpy(), index[0], index[1], again, again_vector)
+    again, again_vector = _edge_geometry(values["pos"], values["edge_index"])
     # compared as bits: the same bits come back (-0.0 and 0.0 differ; a NaN equals itself)
-    return bool(
-        np.array_equal(again.view(np.int32), distance.detach().cpu().numpy().view(np.int32))
-        and np.array_equal(again_vector.view(np.int32), vector.detach().cpu().numpy().view(np.int32))
+    return torch.equal(again.view(torch.int32), distance.detach().cpu().view(torch.int32)) and torch.equal(
+        again_vector.view(torch.int32), vector.detach().cpu().view(torch.int32)
     )
 
 
