@@ -63,6 +63,17 @@ def answered_as_child(args: argparse.Namespace, child: Callable[[argparse.Namesp
     return True
 
 
+def keep_freed_memory_if_present() -> None:
+    """Set the C allocator as ``protsteps pretrain`` does (freed memory kept for reuse,
+    :mod:`protsteps.allocator`; ``PROTSTEPS_MALLOC=system`` turns it off), where the protsteps
+    imported has it: a ``--baseline`` from before that module runs with glibc's own."""
+    try:
+        from protsteps.allocator import keep_freed_memory
+    except ImportError:
+        return
+    keep_freed_memory()
+
+
 def real_chains(
     folder: Path, count: int, min_length: int, max_length: int, distinct: bool = False
 ) -> list[protsteps.ProteinGraph]:

@@ -25,10 +25,10 @@ With ``--baseline REV`` it first measures the default step before/after: as the 
 ``REV`` computes it, with gather-scatter neighbour sums and with its default ones, and as
 this working tree does, with freed memory kept for reuse as ``protsteps pretrain`` keeps it
 (:mod:`protsteps.allocator`) and with glibc's own allocator (``PROTSTEPS_MALLOC=system``;
-a revision from before that module runs this way). ``git archive REV`` is unpacked into a temporary folder; each side
-runs in a child process of its own (the baseline's ``core/`` and ``plugins/`` first on
-``PYTHONPATH``), all on the same batches and seeds, one untimed epoch then ``--epochs``
-timed ones, ``--rounds`` times in rotating order.
+a revision from before that module runs this way). ``git archive REV`` is unpacked into a
+temporary folder; each side runs in a child process of its own (the baseline's ``core/``
+and ``plugins/`` first on ``PYTHONPATH``), all on the same batches and seeds, one untimed
+epoch then ``--epochs`` timed ones, ``--rounds`` times in rotating order.
 
     python benchmarks/gin_aggregation.py
     python benchmarks/gin_aggregation.py --baseline c5f1e7f --rounds 4   # before/after
@@ -51,7 +51,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _workload import DEFAULT_STRUCTURES, composed_for_training, real_chains
+from _workload import DEFAULT_STRUCTURES, composed_for_training, keep_freed_memory_if_present, real_chains
 from torch.utils.flop_counter import FlopCounterMode
 
 import protsteps
@@ -152,24 +152,13 @@ def aggregation_rows(batch: Batch, widths: list[int], repeats: int) -> list[tupl
     return rows
 
 
-def keep_freed_memory_as_the_command_line_does() -> None:
-    """What ``protsteps pretrain`` does to the process's allocator before it trains
-    (:mod:`protsteps.allocator`; ``PROTSTEPS_MALLOC=system`` turns it off), where the code
-    measured has it: a ``--baseline`` from before it ran with glibc's own behaviour."""
-    try:
-        from protsteps.allocator import keep_freed_memory
-    except ImportError:
-        return
-    keep_freed_memory()
-
-
 def default_step_times(args: argparse.Namespace) -> list[float]:
     """CPU seconds of each timed step of the default step without a teacher, built through
     only what every version of protsteps has (a child process: ``--child``)."""
     from protsteps.model import compose
     from protsteps.optim import SchemeSetup
 
-    keep_freed_memory_as_the_command_line_does()
+    keep_freed_memory_if_present()
     torch.set_num_threads(1)
     graphs = real_chains(args.structures, args.proteins, 50, 400)
     batches = [
@@ -281,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.baseline:
         print_before_after(args)
         print()
-    keep_freed_memory_as_the_command_line_does()
+    keep_freed_memory_if_present()
     torch.set_num_threads(1)
     saved = os.environ.get("PROTSTEPS_AGGREGATION")
 

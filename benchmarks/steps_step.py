@@ -54,8 +54,8 @@ ProtBert (30 layers, 29 of them frozen).
 **Measurement**: each configuration runs in a child process of its own per round (so that
 its peak memory is its own): it sets the C allocator as ``protsteps pretrain`` does (freed
 memory kept for reuse, :mod:`protsteps.allocator`; the authors' configuration too, so that
-the ratio compares the steps, not allocators), builds the model, runs untimed warm-up steps (with the cache
-on, one whole epoch, which fills the cache), then timed epochs over every chain, whole
+the ratio compares the steps, not allocators), builds the model, runs untimed warm-up steps
+(with the cache on, one whole epoch, which fills the cache), then timed epochs over every chain, whole
 epochs until ``--min-seconds`` of CPU time (default 10: one epoch of the authors' step, five
 to ten of protsteps' defaults, whose single epoch of 1-2 s a moment's load on a shared
 machine moves by a third). Reported: proteins per CPU-second of the child
@@ -93,7 +93,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _workload import answered_as_child, chains_parser, child_result, composed_for_training, real_chains
+from _workload import (
+    answered_as_child,
+    chains_parser,
+    child_result,
+    composed_for_training,
+    keep_freed_memory_if_present,
+    real_chains,
+)
 from torch import Tensor, nn
 
 import protsteps
@@ -288,12 +295,7 @@ def _status(field: str) -> int:
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
-    try:  # every configuration, the authors' too: the allocator as protsteps pretrain sets it
-        from protsteps.allocator import keep_freed_memory
-    except ImportError:  # a --baseline from before protsteps.allocator
-        pass
-    else:
-        keep_freed_memory()
+    keep_freed_memory_if_present()  # every configuration, the authors' too
     torch.set_num_threads(1)
     graphs = real_chains(args.structures, args.proteins, args.min_length, args.max_length)
     spec = CONFIGURATIONS[args.child]

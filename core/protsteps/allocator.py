@@ -84,4 +84,7 @@ def _keep_freed_memory() -> str:
     refused = [name for name, value in settings if libc.mallopt(name, value) != 1]
     if refused:
         return f"allocator partly set (glibc refused mallopt parameters {refused})"
-    return f"allocator keeps freed memory (blocks up to {MMAP_THRESHOLD >> 20} MiB from the heap, {KEEP_BYTES >> 20} MiB kept)"
+    return (
+        f"allocator keeps freed memory (blocks up to {MMAP_THRESHOLD >> 20} MiB from the heap, "
+        f"{KEEP_BYTES >> 20} MiB kept)"
+    )
