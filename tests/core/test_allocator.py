@@ -3,6 +3,7 @@ where the user chose otherwise."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -33,15 +34,23 @@ _PATTERN = textwrap.dedent(
 
 
 def _faults_per_step(tmp_path: Path, **env: str) -> tuple[float, str]:
+    """The most faults per step of three processes running the pattern (glibc's own allocator
+    takes ~4,065 in about two processes of three here and ~229 in the third, by where the heap
+    and the libraries' mappings landed), and what keep_freed_memory said."""
     script = tmp_path / "pattern.py"
     script.write_text(_PATTERN)
-    import os
-
     environment = {k: v for k, v in os.environ.items() if k not in ("PROTSTEPS_MALLOC", "GLIBC_TUNABLES")}
-    done = subprocess.run(
-        [sys.executable, str(script)], env={**environment, **env}, capture_output=True, text=True, check=True
-    )
-    return float(done.stdout.strip()), done.stderr.strip()
+    runs = [
+        subprocess.run(
+            [sys.executable, str(script)],
+            env={**environment, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        for _ in range(3)
+    ]
+    return max(float(done.stdout.strip()) for done in runs), runs[0].stderr.strip()
 
 
 @pytest.mark.skipif(allocator._libc() is None, reason="the C library is not glibc")
@@ -51,8 +60,7 @@ def test_kept_memory_spares_the_page_faults_of_each_step(tmp_path):
     assert said.startswith("allocator keeps freed memory"), said
     assert said_system == "allocator left as it is (PROTSTEPS_MALLOC=system)"
     if system < 500:
-        # seen once in many runs here (229): the pages came some other way; nothing to compare
-        pytest.skip(f"glibc's own allocator took only {system:.0f} faults per step in this run")
+        pytest.skip(f"glibc's own allocator took at most {system:.0f} faults per step in three runs")
     # 8 x 2 MiB written per step: about 4,100 fresh pages without keeping, a few dozen with
     assert kept < system / 10, (kept, system)
 
