@@ -30,6 +30,7 @@ import os
 import warnings
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -158,6 +159,29 @@ def aggregation(device: torch.device | None = None) -> Aggregation:
     return "sparse"
 
 
+#: keys below this sort as unsigned 16-bit integers: numpy sorts those with a radix sort
+_RADIX_BOUND = 1 << 16
+
+
+def stable_argsort(keys: Tensor, bound: int) -> Tensor:
+    """``torch.argsort(keys, stable=True)`` for integer ``keys`` in ``[0, bound)``.
+
+    On CPU, keys that fit in 16 bits go through numpy's stable sort of ``uint16``, a radix
+    sort, and keys below :math:`2^{32}` through two such passes (low half, then high half:
+    a least-significant-digit radix sort, stable because each pass is): the same
+    permutation, about 7x faster than torch's merge sort on the ~30,000 edges of a batch
+    (0.21 against 1.7 ms here). Elsewhere, or with larger keys, ``torch.argsort``."""
+    if keys.device.type != "cpu" or keys.numel() < 2 or bound > 1 << 32:
+        return torch.argsort(keys, stable=True)
+    values = keys.numpy()
+    if bound <= _RADIX_BOUND:
+        order = np.argsort(values.astype(np.uint16), kind="stable")
+    else:
+        order = np.argsort((values & 0xFFFF).astype(np.uint16), kind="stable")
+        order = order[np.argsort((values[order] >> 16).astype(np.uint16), kind="stable")]
+    return torch.from_numpy(order)
+
+
 def _compressed_rows(
     rows: Tensor, columns: Tensor, values: Tensor, shape: tuple[int, int], rows_sorted: bool
 ) -> Tensor:
@@ -165,7 +189,7 @@ def _compressed_rows(
     add up when multiplied). Its indices are int32 when they fit: MKL and cuSPARSE multiply
     with int32 indices, and torch converts int64 ones again at every product."""
     if not rows_sorted:
-        order = torch.argsort(rows, stable=True)
+        order = stable_argsort(rows, shape[0])
         rows, columns, values = rows[order], columns[order], values[order]
     fits = max(*shape, rows.numel()) < torch.iinfo(torch.int32).max
     index_dtype = torch.int32 if fits else torch.int64
@@ -358,15 +382,18 @@ def _sparse_product(
 
 class _AdjacencyProduct(torch.autograd.Function):
     """``A @ h`` whose gradient ``A^T @ grad`` is again this function, so that gradients of
-    gradients (``create_graph=True``) work too."""
+    gradients (``create_graph=True``) work too.
+
+    ``forward`` takes ``ctx`` itself (no ``setup_context``), as does every autograd function
+    here: with a ``setup_context``, ``Function.apply`` binds the arguments through
+    ``inspect.signature`` at every call, about 45 µs on this project's CPU, some twenty times
+    a step. None of them is used under ``torch.func`` transforms (``vmap``, ``grad``), which
+    would need one."""
 
     @staticmethod
-    def forward(h: Tensor, adjacency: WeightedAdjacency, transposed: bool) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, h: Tensor, adjacency: WeightedAdjacency, transposed: bool) -> Tensor:  # type: ignore[override]
+        ctx.adjacency, ctx.transposed = adjacency, transposed
         return _sparse_product(adjacency, h, transposed)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        _, ctx.adjacency, ctx.transposed = inputs
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:  # type: ignore[override]
@@ -382,14 +409,11 @@ class _SelfAndNeighbourSum(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        h: Tensor, self_weight: Tensor, adjacency: WeightedAdjacency, transposed: bool
+        ctx: Any, h: Tensor, self_weight: Tensor, adjacency: WeightedAdjacency, transposed: bool
     ) -> Tensor:
-        return _sparse_product(adjacency, h, transposed, self_weight)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        h, self_weight, ctx.adjacency, ctx.transposed = inputs
+        ctx.adjacency, ctx.transposed = adjacency, transposed
         ctx.save_for_backward(h if ctx.needs_input_grad[1] else None, self_weight)
+        return _sparse_product(adjacency, h, transposed, self_weight)
 
     @staticmethod
     def backward(  # type: ignore[override]

@@ -98,35 +98,45 @@ def sample_residue_pairs(
     The separation :math:`s = |i - j|` is drawn with weight :math:`L - s` (doubled for
     :math:`s > 0`, which has two orders), then :math:`\\min(i, j)` uniformly, then the order.
     Proteins without such a pair (``L <= min_separation``) get none. Cost
-    :math:`O(L + \\text{num\\_pairs})` per protein. Randomness comes only from ``generator``
+    :math:`O(L_{max} + \\text{num\\_pairs})` per protein, drawn for the whole batch in one
+    pass (one row of separation weights per protein). Randomness comes only from ``generator``
     (a CPU generator); the indices are returned on the batch's device.
     """
-    firsts: list[Tensor] = []
-    seconds: list[Tensor] = []
-    lengths = batch.lengths.tolist()
-    starts = batch.ptr[:-1].tolist()
-    for start, length in zip(starts, lengths, strict=True):
-        if length <= min_separation or length == 0:
-            continue
-        if num_pairs == 0:
-            i, j = torch.meshgrid(torch.arange(length), torch.arange(length), indexing="ij")
-            keep = (i - j).abs() >= min_separation
-            firsts.append(start + i[keep])
-            seconds.append(start + j[keep])
-            continue
-        separation = torch.arange(min_separation, length, dtype=torch.float64)
-        weight = (length - separation) * torch.where(separation > 0, 2.0, 1.0)
-        s = min_separation + torch.multinomial(weight, num_pairs, replacement=True, generator=generator)
-        low = (torch.rand(num_pairs, generator=generator, dtype=torch.float64) * (length - s)).long()
-        low = torch.minimum(low, length - s - 1)
-        high = low + s
-        swap = torch.rand(num_pairs, generator=generator) < 0.5
-        firsts.append(start + torch.where(swap, high, low))
-        seconds.append(start + torch.where(swap, low, high))
-    if not firsts:
+    lengths = batch.lengths.cpu()
+    starts = batch.ptr[:-1].cpu()
+    kept = lengths > max(min_separation, 0)
+    if not bool(kept.any()):
         empty = torch.zeros(0, dtype=torch.long, device=batch.device)
         return ResiduePairs(empty, empty.clone())
-    return ResiduePairs(torch.cat(firsts).to(batch.device), torch.cat(seconds).to(batch.device))
+    lengths, starts = lengths[kept], starts[kept]
+    if num_pairs == 0:
+        return _every_pair(lengths.tolist(), starts.tolist(), min_separation, batch.device)
+    # all proteins at once: row b holds protein b's separations (weight 0 past its length)
+    length = lengths.to(torch.float64)[:, None]
+    separation = torch.arange(min_separation, int(lengths.max()), dtype=torch.float64)
+    weight = (length - separation).clamp_min_(0.0) * torch.where(separation > 0, 2.0, 1.0)
+    s = min_separation + torch.multinomial(weight, num_pairs, replacement=True, generator=generator)
+    span = lengths[:, None] - s
+    low = (torch.rand(s.shape, generator=generator, dtype=torch.float64) * span).long()
+    low = torch.minimum(low, span - 1)
+    high = low + s
+    swap = torch.rand(s.shape, generator=generator) < 0.5
+    first = starts[:, None] + torch.where(swap, high, low)
+    second = starts[:, None] + torch.where(swap, low, high)
+    return ResiduePairs(first.reshape(-1).to(batch.device), second.reshape(-1).to(batch.device))
+
+
+def _every_pair(lengths: list[int], starts: list[int], min_separation: int, device: torch.device) -> ResiduePairs:
+    """Every ordered pair ``(i, j)`` with ``|i - j| >= min_separation`` of each protein,
+    row-major in ``(i, j)``, protein after protein."""
+    firsts: list[Tensor] = []
+    seconds: list[Tensor] = []
+    for start, length in zip(starts, lengths, strict=True):
+        i, j = torch.meshgrid(torch.arange(length), torch.arange(length), indexing="ij")
+        keep = (i - j).abs() >= min_separation
+        firsts.append(start + i[keep])
+        seconds.append(start + j[keep])
+    return ResiduePairs(torch.cat(firsts).to(device), torch.cat(seconds).to(device))
 
 
 def distance_bins(distance: Tensor, num_bins: int = 30, bin_width: float = 5.0) -> Tensor:
@@ -160,15 +170,13 @@ def _encoder_dim(context: BuildContext, task: str) -> int:
 class _Square(torch.autograd.Function):
     """``x * x`` with the gradient ``grad * x * 2`` (the same values as torch's ``square``,
     whose backward goes through ``pow(x, 1)``: on CPU about ten times the time of two
-    multiplications); differentiable again for gradients of gradients."""
+    multiplications); differentiable again for gradients of gradients. ``forward`` takes
+    ``ctx`` (no ``setup_context``: see :class:`protsteps.scatter._AdjacencyProduct`)."""
 
     @staticmethod
-    def forward(x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
         return x * x
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        ctx.save_for_backward(inputs[0])
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]

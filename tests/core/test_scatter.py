@@ -271,3 +271,23 @@ def test_compressed_rows_use_int32_indices():
     )
     assert matrix.crow_indices().dtype == torch.int32 and matrix.col_indices().dtype == torch.int32
     assert matrix.to_dense().tolist() == [[0, 0, 0], [1, 0, 0], [1, 0, 0]]
+
+
+@pytest.mark.parametrize("bound", [1, 7, 2**16, 2**16 + 1, 5_000_000, 2**32])
+def test_stable_argsort_is_torchs_stable_permutation(bound):
+    g = torch.Generator().manual_seed(bound % 1000)
+    # many repeats (ties must keep their order) and both ends of the range
+    keys = torch.randint(0, bound, (3_000,), generator=g)
+    keys[:5] = 0
+    keys[5:10] = bound - 1
+    got = sc.stable_argsort(keys, bound)
+    assert got.dtype == torch.long
+    assert torch.equal(got, torch.argsort(keys, stable=True))
+
+
+def test_stable_argsort_of_short_and_strided_keys():
+    assert torch.equal(sc.stable_argsort(torch.tensor([3]), 4), torch.tensor([0]))
+    assert sc.stable_argsort(torch.zeros(0, dtype=torch.long), 4).numel() == 0
+    edges = torch.tensor([[4, 1, 4, 0, 1], [0, 0, 1, 2, 2]])
+    source = edges[0]  # a row of [2, E]; the transposed matrix sorts by it
+    assert torch.equal(sc.stable_argsort(source, 5), torch.tensor([3, 1, 4, 0, 2]))

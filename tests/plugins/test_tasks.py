@@ -94,6 +94,25 @@ def test_pairs_are_uniform_over_ordered_pairs() -> None:
         )
 
 
+def test_pairs_are_uniform_within_each_protein_of_a_mixed_batch() -> None:
+    # drawn for the whole batch at once: a short protein's padded row must not leak pairs
+    # beyond its length, nor skew its neighbours' frequencies
+    toy = _toy_batch([4, 1, 7])
+    generator = torch.Generator().manual_seed(1)
+    pairs = sample_residue_pairs(toy, 60_000, 1, generator)
+    assert torch.equal(toy.batch[pairs.first], toy.batch[pairs.second])
+    assert torch.equal(torch.bincount(toy.batch[pairs.first], minlength=3), torch.tensor([60_000, 0, 60_000]))
+    for protein, length in ((0, 4), (2, 7)):
+        start = int(toy.ptr[protein])
+        mine = toy.batch[pairs.first] == protein
+        i, j = pairs.first[mine] - start, pairs.second[mine] - start
+        assert int(i.max()) < length and int(j.max()) < length and bool(((i - j).abs() >= 1).all())
+        frequency = torch.bincount(i * length + j, minlength=length * length).double() / 60_000
+        allowed = (torch.arange(length)[:, None] - torch.arange(length)[None, :]).abs().flatten() >= 1
+        count = length * (length - 1)
+        assert torch.allclose(frequency[allowed], torch.full((count,), 1 / count, dtype=torch.float64), atol=0.005)
+
+
 def test_pairs_are_reproducible_and_short_proteins_get_none() -> None:
     toy = _toy_batch([3, 10])
     a = sample_residue_pairs(toy, 50, 5, torch.Generator().manual_seed(7))
