@@ -192,10 +192,11 @@ def angle_encoding(
     alpha = dihedrals[:, columns]
     alpha = torch.remainder(alpha + math.pi, 2 * math.pi) - math.pi
     step = 2 * math.pi / num_basis
-    basis = sum(
-        _gaussian_basis(alpha + shift, -math.pi, math.pi - step, num_basis)
-        for shift in (-2 * math.pi, 0.0, 2 * math.pi)
-    )
+    # the three images alpha - 2π, alpha, alpha + 2π in one pass ([N, A, 3, K]), added in
+    # that order: the same values as three calls summed, with a third of the operator calls
+    shifts = torch.tensor([-2 * math.pi, 0.0, 2 * math.pi], dtype=alpha.dtype, device=alpha.device)
+    images = _gaussian_basis(alpha[..., None] + shifts, -math.pi, math.pi - step, num_basis)
+    basis = images[..., 0, :] + images[..., 1, :] + images[..., 2, :]
     blocks = torch.cat([torch.sin(alpha)[..., None], torch.cos(alpha)[..., None], basis], dim=-1)
     blocks = blocks * mask[:, columns, None].to(blocks.dtype)
     return blocks.reshape(dihedrals.shape[0], -1)
