@@ -61,6 +61,24 @@ def test_angle_encoding_layout_and_values() -> None:
     assert with_omega.shape == (1, 30)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_angle_basis_is_the_sum_of_three_gaussian_images_bit_for_bit(dtype) -> None:
+    # the images alpha - 2π, alpha, alpha + 2π are computed in one pass: the same values as
+    # each image's Gaussians computed alone and added in that order
+    from protsteps_gnn.features import _gaussian_basis
+
+    g = torch.Generator().manual_seed(3)
+    dihedrals = (torch.rand(500, 3, generator=g, dtype=torch.float64) * 8 - 4).to(dtype)
+    dihedrals[:3] = torch.tensor([math.pi, -math.pi, 0.0], dtype=dtype)
+    mask = torch.ones(500, 3, dtype=torch.bool)
+    enc = angle_encoding(dihedrals, mask, num_basis=16)
+    alpha = torch.remainder(dihedrals[:, :2] + math.pi, 2 * math.pi) - math.pi
+    step = 2 * math.pi / 16
+    images = [_gaussian_basis(alpha + s, -math.pi, math.pi - step, 16) for s in (-2 * math.pi, 0.0, 2 * math.pi)]
+    expected = images[0] + images[1] + images[2]
+    assert torch.equal(enc.view(500, 2, 18)[..., 2:], expected)
+
+
 def test_angle_encoding_is_periodic_and_continuous_across_pi() -> None:
     mask = torch.ones(4, 3, dtype=torch.bool)
     angles = torch.tensor([[math.pi - 1e-5] * 3, [-math.pi + 1e-5] * 3, [1.0] * 3, [1.0 + 2 * math.pi] * 3])
