@@ -139,6 +139,19 @@ def edge_weights(edge_distance: Tensor, kind: EdgeWeight = "inverse_square") -> 
     return weight * CA_CA_BOND**2 if kind == "relative_inverse_square" else weight
 
 
+def row_major_transpose(weight: Tensor) -> Tensor:
+    """``weight.T`` copied into row-major order, for ``x @ weight.T`` when ``x`` is narrower
+    than the output (``[N, 57] -> [N, 256]``, the node input without a teacher).
+
+    Autograd computes the gradient of a product with a column-major matrix (``weight.T``
+    of a contiguous weight) as ``(grad^T @ x)^T`` (``[256, N] x [N, 57]``), and with a
+    row-major one as ``x^T @ grad`` (``[57, N] x [N, 256]``), which MKL runs faster here:
+    a 57 -> 256 layer's forward and weight gradient take 1.30-1.36 instead of 1.52 ms at
+    N = 1,500, the same values bit for bit. At equal or larger input widths it gains
+    nothing, so it is used only for narrow inputs."""
+    return weight.T.contiguous()
+
+
 class GINLayer(nn.Module):
     r"""One layer :math:`W((1 + \epsilon) h_i + \sum_j w_{ij} h_j) + b` with sum aggregation.
 
@@ -152,6 +165,7 @@ class GINLayer(nn.Module):
         super().__init__()
         self.linear = nn.Linear(in_dim, out_dim)
         self.project_first = out_dim < in_dim
+        self.narrow_input = in_dim < out_dim
         self.eps: nn.Parameter | None = nn.Parameter(torch.zeros(())) if learn_eps else None
 
     def forward(
@@ -170,7 +184,10 @@ class GINLayer(nn.Module):
         if self.project_first:
             projected = h @ self.linear.weight.T
             return adjacency.aggregate(projected, self_weight) + self.linear.bias
-        return self.linear(adjacency.aggregate(h, self_weight))
+        aggregated = adjacency.aggregate(h, self_weight)
+        if self.narrow_input:
+            return torch.addmm(self.linear.bias, aggregated, row_major_transpose(self.linear.weight))
+        return self.linear(aggregated)
 
 
 class GINEncoder(Encoder):
@@ -230,7 +247,9 @@ class GINEncoder(Encoder):
                 h = self.between[index](h)
         if isinstance(self.residual, nn.Linear) and self.residual.bias is None:
             # h + x P^T in one product that adds as it writes
-            node = torch.addmm(h, x, self.residual.weight.T)
+            weight = self.residual.weight
+            narrow = weight.shape[1] < weight.shape[0]
+            node = torch.addmm(h, x, row_major_transpose(weight) if narrow else weight.T)
         else:
             node = h if self.residual is None else h + self.residual(x)
         graph = scatter(node, batch.batch, batch.num_graphs, "mean")

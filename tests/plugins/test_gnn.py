@@ -74,7 +74,9 @@ def test_angle_basis_is_the_sum_of_three_gaussian_images_bit_for_bit(dtype) -> N
     enc = angle_encoding(dihedrals, mask, num_basis=16)
     alpha = torch.remainder(dihedrals[:, :2] + math.pi, 2 * math.pi) - math.pi
     step = 2 * math.pi / 16
-    images = [_gaussian_basis(alpha + s, -math.pi, math.pi - step, 16) for s in (-2 * math.pi, 0.0, 2 * math.pi)]
+    images = [
+        _gaussian_basis(alpha + s, -math.pi, math.pi - step, 16) for s in (-2 * math.pi, 0.0, 2 * math.pi)
+    ]
     expected = images[0] + images[1] + images[2]
     assert torch.equal(enc.view(500, 2, 18)[..., 2:], expected)
 
@@ -150,19 +152,34 @@ def _dense_gin_layer(layer: GINLayer, h: torch.Tensor, batch: Batch, weight: tor
     return layer.linear((1 + eps) * h + adjacency @ h)
 
 
-@pytest.mark.parametrize(("in_dim", "out_dim", "learn_eps"), [(8, 16, False), (40, 6, True)])
+@pytest.mark.parametrize(("in_dim", "out_dim", "learn_eps"), [(8, 16, False), (40, 6, True), (12, 12, True)])
 def test_gin_layer_matches_dense_reference(batch: Batch, in_dim: int, out_dim: int, learn_eps: bool) -> None:
+    # every path (narrow input: row-major weight copy; wide: projected first; equal) against
+    # the dense reference, forward and the gradients in h and every parameter
     torch.manual_seed(0)
     layer = GINLayer(in_dim, out_dim, learn_eps)
     if layer.eps is not None:
         layer.eps.data.fill_(-0.3)
     assert layer.project_first == (out_dim < in_dim)
-    h = torch.randn(batch.num_nodes, in_dim, dtype=torch.float64)
+    assert layer.narrow_input == (in_dim < out_dim)
     layer = layer.double()
     weight = 1.0 / (batch.edge_distance.double() ** 2 + 1e-6)
-    assert torch.allclose(
-        layer(h, batch.edge_index, weight), _dense_gin_layer(layer, h, batch, weight), atol=1e-10
-    )
+    upstream = torch.randn(batch.num_nodes, out_dim, dtype=torch.float64)
+    results = []
+    for compute in (
+        lambda h: layer(h, batch.edge_index, weight),
+        lambda h: _dense_gin_layer(layer, h, batch, weight),
+    ):
+        h = torch.randn(
+            batch.num_nodes, in_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+        )
+        h.requires_grad_(True)
+        out = compute(h)
+        results.append((out, torch.autograd.grad((out * upstream).sum(), [h, *layer.parameters()])))
+    (got, got_grads), (expected, expected_grads) = results
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    for a, b in zip(got_grads, expected_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize(
