@@ -87,7 +87,37 @@ class Critic(nn.Module):
             self.f_g = ResidualProjection(structure_dim, hidden_dim, out_dim)
 
     def forward(self, s: Tensor, g: Tensor) -> Tensor:
-        return self.f_s(s) @ self.f_g(g).transpose(0, 1)
+        return scores_of(*self.project(s, g))
+
+    def project(self, s: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+        """The projections ``f_s(s)``: [B, out_dim] and ``f_g(g)``: [B, out_dim]."""
+        return self.f_s(s), self.f_g(g)
+
+
+def scores_of(projected_s: Tensor, projected_g: Tensor) -> Tensor:
+    """Scores [B, B] from projected views: ``scores[i, j] = <f_s(s_i), f_g(g_j)>``."""
+    return projected_s @ projected_g.transpose(0, 1)
+
+
+def silent_bound(critic: Critic, s: Tensor, g: Tensor) -> tuple[float, bool, bool]:
+    r"""The bound :math:`L_{MI}` of ``critic`` on the views ``s``, ``g`` (taken as constants),
+    whether it passes **no** gradient to either view (every element of
+    :math:`\partial L_{MI}/\partial s` and :math:`\partial L_{MI}/\partial g` exactly 0), and
+    whether every pair scores exactly 0.
+
+    A silent bound gives the look-ahead nothing (:math:`	heta' = 	heta`: its inner gradient
+    reaches the teacher only through ``s``) and the student nothing through the critic. The
+    released critic goes silent at its learning rate: its projections end in ReLU, and once
+    the units the sequence view activates and those the structure view activates have none in
+    common, every pair scores 0 (:math:`L_{MI} = 2 \ln 2`) and every unit a view would need
+    is inactive, so no gradient flows to either view nor to the critic itself."""
+    s = s.detach().requires_grad_(True)
+    g = g.detach().requires_grad_(True)
+    with torch.enable_grad():
+        scores = scores_of(*critic.project(s, g))
+        loss = jensen_shannon_loss(scores)
+        grad_s, grad_g = torch.autograd.grad(loss, [s, g])
+    return float(loss.detach()), not (bool(grad_s.any()) or bool(grad_g.any())), not bool(scores.any())
 
 
 def jensen_shannon_loss(scores: Tensor) -> Tensor:

@@ -79,7 +79,10 @@ from protsteps.optim import (
 )
 from protsteps.scatter import scatter_mean
 
-from .mi import Critic, Projection, jensen_shannon_loss
+from .mi import Critic, Projection, jensen_shannon_loss, silent_bound
+
+#: consecutive critic updates after which a silent MI bound is reported (once per run)
+SILENT_CRITIC_UPDATES = 20
 
 StructureView = Literal["gnn", "embedding"]
 Negatives = Literal["in_batch", "previous"]
@@ -319,6 +322,8 @@ class PseudoBilevelScheme(Scheme):
         self._pending: list[Views] = []
         self._since_critic = 0
         self._steps = 0
+        #: consecutive critic updates after which the MI bound passed no gradient to either view
+        self._silent_updates = 0
         self._said: set[str] = set()
 
     def setup(self, setup: SchemeSetup) -> None:
@@ -407,6 +412,7 @@ class PseudoBilevelScheme(Scheme):
         critic_loss = self._maybe_train_critic()
         if critic_loss is not None:
             result["critic_loss"] = critic_loss
+            result["critic_silent"] = float(self._silent_updates > 0)
         self._steps += 1
         return result
 
@@ -436,8 +442,32 @@ class PseudoBilevelScheme(Scheme):
             grads = [p.grad for p in self.critic.parameters() if p.grad is not None]
             mean_across_processes(grads, setup.distributed)
             self.critic_optimizer.step()
-        with torch.no_grad():
-            return float(jensen_shannon_loss(self.critic(s, g)))
+        loss, silent, zero = silent_bound(self.critic, s, g)
+        self._watch_critic(silent, zero, loss)
+        return loss
+
+    def _watch_critic(self, silent: bool, zero: bool, loss: float) -> None:
+        """Count the consecutive critic updates after which the MI bound passed no gradient to
+        either view (:func:`.mi.silent_bound`) and say once per run when they reach
+        :data:`SILENT_CRITIC_UPDATES`: the run then trains as joint training with the teacher,
+        which a user would otherwise see only as a ``critic_loss`` that stopped moving."""
+        self._silent_updates = self._silent_updates + 1 if silent else 0
+        if silent and self._silent_updates >= SILENT_CRITIC_UPDATES:
+            why = (
+                "every pair scores 0, so L_MI is the constant 2 ln 2 = 1.386"
+                if zero
+                else f"L_MI = {loss:.4g} is flat in both views"
+            )
+            self._say_once(
+                "silent critic",
+                f"pseudo_bilevel: after each of the last {self._silent_updates} critic updates (step "
+                f"{self._steps + 1}) the MI bound passed no gradient to the sequence or the structure "
+                f"view: {why}. The look-ahead then leaves theta' = theta and the student trains as in "
+                "joint training with the teacher, for as long as it lasts (logged as critic_silent). "
+                "The released critic does this at its learning rate 0.1: its ReLU projections end up "
+                "with no active unit common to both views (the paper preset; see docs/method.md). "
+                'A lower scheme.critic_lr, or scheme.critic_projection = "residual_mlp", keeps it alive',
+            )
 
     def diagnose(
         self, batch: Batch, states: Mapping[str, Any], negatives: Views | None = None
@@ -506,6 +536,7 @@ class PseudoBilevelScheme(Scheme):
             "pending": [list(views) for views in self._pending],
             "since_critic": self._since_critic,
             "steps": self._steps,
+            "silent_critic_updates": self._silent_updates,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -523,3 +554,4 @@ class PseudoBilevelScheme(Scheme):
         self._pending = [views(pair) for pair in state.get("pending", [])]
         self._since_critic = int(state.get("since_critic", 0))
         self._steps = int(state.get("steps", 0))
+        self._silent_updates = int(state.get("silent_critic_updates", 0))

@@ -17,7 +17,8 @@ from protsteps.optim import SchemeSetup
 from protsteps.registry import default_catalog
 from protsteps.runconfig import load_run_config
 from protsteps.scatter import scatter_mean
-from protsteps_bilevel.mi import Critic, jensen_shannon_loss
+from protsteps_bilevel.mi import Critic, jensen_shannon_loss, silent_bound
+from protsteps_bilevel.pseudo_bilevel import SILENT_CRITIC_UPDATES
 
 
 def build(
@@ -140,11 +141,73 @@ def test_a_step_leaves_the_teachers_weights_unchanged_and_trains_the_critic(
     student_before = [p.detach().clone() for p in model.student_parameters()]
     values = scheme.step(batch, torch.Generator().manual_seed(0))
     assert {"loss", "mi", "critic_loss", "lr", "distance/loss", "dihedral/loss"} <= set(values)
+    assert values["critic_silent"] == 0.0  # a live critic is not reported
     for name, value in model.teacher.tail_parameters().items():
         assert torch.equal(value, tail_before[name]), name
         assert value.grad is None or not value.grad.any()
     assert any(not torch.equal(a, b) for a, b in zip(critic_before, scheme.critic.parameters(), strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(student_before, model.student_parameters(), strict=True))
+
+
+def test_a_bound_is_silent_when_the_views_share_no_active_unit():
+    # the released critic's ReLU projections, each alive and depending on its input, but
+    # the sequence view only ever activates unit 0 and the structure view only unit 1
+    critic = Critic(2, 2, hidden_dim=1, out_dim=2, projection="paper")
+    with torch.no_grad():
+        for projection, bias in ((critic.f_s, [0.0, -100.0]), (critic.f_g, [-100.0, 0.0])):
+            projection.first.weight.zero_()
+            projection.first.bias.zero_()
+            projection.second.weight.zero_()
+            projection.second.bias.copy_(torch.tensor(bias))
+    s = torch.rand(4, 2) + 0.5
+    g = torch.rand(4, 2) + 0.5
+    assert critic.f_s(s)[:, 0].std() > 0 and critic.f_g(g)[:, 1].std() > 0  # they see their input
+    loss, silent, zero = silent_bound(critic, s, g)
+    assert (silent, zero) == (True, True) and loss == pytest.approx(2 * math.log(2))
+    with torch.no_grad():
+        critic.f_g.second.bias[0] = 0.0  # one unit in common: the views get a gradient again
+    loss, silent, zero = silent_bound(critic, s, g)
+    assert (silent, zero) == (False, False)
+    torch.manual_seed(0)
+    assert silent_bound(Critic(3, 5, 8, 4), torch.randn(4, 3), torch.randn(4, 5))[1] is False
+
+
+def test_a_silent_critic_is_logged_and_reported_once(small_structures, tiny_esm_weights):
+    # every ReLU unit of the sequence view's projection below 0 for any input (as the released
+    # critic's become at its learning rate 0.1): every pair scores 0 and nothing trains it back
+    said: list[str] = []
+    composition, model, batch = build(
+        small_structures,
+        tiny_esm_weights,
+        "pseudo_bilevel",
+        extra=['scheme.critic_projection="paper"', "scheme.critic_dim=32", "scheme.inner_lr=0.5"],
+        notify=said.append,
+    )
+    scheme = composition.scheme
+    f_s = scheme.critic.f_s
+    with torch.no_grad():
+        f_s.first.weight.zero_()
+        f_s.first.bias.fill_(-1e4)
+        f_s.second.weight.zero_()
+        f_s.second.bias.fill_(-1.0)
+    tail = dict(model.teacher.tail_parameters())
+    ahead, _, _, _ = scheme.objective.look_ahead(batch)
+    for name, value in ahead.items():  # no gradient through a silent critic: theta' = theta
+        assert torch.equal(value, tail[name]), name
+    for step in range(SILENT_CRITIC_UPDATES + 2):
+        values = scheme.step(batch, torch.Generator().manual_seed(step))
+        assert values["critic_silent"] == 1.0
+        assert values["critic_loss"] == pytest.approx(2 * math.log(2))
+        assert len(said) == (0 if step < SILENT_CRITIC_UPDATES - 1 else 1)
+    assert f"last {SILENT_CRITIC_UPDATES} critic updates" in said[0]
+    assert "every pair scores 0" in said[0] and "critic_lr" in said[0]
+    assert composition.scheme.state_dict()["silent_critic_updates"] == SILENT_CRITIC_UPDATES + 2
+    # revived (its layers drawn afresh), the count starts again
+    torch.manual_seed(1)
+    f_s.first.reset_parameters()
+    f_s.second.reset_parameters()
+    assert scheme.step(batch, torch.Generator().manual_seed(99))["critic_silent"] == 0.0
+    assert composition.scheme.state_dict()["silent_critic_updates"] == 0
 
 
 def test_scheme_state_round_trips(small_structures, tiny_esm_weights):
