@@ -77,6 +77,7 @@ from protsteps.optim import (
     raise_if_not_finite,
     schedule_factor,
 )
+from protsteps.precision import autocast_off
 from protsteps.scatter import scatter_mean
 
 from .mi import Critic, Projection, jensen_shannon_loss, silent_bound
@@ -431,18 +432,23 @@ class PseudoBilevelScheme(Scheme):
         return self._train_critic(s, g)
 
     def _train_critic(self, s: Tensor, g: Tensor) -> float:
-        """``critic_steps`` updates of the critic on detached views; returns its loss after them."""
+        """``critic_steps`` updates of the critic on detached views; returns its loss after them.
+
+        In float32 whatever ``[train] precision`` the step's forward runs at (the step runs
+        under autocast): the critic's gradients get no loss scaling, which float16 would need,
+        and whether the bound is silent (a gradient exactly 0) must not depend on underflow."""
         setup = self._check()
         for group in self.critic_optimizer.param_groups:
             group["lr"] = self.config.critic_lr * self.critic_lr_factor(self._steps)
-        for _ in range(self.config.critic_steps):
-            self.critic_optimizer.zero_grad(set_to_none=True)
-            critic_loss = jensen_shannon_loss(self.critic(s, g))
-            critic_loss.backward()
-            grads = [p.grad for p in self.critic.parameters() if p.grad is not None]
-            mean_across_processes(grads, setup.distributed)
-            self.critic_optimizer.step()
-        loss, silent, zero = silent_bound(self.critic, s, g)
+        with autocast_off():
+            for _ in range(self.config.critic_steps):
+                self.critic_optimizer.zero_grad(set_to_none=True)
+                critic_loss = jensen_shannon_loss(self.critic(s, g))
+                critic_loss.backward()
+                grads = [p.grad for p in self.critic.parameters() if p.grad is not None]
+                mean_across_processes(grads, setup.distributed)
+                self.critic_optimizer.step()
+            loss, silent, zero = silent_bound(self.critic, s, g)
         self._watch_critic(silent, zero, loss)
         return loss
 

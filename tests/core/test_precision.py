@@ -208,6 +208,29 @@ def test_the_pseudo_bilevel_second_order_path_under_bf16_autocast(small_structur
     assert {t.dtype for t in float_tensors(state)} == {torch.float32}
 
 
+def test_the_critic_trains_in_float32_under_autocast(small_structures, tiny_esm_weights):
+    # the step runs under autocast; the critic's own updates (and the check of whether its
+    # bound is silent) run in float32: no loss scaling is needed, nothing underflows to 0
+    composition, _ = bilevel(small_structures, tiny_esm_weights)
+    scheme = composition.scheme
+    seen: set[torch.dtype] = set()
+    hooks = [
+        m.register_forward_hook(lambda module, inputs, output: seen.add(output.dtype))
+        for m in scheme.critic.modules()
+        if isinstance(m, torch.nn.Linear)
+    ]
+    s = torch.randn(4, scheme.critic.f_s.mlp[0].in_features)
+    g = torch.randn(4, scheme.critic.f_g.mlp[0].in_features)
+    before = [p.detach().clone() for p in scheme.critic.parameters()]
+    with autocast("bf16", CPU):
+        loss = scheme._train_critic(s, g)
+    for hook in hooks:
+        hook.remove()
+    assert seen == {torch.float32}
+    assert math.isfinite(loss)
+    assert any(not torch.equal(a, b) for a, b in zip(before, scheme.critic.parameters(), strict=True))
+
+
 @pytest.mark.slow
 def test_a_bf16_pseudo_bilevel_pretrain_through_the_cli(small_structures, tiny_esm_weights, tmp_path):
     run = tmp_path / "run"
