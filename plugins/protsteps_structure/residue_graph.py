@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from protsteps import BuildContext, Featurizer, ProteinGraph, option
-from protsteps.errors import StructureError
+from protsteps.config import check_ranges
+from protsteps.errors import ConfigError, StructureError
 from protsteps.graph import ALPHABET, UNKNOWN_RESIDUE
 from protsteps.structure import MAX_PEPTIDE_BOND, Chain, backbone_dihedrals
 
@@ -43,64 +44,72 @@ _RESIDUE_INDEX[np.frombuffer(ALPHABET.encode("ascii"), dtype=np.uint8)] = np.ara
 class ResidueGraphConfig:
     """Settings of the ``residue_graph`` featurizer."""
 
-    radius: float = option(7.0, "Join residues whose CA atoms are closer than this (Å); 0: no radius edges.")
-    knn: int = option(0, "Also join each residue to its k nearest residues by CA distance; 0: off.")
-    sequential: int = option(
-        0, "Also join residues at most this many positions apart in chain order; 0: off."
+    radius: float = option(
+        7.0, "Join residues whose CA atoms are closer than this (Å); 0: no radius edges.", minimum=0
     )
-    min_residues: int = option(1, "Chains with fewer residues are not featurized (reported as failed).")
-    max_residues: int = option(0, "Chains with more residues are not featurized (reported); 0: no limit.")
-    rbf: int = option(0, "Radial basis functions of the CA-CA distance put in edge_attr; 0: none.")
-    rbf_cutoff: float = option(0.0, "Distance (Å) where the radial basis ends; 0: the radius.")
+    knn: int = option(
+        0, "Also join each residue to its k nearest residues by CA distance; 0: off.", minimum=0
+    )
+    sequential: int = option(
+        0, "Also join residues at most this many positions apart in chain order; 0: off.", minimum=0
+    )
+    min_residues: int = option(
+        1, "Chains with fewer residues are not featurized (reported as failed).", minimum=0
+    )
+    max_residues: int = option(
+        0, "Chains with more residues are not featurized (reported); 0: no limit.", minimum=0
+    )
+    rbf: int = option(0, "Radial basis functions of the CA-CA distance put in edge_attr; 0: none.", minimum=0)
+    rbf_cutoff: float = option(0.0, "Distance (Å) where the radial basis ends; 0: the radius.", minimum=0)
     rbf_basis: RadialBasis = option("gaussian", "Radial basis of e3nn.math.soft_one_hot_linspace.")
     sh_lmax: int = option(
-        -1, "Append spherical harmonics of the edge direction up to this degree to edge_attr; -1: none."
+        -1,
+        "Append spherical harmonics of the edge direction up to this degree to edge_attr; -1: none.",
+        minimum=-1,
     )
     max_peptide_bond: float = option(
         MAX_PEPTIDE_BOND,
         "Longest C-N distance (Å) read as a peptide bond; angles across longer gaps are masked.",
+        exclusive_minimum=0,
     )
     max_coordinate: float = option(
         10000.0,
         "Refuse chains with a backbone coordinate beyond this (Å) in absolute value; 0: no bound.",
+        minimum=0,
     )
     min_ca_spread: float = option(
         1.0,
         "Refuse chains of 3 or more residues whose CA atoms all lie within this distance (Å) of "
         "their centroid (a collapsed structure); 0: off.",
+        minimum=0,
     )
     min_ca_ca: float = option(
         1.0,
         "Refuse chains where more than max_close_fraction of consecutive CA-CA distances are below "
         "this (Å; a real one is 2.9-3.8 Å); 0: off.",
+        minimum=0,
     )
     max_close_fraction: float = option(
-        0.5, "Fraction of consecutive CA-CA distances that may be below min_ca_ca (see there)."
+        0.5,
+        "Fraction of consecutive CA-CA distances that may be below min_ca_ca (see there).",
+        minimum=0,
+        maximum=1,
     )
 
     def __post_init__(self) -> None:
-        for name in ("radius", "rbf_cutoff"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("knn", "sequential", "min_residues", "max_residues", "rbf"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.sh_lmax < -1:
-            raise ValueError(f"sh_lmax must be >= -1 (-1: none), got {self.sh_lmax}")
+        # the declared bounds (shown by `protsteps plugins show`), then what they cannot say
+        check_ranges(self, "[featurizer]")
         if self.max_residues and self.max_residues < self.min_residues:
             raise ValueError(
                 f"max_residues ({self.max_residues}) is below min_residues ({self.min_residues})"
             )
         if self.rbf and self.rbf_cutoff == 0 and self.radius == 0:
             raise ValueError("rbf needs rbf_cutoff when there are no radius edges (radius = 0)")
-        if self.max_peptide_bond <= 0:
-            raise ValueError(f"max_peptide_bond must be > 0, got {self.max_peptide_bond}")
         for name in ("max_coordinate", "min_ca_spread", "min_ca_ca"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0 (0: off), got {value}")
-        if not 0.0 <= self.max_close_fraction <= 1.0:
-            raise ValueError(f"max_close_fraction must be in [0, 1], got {self.max_close_fraction}")
+            if math.isinf(getattr(self, name)):
+                raise ConfigError(
+                    f"[featurizer] {name} = {getattr(self, name)} must be a finite number (0: off)"
+                )
 
     @property
     def has_edges(self) -> bool:

@@ -88,9 +88,10 @@ def test_the_untouched_files_pass(structures_dir):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"max_coordinate": -1.0}, "max_coordinate must be a finite number >= 0"),
+        ({"max_coordinate": -1.0}, "max_coordinate = -1.0 is out of range: it must be >= 0"),
+        ({"max_coordinate": float("inf")}, r"max_coordinate = inf must be a finite number \(0: off\)"),
         ({"min_ca_spread": float("nan")}, "min_ca_spread = nan is not a number"),
-        ({"max_close_fraction": 1.5}, r"max_close_fraction must be in \[0, 1\]"),
+        ({"max_close_fraction": 1.5}, "max_close_fraction = 1.5 is out of range: it must be >= 0 and <= 1"),
     ],
 )
 def test_bad_check_settings_are_config_errors(settings, message):

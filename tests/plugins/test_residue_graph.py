@@ -137,9 +137,10 @@ def test_provides_follows_the_config():
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"radius": -1.0}, "radius must be >= 0"),
-        ({"knn": -2}, "knn must be >= 0"),
-        ({"sh_lmax": -3}, "sh_lmax must be >= -1"),
+        ({"radius": -1.0}, "radius = -1.0 is out of range: it must be >= 0"),
+        ({"knn": -2}, "knn = -2 is out of range: it must be >= 0"),
+        ({"sh_lmax": -3}, "sh_lmax = -3 is out of range: it must be >= -1"),
+        ({"max_peptide_bond": 0.0}, "max_peptide_bond = 0.0 is out of range: it must be > 0"),
         ({"radius": 0.0, "knn": 4, "rbf": 8}, "rbf needs rbf_cutoff"),
         ({"min_residues": 10, "max_residues": 5}, "below min_residues"),
         ({"radius": "far"}, "expected a number"),
