@@ -39,6 +39,7 @@ __all__ = [
     "atomic_torch_save",
     "atomic_write",
     "atomic_write_bytes",
+    "atomic_write_path",
     "atomic_write_text",
     "prepare_output_folder",
     "remove_stale_temporaries",
@@ -73,6 +74,33 @@ def atomic_write(
         if isinstance(exc, OSError) and exc.filename is None:
             # a write to the open file (a full disk) names no file: name the one being written
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
+
+
+def atomic_write_path(
+    path: str | os.PathLike[str], write: Callable[[Path], Any], *, fsync: bool = True
+) -> None:
+    """Call ``write(tmp)`` with the path of a new, empty temporary file beside ``path``, for
+    writers that open their file by name (h5py), then move it to ``path``; as
+    :func:`atomic_write` otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _create_temporary(path)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
         raise
 
 

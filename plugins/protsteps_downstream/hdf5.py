@@ -34,7 +34,6 @@ h5py is an optional extra: ``pip install 'protsteps[hdf5]'``.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -104,9 +103,9 @@ def key_of(name: str) -> str:
 
 
 def write_hdf5(embeddings: Embeddings, path: Path) -> None:
-    """The ``hdf5`` writer: the layout of the module docstring, atomically (built in memory,
-    then written beside ``path`` and renamed over it). Two chains with the same key (an
-    input given twice) are refused: their datasets would need the same name."""
+    """The ``hdf5`` writer: the layout of the module docstring, atomically (written into a
+    temporary file beside ``path``, dataset by dataset, and renamed over it). Two chains with
+    the same key (an input given twice) are refused: their datasets would need the same name."""
     h5py = require_h5py()
     keys = [chain_key(s, c) for s, c in zip(embeddings.source, embeddings.chain, strict=True)]
     seen: set[str] = set()
@@ -120,37 +119,44 @@ def write_hdf5(embeddings: Embeddings, path: Path) -> None:
     per_residue = embeddings.residue_embeddings is not None and embeddings.offsets is not None
     pooled = np.asarray(embeddings.embeddings, dtype=np.float32)
     text = h5py.string_dtype()
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as h5:
-        for i, key in enumerate(keys):
-            values = embeddings.residue_embeddings_of(i) if per_residue else pooled[i]
-            dataset = h5.create_dataset(dataset_name(key), data=np.asarray(values, dtype=np.float32))
-            dataset.attrs["original_id"] = key
-            dataset.attrs["source"] = embeddings.source[i]
-            dataset.attrs["chain"] = embeddings.chain[i]
-        group = h5.create_group(GROUP)
-        group.create_dataset("embeddings", data=pooled)
-        for name, strings in (
-            ("key", keys),
-            ("source", embeddings.source),
-            ("chain", embeddings.chain),
-            ("sequence", embeddings.sequence),
-            ("failed_source", [f["source"] for f in embeddings.failed]),
-            ("failed_error", [f["error"] for f in embeddings.failed]),
-        ):
-            group.create_dataset(
-                name, data=np.asarray(strings, dtype=object), dtype=text, shape=(len(strings),)
-            )
-        group.create_dataset("residues", data=np.asarray(embeddings.residues, dtype=np.int64))
-        if per_residue:
-            group.create_dataset("residue_number", data=np.asarray(embeddings.residue_number, dtype=np.int64))
-            group.create_dataset("offsets", data=np.asarray(embeddings.offsets, dtype=np.int64))
-        group.attrs["meta"] = json.dumps(embeddings.meta)
-        group.attrs["per_residue"] = per_residue
-        group.attrs["format"] = FORMAT
-    from protsteps.files import atomic_write_bytes
 
-    atomic_write_bytes(path, buffer.getvalue())
+    def write(temporary: Path) -> None:
+        with h5py.File(temporary, "w") as h5:
+            _write_layout(h5, embeddings, keys, per_residue, pooled, text)
+
+    from protsteps.files import atomic_write_path
+
+    atomic_write_path(path, write)
+
+
+def _write_layout(
+    h5: Any, embeddings: Embeddings, keys: list[str], per_residue: bool, pooled: np.ndarray, text: Any
+) -> None:
+    """Every dataset and attribute of the layout into the open file ``h5``."""
+    for i, key in enumerate(keys):
+        values = embeddings.residue_embeddings_of(i) if per_residue else pooled[i]
+        dataset = h5.create_dataset(dataset_name(key), data=np.asarray(values, dtype=np.float32))
+        dataset.attrs["original_id"] = key
+        dataset.attrs["source"] = embeddings.source[i]
+        dataset.attrs["chain"] = embeddings.chain[i]
+    group = h5.create_group(GROUP)
+    group.create_dataset("embeddings", data=pooled)
+    for name, strings in (
+        ("key", keys),
+        ("source", embeddings.source),
+        ("chain", embeddings.chain),
+        ("sequence", embeddings.sequence),
+        ("failed_source", [f["source"] for f in embeddings.failed]),
+        ("failed_error", [f["error"] for f in embeddings.failed]),
+    ):
+        group.create_dataset(name, data=np.asarray(strings, dtype=object), dtype=text, shape=(len(strings),))
+    group.create_dataset("residues", data=np.asarray(embeddings.residues, dtype=np.int64))
+    if per_residue:
+        group.create_dataset("residue_number", data=np.asarray(embeddings.residue_number, dtype=np.int64))
+        group.create_dataset("offsets", data=np.asarray(embeddings.offsets, dtype=np.int64))
+    group.attrs["meta"] = json.dumps(embeddings.meta)
+    group.attrs["per_residue"] = per_residue
+    group.attrs["format"] = FORMAT
 
 
 def _strings(dataset: Any) -> list[str]:

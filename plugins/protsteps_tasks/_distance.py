@@ -126,7 +126,9 @@ def sample_residue_pairs(
     return ResiduePairs(first.reshape(-1).to(batch.device), second.reshape(-1).to(batch.device))
 
 
-def _every_pair(lengths: list[int], starts: list[int], min_separation: int, device: torch.device) -> ResiduePairs:
+def _every_pair(
+    lengths: list[int], starts: list[int], min_separation: int, device: torch.device
+) -> ResiduePairs:
     """Every ordered pair ``(i, j)`` with ``|i - j| >= min_separation`` of each protein,
     row-major in ``(i, j)``, protein after protein."""
     firsts: list[Tensor] = []

@@ -235,3 +235,28 @@ def test_a_store_shared_by_a_group_stays_group_writable_under_umask_002(tmp_path
     assert mode(cache / "index.sqlite") == 0o664
     assert all(mode(p) == 0o664 for p in cache.rglob("*.pgs"))
     assert mode(cache / "shards") == 0o775
+
+
+def test_atomic_write_path_hands_a_writer_a_temporary_path_and_renames_it(tmp_path):
+    from protsteps.files import atomic_write_path
+
+    target = tmp_path / "out" / "x.bin"
+    seen = []
+
+    def write(temporary):
+        seen.append(temporary)
+        assert temporary.parent == target.parent and temporary.exists() and temporary.stat().st_size == 0
+        temporary.write_bytes(b"new")
+
+    with umask(0o022):
+        atomic_write_path(target, write)
+    assert target.read_bytes() == b"new" and mode(target) == 0o644 and not seen[0].exists()
+
+    def broken(temporary):
+        temporary.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_path(target, broken)
+    assert target.read_bytes() == b"new"  # the earlier file is intact
+    assert sorted(p.name for p in target.parent.iterdir()) == ["x.bin"]  # no temporary file left

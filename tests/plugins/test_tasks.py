@@ -110,7 +110,9 @@ def test_pairs_are_uniform_within_each_protein_of_a_mixed_batch() -> None:
         frequency = torch.bincount(i * length + j, minlength=length * length).double() / 60_000
         allowed = (torch.arange(length)[:, None] - torch.arange(length)[None, :]).abs().flatten() >= 1
         count = length * (length - 1)
-        assert torch.allclose(frequency[allowed], torch.full((count,), 1 / count, dtype=torch.float64), atol=0.005)
+        assert torch.allclose(
+            frequency[allowed], torch.full((count,), 1 / count, dtype=torch.float64), atol=0.005
+        )
 
 
 def test_pairs_are_reproducible_and_short_proteins_get_none() -> None:

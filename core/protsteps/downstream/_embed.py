@@ -30,7 +30,6 @@ the schema metadata under ``protsteps``.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -46,7 +45,7 @@ from ..errors import ProtstepsError
 from ..export import require_encoder
 from ..extensions import writer_for
 from ..featurize import FileResult, featurize_many
-from ..files import atomic_write_bytes
+from ..files import atomic_write, atomic_write_bytes
 from ..registry import Catalog, default_catalog
 from ..structure import split_selection
 from ..training import Distributed, pick_device
@@ -133,9 +132,8 @@ def write_npz(embeddings: Embeddings, path: Path) -> None:
         arrays["residue_embeddings"] = embeddings.residue_embeddings.astype(np.float32, copy=False)
         arrays["residue_number"] = np.asarray(embeddings.residue_number, dtype=np.int64)
         arrays["offsets"] = np.asarray(embeddings.offsets, dtype=np.int64)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)  # type: ignore[arg-type]
-    atomic_write_bytes(path, buffer.getvalue())
+    # straight into the temporary file, array by array (no copy of the whole file in memory)
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
 
 
 def write_parquet(embeddings: Embeddings, path: Path) -> None:
@@ -279,10 +277,14 @@ def embed(
     )
     dim = int(backbone.encoder.out_dim)
     count = len(dataset)
+    lengths = dataset.lengths
     graph = np.zeros((count, dim), dtype=np.float32)
     sequences = [""] * count
-    residue_rows: list[np.ndarray] = [np.zeros((0, dim), np.float32)] * count
-    numbers: list[np.ndarray] = [np.zeros(0, np.int64)] * count
+    # per-residue rows go straight into their place in one array (R x d float32, the largest
+    # thing a run holds): one copy, not a list of batches' arrays and their concatenation
+    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    residue_rows = np.zeros((int(offsets[-1]) if per_residue else 0, dim), dtype=np.float32)
+    numbers = np.zeros(len(residue_rows), dtype=np.int64)
     was_training = backbone.encoder.training
     backbone.encoder.eval()
     try:
@@ -294,14 +296,15 @@ def embed(
                 graph[indices] = output.graph.float().cpu().numpy()
                 ptr = batch.ptr.tolist()
                 node = output.node.float().cpu().numpy() if per_residue else None
+                residue_number = batch.residue_number.cpu().numpy() if per_residue else None
                 for b, index in enumerate(indices):
                     sequences[index] = batch.sequences[b]
-                    if node is not None:
-                        residue_rows[index] = node[ptr[b] : ptr[b + 1]]
-                        numbers[index] = batch.residue_number[ptr[b] : ptr[b + 1]].cpu().numpy()
+                    if node is not None and residue_number is not None:
+                        rows = slice(int(offsets[index]), int(offsets[index + 1]))
+                        residue_rows[rows] = node[ptr[b] : ptr[b + 1]]
+                        numbers[rows] = residue_number[ptr[b] : ptr[b + 1]]
     finally:
         backbone.encoder.train(was_training)
-    lengths = dataset.lengths
     out = Embeddings(
         embeddings=graph,
         source=[str(split_selection(str(e["source"]))[0]) for e in report.ok],
@@ -318,9 +321,5 @@ def embed(
         },
     )
     if per_residue:
-        out.residue_embeddings = np.concatenate([np.zeros((0, dim), np.float32), *residue_rows]).astype(
-            np.float32
-        )
-        out.residue_number = np.concatenate([np.zeros(0, np.int64), *numbers]).astype(np.int64)
-        out.offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+        out.residue_embeddings, out.residue_number, out.offsets = residue_rows, numbers, offsets
     return out

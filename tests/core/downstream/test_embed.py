@@ -30,6 +30,8 @@ def test_embeddings_are_the_encoders_output_in_input_order(pretrain_run, small_s
         np.testing.assert_allclose(result.embeddings[i], output.graph[0].numpy(), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(result.residue_embeddings_of(i), output.node.numpy(), rtol=1e-5, atol=1e-6)
         assert result.residues[i] == output.node.shape[0] == len(result.sequence[i])
+        numbers = result.residue_number[result.offsets[i] : result.offsets[i + 1]]
+        assert numbers.tolist() == featurize(path)[0].residue_number.tolist()
     # what a protein is batched with does not change its embedding
     alone = embed(inputs, pretrain_run, batch_size=1, cache_dir=graph_cache)
     np.testing.assert_allclose(alone.embeddings, result.embeddings, rtol=1e-5, atol=1e-6)
