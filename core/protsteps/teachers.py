@@ -32,7 +32,7 @@ import urllib.request
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -80,11 +80,7 @@ def tail_settings(config: Any) -> dict[str, Any]:
     """The :class:`TrunkTailTeacher` keyword arguments a teacher config gives (``layer``,
     ``trainable_layers``, ``window``, ``stride``, ``max_tokens``, and the trunk cache made from
     ``cache``, ``cache_mb``, ``cache_dir``), so that every teacher reads them the same way."""
-    cache = (
-        TrunkCache(config.cache_mb * 2**20, config.cache_dir, fill=getattr(config, "cache_fill", "alone"))
-        if config.cache
-        else None
-    )
+    cache = TrunkCache(config.cache_mb * 2**20, config.cache_dir) if config.cache else None
     return {
         "layer": config.layer,
         "trainable_layers": config.trainable_layers,
@@ -202,10 +198,6 @@ class TrunkKey:
         return Path(safe_model) / self.fingerprint[:16] / f"trunk{self.layer}" / digest[:2] / f"{digest}.pt"
 
 
-#: how a trunk cache's missing states are computed (see :class:`TrunkCache`)
-CacheFill = Literal["alone", "batched"]
-
-
 class TrunkCache:
     """A bounded in-memory LRU cache of trunk states, optionally backed by a folder.
 
@@ -219,27 +211,15 @@ class TrunkCache:
         with ``weights_only=True``; an unreadable or mismatched file counts as a miss and is
         rewritten.
 
-    fill:
-        How the teacher computes the states the cache lacks: ``"alone"``, each sequence by
-        itself (a state is then the same bits whichever run computes it, and whatever it is
-        computed beside), or ``"batched"``, in padded groups of similar length of at most the
-        teacher's ``max_tokens`` (faster on a GPU, where a batch of one leaves most of it idle;
-        a state then depends, in its last bits, on the group it was computed in).
-
     Entries are ``[len + 2, embed_dim]`` tensors (the sequence between one start and one end
     token), kept on the CPU, detached.
     """
 
-    def __init__(
-        self, max_bytes: int, directory: str | os.PathLike[str] | None = None, *, fill: CacheFill = "alone"
-    ) -> None:
+    def __init__(self, max_bytes: int, directory: str | os.PathLike[str] | None = None) -> None:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
-        if fill not in ("alone", "batched"):
-            raise ValueError(f"fill must be 'alone' or 'batched', got {fill!r}")
         self.max_bytes = int(max_bytes)
         self.directory = Path(directory) if directory is not None else None
-        self.fill: CacheFill = fill
         self._entries: OrderedDict[TrunkKey, Tensor] = OrderedDict()
         self._bytes = 0
         self.hits = 0
@@ -550,8 +530,6 @@ class TrunkTailTeacher(Teacher):
         text = f"{self.cache.max_bytes // 2**20} MiB in memory"
         if self.cache.directory is not None:
             text += f" + {self.cache.directory}"
-        if self.cache.fill == "batched":
-            text += ", filled in padded groups"
         return text
 
     # -- forward --------------------------------------------------------------------------
@@ -690,22 +668,15 @@ class TrunkTailTeacher(Teacher):
         assert self.cache is not None
         keys = [TrunkKey(self.model_name, self.trunk_fingerprint, self.trunk_layers, s) for s in segments]
         states: list[Tensor | None] = [self.cache.get(k) for k in keys]
-        # By default each missing sequence is run through the trunk alone, unpadded: a state
-        # computed in a padded batch differs in its last bits with the batch's width and
-        # members (other matrix shapes, other summation orders), so what the cache holds, and
-        # every run that reads it afterwards, would depend on which run met the sequence first
-        # and beside which others. Alone, a sequence's state is a function of the model and
-        # the sequence. fill = "batched" trades that for speed on an accelerator.
-        missing = [i for i, state in enumerate(states) if state is None]
-        groups = (
-            [[missing[j] for j in group] for group in self._batches([len(segments[i]) for i in missing])]
-            if self.cache.fill == "batched"
-            else [[i] for i in missing]
-        )
-        for group in groups:
-            x, _ = self._trunk(self._tokens([segments[i] for i in group]))
-            for b, i in enumerate(group):
-                computed = self._rows(x, b, 0, len(segments[i]) + 2)
+        # Each missing sequence is run through the trunk alone, unpadded: a state computed in
+        # a padded batch differs in its last bits with the batch's width and members (other
+        # matrix shapes, other summation orders), so what the cache holds, and every run that
+        # reads it afterwards, would depend on which run met the sequence first and beside
+        # which others. Alone, a sequence's state is a function of the model and the sequence.
+        for i, state in enumerate(states):
+            if state is None:
+                x, _ = self._trunk(self._tokens([segments[i]]))
+                computed = self._rows(x, 0, 0, len(segments[i]) + 2)
                 self.cache.put(keys[i], computed)
                 states[i] = computed
         return states  # type: ignore[return-value]

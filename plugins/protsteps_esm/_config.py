@@ -8,9 +8,6 @@ from typing import Literal, NamedTuple
 
 from protsteps import option
 
-#: how the trunk cache's missing states are computed (protsteps.teachers.TrunkCache)
-CacheFill = Literal["alone", "batched"]
-
 __all__ = ["ESM2_MODELS", "ESM2Architecture", "ESM2Name", "ESMConfig", "MAX_WINDOW"]
 
 ESM2Name = Literal[
@@ -110,11 +107,4 @@ class ESMConfig:
         None,
         "Folder for a persistent trunk cache shared between runs (one file per sequence, "
         "written atomically). None keeps the cache in memory only.",
-    )
-    cache_fill: CacheFill = option(
-        "alone",
-        "How the states the cache lacks are computed: alone (each sequence by itself: a state is "
-        "the same bits whichever run computes it) or batched (padded groups of similar length, "
-        "up to max_tokens: faster on a GPU, where the first epoch fills the cache; a state then "
-        "depends in its last bits on its group).",
     )

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal
 
 from protsteps import option
-
-#: how the trunk cache's missing states are computed (protsteps.teachers.TrunkCache)
-CacheFill = Literal["alone", "batched"]
 
 __all__ = ["DEFAULT_MODEL", "ProtBertConfig"]
 
@@ -83,11 +79,4 @@ class ProtBertConfig:
         None,
         "Folder for a persistent trunk cache shared between runs (one file per sequence, "
         "written atomically). None keeps the cache in memory only.",
-    )
-    cache_fill: CacheFill = option(
-        "alone",
-        "How the states the cache lacks are computed: alone (each sequence by itself: a state is "
-        "the same bits whichever run computes it) or batched (padded groups of similar length, "
-        "up to max_tokens: faster on a GPU, where the first epoch fills the cache; a state then "
-        "depends in its last bits on its group).",
     )

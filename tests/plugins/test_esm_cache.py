@@ -85,30 +85,6 @@ def test_cached_states_do_not_depend_on_what_filled_the_cache(tiny: Path, sequen
     torch.testing.assert_close(together(sequences), apart(sequences), rtol=0, atol=0)
 
 
-def test_batched_fill_computes_missing_states_in_padded_groups(tiny: Path, sequences: list[str]) -> None:
-    """cache_fill = "batched" (for accelerators): the states the cache lacks are computed in
-    padded groups of up to max_tokens, equal to the ones computed alone up to rounding."""
-    alone = protsteps.build("teacher", "esm", weights=str(tiny), max_tokens=4000)
-    batched = protsteps.build("teacher", "esm", weights=str(tiny), max_tokens=4000, cache_fill="batched")
-    assert batched.cache is not None and batched.cache.fill == "batched"
-    assert "filled in padded groups" in batched.describe()
-    calls = []
-    trunk = batched._trunk
-    batched._trunk = lambda tokens: calls.append(tokens.shape[0]) or trunk(tokens)  # type: ignore[method-assign]
-    assert batched.precompute(sequences) == len(sequences)
-    assert len(calls) < len(sequences) and sum(calls) == len(sequences)  # groups, not one by one
-    assert batched.precompute(sequences) == 0 and len(calls) < len(sequences)  # all cached
-    alone.precompute(sequences)
-    for sequence in sequences:
-        key = TrunkKey(
-            batched.model_name, batched.trunk_fingerprint, batched.trunk_layers, normalize_sequence(sequence)
-        )
-        torch.testing.assert_close(batched.cache.get(key), alone.cache.get(key), rtol=0, atol=1e-5)
-    torch.testing.assert_close(batched(sequences), full_forward(batched, sequences), rtol=0, atol=1e-5)
-    with pytest.raises(ValueError, match="fill must be 'alone' or 'batched'"):
-        TrunkCache(1 << 20, fill="padded")  # type: ignore[arg-type]
-
-
 def test_cached_path_with_a_replacement_tail(tiny: Path, sequences: list[str]) -> None:
     cached = protsteps.build("teacher", "esm", weights=str(tiny), trainable_layers=2)
     plain = protsteps.build("teacher", "esm", weights=str(tiny), trainable_layers=2, cache=False)
