@@ -109,6 +109,20 @@ def child_result(command: list[str], env: dict[str, str] | None, what: str) -> A
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def proc_status_bytes(field: str) -> int:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``, ...) in bytes (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    """Reset the kernel's peak resident set size of this process (``VmHWM``) to its current
+    size (``echo 5 > /proc/self/clear_refs``, Linux >= 4.0)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def timed(call: Callable[[], object]) -> tuple[float, float]:
     """(wall, CPU) seconds of one call. CPU time of this process is the steadier measure on a
     machine shared with other work; wall time is what a user waits."""

@@ -32,16 +32,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _workload import DEFAULT_STRUCTURES, child_result
+from _workload import DEFAULT_STRUCTURES, child_result, proc_status_bytes, reset_peak_rss
 
 FORMATS = ("npz", "h5")
-
-
-def _status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
@@ -49,11 +42,11 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     files = [str(p) for p in sorted(Path(args.structures).iterdir()) if p.is_file()][: args.files]
     embed(files, args.encoder, cache_dir=args.cache)  # fills the featurize cache, imports all
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _status("VmRSS")
+    reset_peak_rss()
+    before = proc_status_bytes("VmRSS")
     out = embed(files, args.encoder, per_residue=True, cache_dir=args.cache)
     out.save(Path(args.out))
-    peak = _status("VmHWM") - before
+    peak = proc_status_bytes("VmHWM") - before
     residues = int(out.residues.sum())
     dim = int(out.embeddings.shape[1])
     return {"peak": peak, "residues": residues, "dim": dim, "chains": len(out), "bytes": residues * dim * 4}

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _workload import proc_status_bytes, reset_peak_rss
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STRUCTURE = ROOT.parent / "shared" / "data" / "structures" / "db55_unbound" / "4GAM_r_u.pdb.gz"
@@ -78,17 +79,6 @@ def joined_chain(path: Path, length: int) -> Any:
 
 
 # ---------------------------------------------------------------------------- the worker
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> None:
-    Path("/proc/self/clear_refs").write_text("5")
 
 
 @dataclasses.dataclass
@@ -152,10 +142,10 @@ def worker(graph_file: Path, settings: Settings) -> dict[str, Any]:
     import gc
 
     gc.collect()
-    _reset_peak()
-    before = _status_kb("VmRSS")
+    reset_peak_rss()
+    before = proc_status_bytes("VmRSS") // 1024
     step()
-    peak = _status_kb("VmHWM")
+    peak = proc_status_bytes("VmHWM") // 1024
     times = []
     for _ in range(settings.repeats):
         start = time.perf_counter()

@@ -99,7 +99,9 @@ from _workload import (
     child_result,
     composed_for_training,
     keep_freed_memory_if_present,
+    proc_status_bytes,
     real_chains,
+    reset_peak_rss,
 )
 from torch import Tensor, nn
 
@@ -286,14 +288,6 @@ def protsteps_run(preset: str, cache: bool, weights: Path, total_steps: int):
 # ------------------------------------------------------------------ one configuration, one process
 
 
-def _status(field: str) -> int:
-    """A ``/proc/self/status`` memory field in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def child(args: argparse.Namespace) -> dict[str, Any]:
     keep_freed_memory_if_present()  # every configuration, the authors' too
     torch.set_num_threads(1)
@@ -323,8 +317,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                 composition.scheme.step(batches[index], torch.Generator().manual_seed(index))
         warmup = []
     del warmup
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _status("VmRSS")
+    reset_peak_rss()
+    before = proc_status_bytes("VmRSS")
     # whole epochs until min_seconds of CPU have passed: a fast configuration's one epoch
     # (1-2 s) is at the mercy of a moment's load on a shared machine
     epochs = 0
@@ -339,7 +333,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         "epochs": epochs,
         "residues": sum(g.num_nodes for g in graphs),
         "cpu": cpu,
-        "epoch_peak": _status("VmHWM") - before,
+        "epoch_peak": proc_status_bytes("VmHWM") - before,
         "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
 
