@@ -105,7 +105,7 @@ def silent_bound(critic: Critic, s: Tensor, g: Tensor) -> tuple[float, bool, boo
     :math:`\partial L_{MI}/\partial s` and :math:`\partial L_{MI}/\partial g` exactly 0), and
     whether every pair scores exactly 0.
 
-    A silent bound gives the look-ahead nothing (:math:`	heta' = 	heta`: its inner gradient
+    A silent bound gives the look-ahead nothing (:math:`\theta' = \theta`: its inner gradient
     reaches the teacher only through ``s``) and the student nothing through the critic. The
     released critic goes silent at its learning rate: its projections end in ReLU, and once
     the units the sequence view activates and those the structure view activates have none in
