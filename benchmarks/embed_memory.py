@@ -24,32 +24,52 @@ same encoder and structures.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from _workload import DEFAULT_STRUCTURES, child_result, proc_status_bytes, reset_peak_rss
 
-FORMATS = ("npz", "h5")
+#: each with the package its writer needs (h5py, pyarrow), run when that is installed
+FORMATS = {"npz": "numpy", "h5": "h5py", "parquet": "pyarrow"}
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
-    from protsteps.downstream import embed
+    import numpy as np
+
+    from protsteps.downstream import embed, load_embeddings
 
     files = [str(p) for p in sorted(Path(args.structures).iterdir()) if p.is_file()][: args.files]
     embed(files, args.encoder, cache_dir=args.cache)  # fills the featurize cache, imports all
     reset_peak_rss()
     before = proc_status_bytes("VmRSS")
     out = embed(files, args.encoder, per_residue=True, cache_dir=args.cache)
+    start = time.process_time()
     out.save(Path(args.out))
+    write = time.process_time() - start
     peak = proc_status_bytes("VmHWM") - before
+    start = time.process_time()
+    back = load_embeddings(Path(args.out)) if not args.out.endswith(".h5") else None
+    read = time.process_time() - start
+    if back is not None and not np.array_equal(back.residue_embeddings, out.residue_embeddings):
+        raise SystemExit(f"{args.out} does not read back the per-residue embeddings it was given")
     residues = int(out.residues.sum())
     dim = int(out.embeddings.shape[1])
-    return {"peak": peak, "residues": residues, "dim": dim, "chains": len(out), "bytes": residues * dim * 4}
+    return {
+        "peak": peak,
+        "residues": residues,
+        "dim": dim,
+        "chains": len(out),
+        "bytes": residues * dim * 4,
+        "write": write,
+        "read": read if back is not None else None,
+    }
 
 
 def run_child(args: argparse.Namespace, fmt: str, encoder: Path, tmp: Path, python_path: str | None) -> dict:
@@ -122,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
             sides.insert(0, (args.baseline, unpack_revision(args.baseline, str(tmp / "baseline"))))
         rows = []
         for code, python_path in sides:
-            for fmt in FORMATS:
+            for fmt in [f for f, package in FORMATS.items() if importlib.util.find_spec(package)]:
                 result = run_child(args, fmt, encoder, tmp, python_path)
                 rows.append((code, fmt, result))
                 print(f"{code}, .{fmt}: peak {result['peak'] / 2**20:.0f} MiB", file=sys.stderr, flush=True)
@@ -132,10 +152,16 @@ def main(argv: list[str] | None = None) -> None:
         f"files of {args.structures}; the per-residue array is {first['bytes'] / 2**20:.0f} MiB"
     )
     print()
-    print("| code | format | peak above start (MiB) | in per-residue arrays |")
-    print("| --- | --- | ---: | ---: |")
+    print(
+        "| code | format | peak above start (MiB) | in per-residue arrays | write (CPU s) | read back (CPU s) |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
     for code, fmt, result in rows:
-        print(f"| {code} | .{fmt} | {result['peak'] / 2**20:.0f} | {result['peak'] / result['bytes']:.1f}x |")
+        read = "-" if result["read"] is None else f"{result['read']:.2f}"
+        print(
+            f"| {code} | .{fmt} | {result['peak'] / 2**20:.0f} | {result['peak'] / result['bytes']:.1f}x "
+            f"| {result['write']:.2f} | {read} |"
+        )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ the schema metadata under ``protsteps``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -45,7 +46,7 @@ from ..errors import ProtstepsError
 from ..export import require_encoder
 from ..extensions import writer_for
 from ..featurize import FileResult, featurize_many
-from ..files import atomic_write, atomic_write_bytes
+from ..files import atomic_write, atomic_write_path
 from ..registry import Catalog, default_catalog
 from ..structure import split_selection
 from ..training import Distributed, pick_device
@@ -136,34 +137,96 @@ def write_npz(embeddings: Embeddings, path: Path) -> None:
     atomic_write(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
 
 
+#: residues (or chains, without per-residue arrays) per Parquet row group
+PARQUET_GROUP_ROWS = 16384
+
+
 def write_parquet(embeddings: Embeddings, path: Path) -> None:
-    """The ``parquet`` writer: one row per chain (module docstring), atomically; needs pyarrow."""
+    """The ``parquet`` writer: one row per chain (module docstring), atomically; needs pyarrow.
+
+    Written into the temporary file a row group at a time (about :data:`PARQUET_GROUP_ROWS`
+    residues each), so that the table never exists in memory whole."""
     pa = require_pyarrow()
     import pyarrow.parquet as pq
 
     width = int(embeddings.embeddings.shape[1]) if embeddings.embeddings.ndim == 2 else 0
-    flat = pa.array(embeddings.embeddings.astype(np.float32).reshape(-1), type=pa.float32())
-    columns = {
-        "source": pa.array(embeddings.source, type=pa.string()),
-        "chain": pa.array(embeddings.chain, type=pa.string()),
-        "residues": pa.array(embeddings.residues.astype(np.int64), type=pa.int64()),
-        "sequence": pa.array(embeddings.sequence, type=pa.string()),
-        "embedding": pa.FixedSizeListArray.from_arrays(flat, width),
-    }
-    if embeddings.residue_embeddings is not None and embeddings.offsets is not None:
-        per_residue = pa.FixedSizeListArray.from_arrays(
-            pa.array(embeddings.residue_embeddings.astype(np.float32).reshape(-1), type=pa.float32()), width
-        )
-        offsets = pa.array(np.asarray(embeddings.offsets, dtype=np.int32), type=pa.int32())
-        columns["residue_embedding"] = pa.ListArray.from_arrays(offsets, per_residue)
-        columns["residue_number"] = pa.ListArray.from_arrays(
-            offsets, pa.array(np.asarray(embeddings.residue_number, dtype=np.int64), type=pa.int64())
-        )
+    pooled = np.ascontiguousarray(embeddings.embeddings, dtype=np.float32)
+    per_residue = embeddings.residue_embeddings is not None and embeddings.offsets is not None
+    offsets = np.asarray(embeddings.offsets, dtype=np.int64) if per_residue else None
+    residues = np.asarray(embeddings.residue_embeddings, dtype=np.float32) if per_residue else None
+    numbers = np.asarray(embeddings.residue_number, dtype=np.int64) if per_residue else None
+
+    def table(a: int, b: int) -> Any:
+        """Chains ``a:b`` as a table."""
+        columns = {
+            "source": pa.array(embeddings.source[a:b], type=pa.string()),
+            "chain": pa.array(embeddings.chain[a:b], type=pa.string()),
+            "residues": pa.array(np.asarray(embeddings.residues[a:b], dtype=np.int64), type=pa.int64()),
+            "sequence": pa.array(embeddings.sequence[a:b], type=pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(pooled[a:b].reshape(-1)), width),
+        }
+        if offsets is not None and residues is not None and numbers is not None:
+            low, high = int(offsets[a]), int(offsets[b])
+            starts = pa.array((offsets[a : b + 1] - low).astype(np.int32), type=pa.int32())
+            rows = pa.FixedSizeListArray.from_arrays(pa.array(residues[low:high].reshape(-1)), width)
+            columns["residue_embedding"] = pa.ListArray.from_arrays(starts, rows)
+            columns["residue_number"] = pa.ListArray.from_arrays(starts, pa.array(numbers[low:high]))
+        return pa.table(columns)
+
+    # chain boundaries of the row groups
+    count = len(embeddings)
+    if offsets is not None:
+        marks = np.searchsorted(offsets, np.arange(0, int(offsets[-1]), PARQUET_GROUP_ROWS), side="right") - 1
+        bounds = sorted({0, count, *(int(m) for m in marks if 0 < m < count)})
+    else:
+        bounds = sorted({0, count, *range(PARQUET_GROUP_ROWS, count, PARQUET_GROUP_ROWS)})
     metadata = {"protsteps": json.dumps({**embeddings.meta, "failed": embeddings.failed})}
-    table = pa.table(columns).replace_schema_metadata(metadata)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    atomic_write_bytes(path, bytes(sink.getvalue().to_pybytes()))
+    schema = table(0, 0).schema.with_metadata(metadata)
+
+    def write(temporary: Path) -> None:
+        with pq.ParquetWriter(temporary, schema) as writer:
+            for a, b in itertools.pairwise(bounds):
+                writer.write_table(table(a, b))
+
+    atomic_write_path(path, write)
+
+
+def _parquet_embeddings(path: Path) -> Embeddings:
+    """:func:`load_embeddings` of a ``.parquet`` file: the arrays straight from Arrow's
+    buffers (no Python object per number)."""
+    require_pyarrow()
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    extra = json.loads((table.schema.metadata or {}).get(b"protsteps", b"{}"))
+    failed = extra.pop("failed", [])
+    width = int(extra.get("dim", 0))
+
+    def values(name: str, levels: int) -> np.ndarray:
+        column = table.column(name).combine_chunks()
+        for _ in range(levels):
+            column = column.flatten()
+        return np.asarray(column.to_numpy(zero_copy_only=False))
+
+    embeddings = values("embedding", 1).astype(np.float32, copy=False).reshape(table.num_rows, width)
+    residue_embeddings = residue_number = offsets = None
+    if "residue_embedding" in table.column_names:
+        lengths = np.asarray(table.column("residue_embedding").combine_chunks().value_lengths().to_numpy())
+        offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+        residue_embeddings = values("residue_embedding", 2).astype(np.float32, copy=False).reshape(-1, width)
+        residue_number = values("residue_number", 1).astype(np.int64, copy=False)
+    return Embeddings(
+        embeddings,
+        table.column("source").to_pylist(),
+        table.column("chain").to_pylist(),
+        values("residues", 0).astype(np.int64, copy=False),
+        table.column("sequence").to_pylist(),
+        residue_embeddings,
+        residue_number,
+        offsets,
+        failed,
+        extra,
+    )
 
 
 def load_embeddings(path: str | os.PathLike[str]) -> Embeddings:
@@ -172,35 +235,7 @@ def load_embeddings(path: str | os.PathLike[str]) -> Embeddings:
     if not path.exists():
         raise ProtstepsError(f"{path} does not exist")
     if _is_parquet(path):
-        require_pyarrow()
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        extra = json.loads((table.schema.metadata or {}).get(b"protsteps", b"{}"))
-        failed = extra.pop("failed", [])
-        data = table.to_pydict()
-        width = int(extra.get("dim", 0))
-        embeddings = np.asarray(data["embedding"], dtype=np.float32).reshape(len(data["source"]), width)
-        residue_embeddings = residue_number = offsets = None
-        if "residue_embedding" in data:
-            lengths = [len(r) for r in data["residue_embedding"]]
-            offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
-            residue_embeddings = np.asarray(
-                [v for r in data["residue_embedding"] for v in r], dtype=np.float32
-            ).reshape(-1, width)
-            residue_number = np.asarray([v for r in data["residue_number"] for v in r], dtype=np.int64)
-        return Embeddings(
-            embeddings,
-            list(data["source"]),
-            list(data["chain"]),
-            np.asarray(data["residues"], dtype=np.int64),
-            list(data["sequence"]),
-            residue_embeddings,
-            residue_number,
-            offsets,
-            failed,
-            extra,
-        )
+        return _parquet_embeddings(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}

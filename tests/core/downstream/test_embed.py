@@ -92,6 +92,34 @@ def test_npz_and_parquet_round_trips(pretrain_run, small_structures, graph_cache
     assert table.num_rows == 2
 
 
+@pytest.mark.parametrize("per_residue", [True, False])
+def test_parquet_is_written_in_row_groups_and_read_back_exactly(
+    pretrain_run, small_structures, graph_cache, tmp_path, monkeypatch, per_residue
+):
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from protsteps.downstream import _embed
+
+    result = embed(small_structures[:5], pretrain_run, per_residue=per_residue, cache_dir=graph_cache)
+    assert len(result) >= 5
+    monkeypatch.setattr(_embed, "PARQUET_GROUP_ROWS", 100 if per_residue else 2)
+    result.save(tmp_path / "e.parquet")
+    groups = pq.ParquetFile(tmp_path / "e.parquet").metadata.num_row_groups
+    assert 2 < groups <= len(result)  # chains split into several row groups, none empty
+    back = load_embeddings(tmp_path / "e.parquet")
+    np.testing.assert_array_equal(back.embeddings, result.embeddings)
+    np.testing.assert_array_equal(back.residues, result.residues)
+    assert (back.source, back.chain, back.sequence) == (result.source, result.chain, result.sequence)
+    if per_residue:
+        np.testing.assert_array_equal(back.residue_embeddings, result.residue_embeddings)
+        np.testing.assert_array_equal(back.offsets, result.offsets)
+        np.testing.assert_array_equal(back.residue_number, result.residue_number)
+    else:
+        assert back.residue_embeddings is None and back.offsets is None
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
 def test_parquet_without_pyarrow_is_a_one_line_error(
     pretrain_run, small_structures, tmp_path, monkeypatch, capsys
 ):
