@@ -48,6 +48,27 @@ __all__ = [
 ]
 
 
+@contextmanager
+def _replacing(path: Path) -> Iterator[tuple[int, str]]:
+    """A new temporary file beside ``path``, as ``(fd, name)`` (the block owns the
+    descriptor), moved over ``path`` when the block ends and removed when it raises. An
+    ``OSError`` that names no file (a write to the open file on a full disk) is raised again
+    naming ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _create_temporary(path)
+    try:
+        yield fd, tmp
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
+
+
 def atomic_write(
     path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any], *, fsync: bool = True
 ) -> None:
@@ -56,25 +77,11 @@ def atomic_write(
     ``fsync=False`` keeps the all-or-nothing rename but skips forcing the data to disk, for
     files that can be rebuilt (caches), where the flush would dominate the cost.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_temporary(path)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            if fsync:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError) and exc.filename is None:
-            # a write to the open file (a full disk) names no file: name the one being written
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-        raise
+    with _replacing(Path(path)) as (fd, _), os.fdopen(fd, "wb") as fh:
+        write(fh)
+        fh.flush()
+        if fsync:
+            os.fsync(fh.fileno())
 
 
 def atomic_write_path(
@@ -83,11 +90,8 @@ def atomic_write_path(
     """Call ``write(tmp)`` with the path of a new, empty temporary file beside ``path``, for
     writers that open their file by name (h5py), then move it to ``path``; as
     :func:`atomic_write` otherwise."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_temporary(path)
-    os.close(fd)
-    try:
+    with _replacing(Path(path)) as (fd, tmp):
+        os.close(fd)
         write(Path(tmp))
         if fsync:
             fd = os.open(tmp, os.O_RDONLY)
@@ -95,13 +99,6 @@ def atomic_write_path(
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 #: flags of a new temporary file: exclusive (never an existing file or a planted symlink)
