@@ -5,8 +5,11 @@ does not depend on the weights' values)."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import subprocess
+import tarfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -107,6 +110,18 @@ def child_result(command: list[str], env: dict[str, str] | None, what: str) -> A
     if done.returncode != 0:
         raise SystemExit(f"{what} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def unpack_revision(revision: str, folder: str) -> str:
+    """``git archive revision`` of this repository unpacked into ``folder``; returns the
+    ``PYTHONPATH`` of its ``core/`` and ``plugins/`` (for a ``--baseline`` child)."""
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", "--format=tar", revision], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return f"{folder}/core{os.pathsep}{folder}/plugins"
 
 
 def proc_status_bytes(field: str) -> int:

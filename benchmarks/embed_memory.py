@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -34,7 +33,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _workload import DEFAULT_STRUCTURES, child_result, proc_status_bytes, reset_peak_rss
+from _workload import (
+    DEFAULT_STRUCTURES,
+    answered_as_child,
+    child_result,
+    proc_status_bytes,
+    reset_peak_rss,
+    unpack_revision,
+)
 
 #: each with the package its writer needs (h5py, pyarrow), run when that is installed
 FORMATS = {"npz": "numpy", "h5": "h5py", "parquet": "pyarrow"}
@@ -111,8 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(args)))
+    if answered_as_child(args, child):
         return
     if args.quick:
         args.files = 8
@@ -136,9 +141,6 @@ def main(argv: list[str] | None = None) -> None:
         encoder = tmp / "run" / "encoder.pt"
         sides: list[tuple[str, str | None]] = [("this tree", None)]
         if args.baseline:
-            sys.path.insert(0, str(Path(__file__).parent))
-            from steps_step import unpack_revision
-
             sides.insert(0, (args.baseline, unpack_revision(args.baseline, str(tmp / "baseline"))))
         rows = []
         for code, python_path in sides:

@@ -38,20 +38,24 @@ epoch then ``--epochs`` timed ones, ``--rounds`` times in rotating order.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _workload import DEFAULT_STRUCTURES, composed_for_training, keep_freed_memory_if_present, real_chains
+from _workload import (
+    DEFAULT_STRUCTURES,
+    child_result,
+    composed_for_training,
+    keep_freed_memory_if_present,
+    real_chains,
+    unpack_revision,
+)
 from torch.utils.flop_counter import FlopCounterMode
 
 import protsteps
@@ -190,17 +194,9 @@ def before_after(args: argparse.Namespace) -> dict[str, list[float]]:
     """Step times of ``args.baseline`` (a git revision) with gather-scatter neighbour sums
     (``PROTSTEPS_AGGREGATION=scatter``) and with its default ones, and of this working tree, in
     child processes taking turns."""
-    root = Path(__file__).resolve().parents[1]
     sides: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        archive = subprocess.run(
-            ["git", "-C", str(root), "archive", "--format=tar", args.baseline],
-            capture_output=True,
-            check=True,
-        ).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(tmp, filter="data")
-        baseline = {"PYTHONPATH": f"{tmp}/core{os.pathsep}{tmp}/plugins"}
+        baseline = {"PYTHONPATH": unpack_revision(args.baseline, tmp)}
         environments = {
             f"{args.baseline}, gather-scatter": {**baseline, "PROTSTEPS_AGGREGATION": "scatter"},
             f"{args.baseline}": {**baseline, "PROTSTEPS_AGGREGATION": "sparse"},
@@ -218,10 +214,7 @@ def before_after(args: argparse.Namespace) -> dict[str, list[float]]:
             shift = round_index % len(names)
             for side in names[shift:] + names[:shift]:
                 env = {**os.environ, **environments[side]}
-                done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-                if done.returncode != 0:
-                    raise SystemExit(f"{side} failed:\n{done.stderr[-3000:]}")
-                sides.setdefault(side, []).extend(json.loads(done.stdout.strip().splitlines()[-1]))
+                sides.setdefault(side, []).extend(child_result(command, env, side))
                 print(f"round {round_index + 1}: {side} done", file=sys.stderr, flush=True)
     return {name: sides[name] for name in names}
 

@@ -78,14 +78,11 @@ same chains, teacher file and load.
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import os
 import resource
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -102,6 +99,7 @@ from _workload import (
     proc_status_bytes,
     real_chains,
     reset_peak_rss,
+    unpack_revision,
 )
 from torch import Tensor, nn
 
@@ -340,18 +338,6 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
 #: protsteps configurations that ``--baseline`` also runs at the baseline revision
 BASELINE_CONFIGURATIONS = ("default, cache off", "default, cache on")
-
-
-def unpack_revision(revision: str, folder: str) -> str:
-    """``git archive revision`` unpacked into ``folder``; returns the ``PYTHONPATH`` of its
-    ``core/`` and ``plugins/``."""
-    root = Path(__file__).resolve().parents[1]
-    archive = subprocess.run(
-        ["git", "-C", str(root), "archive", "--format=tar", revision], capture_output=True, check=True
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(folder, filter="data")
-    return f"{folder}/core{os.pathsep}{folder}/plugins"
 
 
 def run_child(
