@@ -151,10 +151,16 @@ def write_parquet(embeddings: Embeddings, path: Path) -> None:
 
     width = int(embeddings.embeddings.shape[1]) if embeddings.embeddings.ndim == 2 else 0
     pooled = np.ascontiguousarray(embeddings.embeddings, dtype=np.float32)
-    per_residue = embeddings.residue_embeddings is not None and embeddings.offsets is not None
-    offsets = np.asarray(embeddings.offsets, dtype=np.int64) if per_residue else None
-    residues = np.asarray(embeddings.residue_embeddings, dtype=np.float32) if per_residue else None
-    numbers = np.asarray(embeddings.residue_number, dtype=np.int64) if per_residue else None
+    # (offsets, rows, residue numbers) with per-residue arrays, else None
+    per_residue = (
+        (
+            np.asarray(embeddings.offsets, dtype=np.int64),
+            np.asarray(embeddings.residue_embeddings, dtype=np.float32),
+            np.asarray(embeddings.residue_number, dtype=np.int64),
+        )
+        if embeddings.residue_embeddings is not None and embeddings.offsets is not None
+        else None
+    )
 
     def table(a: int, b: int) -> Any:
         """Chains ``a:b`` as a table."""
@@ -165,7 +171,8 @@ def write_parquet(embeddings: Embeddings, path: Path) -> None:
             "sequence": pa.array(embeddings.sequence[a:b], type=pa.string()),
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(pooled[a:b].reshape(-1)), width),
         }
-        if offsets is not None and residues is not None and numbers is not None:
+        if per_residue is not None:
+            offsets, residues, numbers = per_residue
             low, high = int(offsets[a]), int(offsets[b])
             starts = pa.array((offsets[a : b + 1] - low).astype(np.int32), type=pa.int32())
             rows = pa.FixedSizeListArray.from_arrays(pa.array(residues[low:high].reshape(-1)), width)
@@ -175,7 +182,8 @@ def write_parquet(embeddings: Embeddings, path: Path) -> None:
 
     # chain boundaries of the row groups
     count = len(embeddings)
-    if offsets is not None:
+    if per_residue is not None:
+        offsets = per_residue[0]
         marks = np.searchsorted(offsets, np.arange(0, int(offsets[-1]), PARQUET_GROUP_ROWS), side="right") - 1
         bounds = sorted({0, count, *(int(m) for m in marks if 0 < m < count)})
     else:
