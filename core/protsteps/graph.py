@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -31,6 +32,7 @@ __all__ = [
     "PackedBatch",
     "collate",
     "collate_packed",
+    "edge_geometry",
     "residue_types",
 ]
 
@@ -43,6 +45,90 @@ _INDEX = {aa: i for i, aa in enumerate(ALPHABET)}
 def residue_types(sequence: str) -> Tensor:
     """``[L] long`` indices of a one-letter sequence in :data:`ALPHABET` (unknown -> X)."""
     return torch.tensor([_INDEX.get(aa, UNKNOWN_RESIDUE) for aa in sequence], dtype=torch.long)
+
+
+def edge_geometry(pos: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
+    """CA-CA distance ``[E]`` and unit vector ``[E, 3]`` (float32, on the CPU) of every edge
+    ``source -> target`` of ``edge_index`` ``[2, E]``, from the positions ``pos`` ``[N, 3]``:
+    in float64, ``dx*dx + dy*dy + dz*dz`` in that order (elementwise operations, so the same
+    bits on any machine), then rounded to float32; an edge of length 0 has the zero vector.
+
+    This is how the graph store recomputes edge geometry that it leaves out of a record
+    (when recomputing gives the very bits a graph holds). A featurizer that computes its
+    ``edge_distance`` and ``edge_vector`` here spares the store that check: the store knows
+    these tensors, by identity and by the version counters that in-place torch operations
+    advance. Change them or their inputs afterwards only through torch (a write through a
+    numpy view, or through ``.data``, is not seen: the record would then hold the geometry
+    of the original positions).
+    """
+    out = _edge_geometry(pos, edge_index)
+    _remember_geometry(pos, edge_index, *out)
+    return out
+
+
+def _edge_geometry(pos: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`edge_geometry`, not remembered (what the store computes for itself)."""
+    index = edge_index.detach().cpu().numpy()
+    distance = np.empty(index.shape[1], dtype=np.float32)
+    vector = np.empty((index.shape[1], 3), dtype=np.float32)
+    edge_geometry_into(pos.detach().cpu().numpy(), index[0], index[1], distance, vector)
+    return torch.from_numpy(distance), torch.from_numpy(vector)
+
+
+def edge_geometry_into(
+    pos: np.ndarray, source: np.ndarray, target: np.ndarray, distance: np.ndarray, vector: np.ndarray
+) -> None:
+    """:func:`edge_geometry` of ``pos`` [N, 3] and edges ``source -> target``, written into
+    ``distance`` [E] and ``vector`` [E, 3] (float32): the store's batch read computes a whole
+    batch's edges in one go, to the same bits as chain by chain (every step is elementwise)."""
+    # one contiguous array per coordinate (strided columns of an [E, 3] array are slower)
+    x, y, z = pos.T.astype(np.float64)
+    dx = x[target]
+    dx -= x[source]
+    dy = y[target]
+    dy -= y[source]
+    dz = z[target]
+    dz -= z[source]
+    length = dx * dx
+    length += dy * dy
+    length += dz * dz
+    np.sqrt(length, out=length)
+    distance[...] = length
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for column, delta in enumerate((dx, dy, dz)):
+            np.divide(delta, length, out=delta)
+            vector[:, column] = delta
+    apart = length > 0
+    if not apart.all():
+        vector[~apart] = 0  # a zero-length edge (or one of undefined length) keeps the zero vector
+
+
+#: id(distance) -> weak references to (distance, vector, pos, edge_index) of an
+#: :func:`edge_geometry` result and the four tensors' version counters then; an entry goes
+#: when its distance tensor does
+_MADE: dict[int, tuple[tuple[weakref.ref[Tensor], ...], tuple[int, ...]]] = {}
+
+
+def _remember_geometry(pos: Tensor, edge_index: Tensor, distance: Tensor, vector: Tensor) -> None:
+    key = id(distance)
+    tensors = (distance, vector, pos, edge_index)
+    # (the callback holds the table itself: module globals may be gone when it runs at exit)
+    forget = lambda _, made=_MADE: made.pop(key, None)  # noqa: E731
+    refs = (weakref.ref(distance, forget), *map(weakref.ref, tensors[1:]))
+    _MADE[key] = refs, tuple(t._version for t in tensors)
+
+
+def made_by_edge_geometry(pos: Tensor, edge_index: Tensor, distance: Tensor, vector: Tensor) -> bool:
+    """Whether ``distance`` and ``vector`` are the very tensors :func:`edge_geometry` returned
+    for these very ``pos`` and ``edge_index``, none of the four changed in place since."""
+    entry = _MADE.get(id(distance))
+    if entry is None:
+        return False
+    refs, versions = entry
+    tensors = (distance, vector, pos, edge_index)
+    return all(ref() is t for ref, t in zip(refs, tensors, strict=True)) and versions == tuple(
+        t._version for t in tensors
+    )
 
 
 # Node-level and edge-level tensor fields, shared by ProteinGraph and Batch.

@@ -47,7 +47,16 @@ import numpy as np
 import torch
 
 from .errors import ProtstepsError, RunFailure
-from .graph import _EDGE_FIELDS, _NODE_FIELDS, Batch, PackedBatch, ProteinGraph
+from .graph import (
+    _EDGE_FIELDS,
+    _NODE_FIELDS,
+    Batch,
+    PackedBatch,
+    ProteinGraph,
+    _edge_geometry,
+    made_by_edge_geometry,
+)
+from .graph import edge_geometry_into as _edge_geometry_into
 
 __all__ = [
     "GraphStore",
@@ -92,7 +101,7 @@ _NUMPY_OF = {t: np.dtype(name) for name, t in _DTYPES.items() if t != torch.bflo
 #: integer tensors are stored in the narrowest of these that holds their values exactly
 _NARROW = (torch.uint8, torch.int8, torch.int16, torch.int32)
 #: edge fields that are stored only when recomputing them from pos and edge_index would not
-#: give the same bits (see :func:`_edge_geometry`)
+#: give the same bits (see :func:`protsteps.graph.edge_geometry`)
 _DERIVED = ("edge_distance", "edge_vector")
 #: the batch read (:meth:`GraphStore.read_packed`): the dtypes it copies with numpy (a field of
 #: another dtype sends its batch down the chain-by-chain path), the integer types a stored
@@ -140,45 +149,6 @@ _NODE_REST: dict[str, tuple[int, ...]] = {
 _EDGE_REST: dict[str, tuple[int, ...]] = {"edge_distance": (), "edge_vector": (3,), "edge_attr": ()}
 
 
-def _edge_geometry(pos: torch.Tensor, edge_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """CA-CA distance and unit vector of every edge, as ``residue_graph`` computes them: in
-    float64 from the float32 positions, ``dx*dx + dy*dy + dz*dz`` in that order (elementwise
-    operations, so the same bits on any machine), then rounded to float32."""
-    index = edge_index.detach().cpu().numpy()
-    distance = np.empty(index.shape[1], dtype=np.float32)
-    vector = np.empty((index.shape[1], 3), dtype=np.float32)
-    _edge_geometry_into(pos.detach().cpu().numpy(), index[0], index[1], distance, vector)
-    return torch.from_numpy(distance), torch.from_numpy(vector)
-
-
-def _edge_geometry_into(
-    pos: np.ndarray, source: np.ndarray, target: np.ndarray, distance: np.ndarray, vector: np.ndarray
-) -> None:
-    """:func:`_edge_geometry` of ``pos`` [N, 3] and edges ``source -> target``, written into
-    ``distance`` [E] and ``vector`` [E, 3] (float32): the batch read computes a whole
-    batch's edges in one go, to the same bits as chain by chain (every step is elementwise)."""
-    # one contiguous array per coordinate (strided columns of an [E, 3] array are slower)
-    x, y, z = pos.T.astype(np.float64)
-    dx = x[target]
-    dx -= x[source]
-    dy = y[target]
-    dy -= y[source]
-    dz = z[target]
-    dz -= z[source]
-    length = dx * dx
-    length += dy * dy
-    length += dz * dz
-    np.sqrt(length, out=length)
-    distance[...] = length
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for column, delta in enumerate((dx, dy, dz)):
-            np.divide(delta, length, out=delta)
-            vector[:, column] = delta
-    apart = length > 0
-    if not apart.all():
-        vector[~apart] = 0  # a zero-length edge (or one of undefined length) keeps the zero vector
-
-
 #: the range of each type in ``_NARROW``, in the same order
 _NARROW_RANGES = tuple((int(torch.iinfo(t).min), int(torch.iinfo(t).max), t) for t in _NARROW)
 
@@ -195,11 +165,13 @@ def _narrowest_of(array: np.ndarray, dtype: torch.dtype) -> torch.dtype:
 
 def _derived_geometry(values: dict[str, Any]) -> bool:
     """Whether recomputing the graph's edge distances and directions from ``pos`` and
-    ``edge_index`` (:func:`_edge_geometry`) gives their very bits, so that they can be left
+    ``edge_index`` (:func:`protsteps.graph.edge_geometry`) gives their very bits, so that they can be left
     out of its record (a ``ProteinGraph``'s shapes are checked when it is made)."""
     distance, vector = values["edge_distance"], values["edge_vector"]
     if distance.dtype != torch.float32 or vector.dtype != torch.float32:
         return False
+    if made_by_edge_geometry(values["pos"], values["edge_index"], distance, vector):
+        return True  # made by the very computation that would check them
     again, again_vector = _edge_geometry(values["pos"], values["edge_index"])
     # compared as bits: the same bits come back (-0.0 and 0.0 differ; a NaN equals itself)
     return torch.equal(again.view(torch.int32), distance.detach().cpu().view(torch.int32)) and torch.equal(

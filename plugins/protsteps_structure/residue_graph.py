@@ -26,7 +26,7 @@ import torch
 from protsteps import BuildContext, Featurizer, ProteinGraph, option
 from protsteps.config import check_ranges
 from protsteps.errors import ConfigError, StructureError
-from protsteps.graph import ALPHABET, UNKNOWN_RESIDUE
+from protsteps.graph import ALPHABET, UNKNOWN_RESIDUE, edge_geometry
 from protsteps.structure import MAX_PEPTIDE_BOND, Chain, backbone_dihedrals
 
 from .neighbours import knn_edges, merge_edges, radius_edges, sequential_edges
@@ -230,32 +230,23 @@ class ResidueGraph(Featurizer):
             )
         check_geometry(chain, config, where)
 
-        pos64 = chain.backbone[:, 1].astype(np.float64)
+        pos = torch.from_numpy(chain.backbone[:, 1].astype(np.float32))
         angles, defined = backbone_dihedrals(chain.backbone, chain.backbone_mask, config.max_peptide_bond)
-        edge_index = self._edges(pos64)
-        source, target = edge_index
-        delta = pos64[target] - pos64[source]
-        distance = np.sqrt(np.einsum("ij,ij->i", delta, delta))
-        apart = distance > 0
-        if apart.all():  # the usual case: no two CA atoms at one place, nothing to mask
-            vector = delta / distance[:, None]
-        else:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                vector = np.where(apart[:, None], delta / distance[:, None], 0.0)
-        distance_t = torch.from_numpy(distance.astype(np.float32))
-        vector_t = torch.from_numpy(vector.astype(np.float32))
+        edge_index = torch.from_numpy(self._edges(chain.backbone[:, 1].astype(np.float64)))
+        # (the store knows what edge_geometry made and leaves it out of the record unchecked)
+        distance_t, vector_t = edge_geometry(pos, edge_index)
         return ProteinGraph(
             source=chain.source,
             chain_id=chain.chain_id,
             sequence=chain.sequence,
             residue_type=torch.from_numpy(_RESIDUE_INDEX[np.frombuffer(chain.sequence.encode(), np.uint8)]),
             residue_number=torch.from_numpy(chain.residue_numbers.astype(np.int64)),
-            pos=torch.from_numpy(chain.backbone[:, 1].astype(np.float32)),
+            pos=pos,
             backbone=torch.from_numpy(chain.backbone.astype(np.float32)),
             backbone_mask=torch.from_numpy(chain.backbone_mask.copy()),
             dihedrals=torch.from_numpy(angles.astype(np.float32)),
             dihedral_mask=torch.from_numpy(defined),
-            edge_index=torch.from_numpy(edge_index),
+            edge_index=edge_index,
             edge_distance=distance_t,
             edge_vector=vector_t,
             edge_attr=self._edge_attr(distance_t, vector_t),

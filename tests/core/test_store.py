@@ -82,6 +82,45 @@ def test_edge_geometry_is_recomputed_bit_for_bit(structures_dir, structure):
     assert torch.equal(decode_record(stored)["chains"][0]["graph"]["edge_distance"], other.edge_distance)
 
 
+def test_edge_geometry_is_known_by_identity_until_changed_in_place(structures_dir):
+    """What ``edge_geometry`` made is left out of a record without recomputing it, only while
+    the very tensors it made and used are unchanged: a graph whose positions moved in place
+    afterwards keeps its own edge values in the record (they no longer follow from pos)."""
+    import gc
+
+    from protsteps import graph as graph_module
+
+    graph = protsteps.featurize(structures_dir / "masif" / "1A2K_AB.pdb.gz")[0]
+    values = graph.to_dict()
+    assert graph_module.made_by_edge_geometry(
+        graph.pos, graph.edge_index, graph.edge_distance, graph.edge_vector
+    )
+    assert not graph_module.made_by_edge_geometry(
+        graph.pos.clone(), graph.edge_index, graph.edge_distance, graph.edge_vector
+    ), "another pos tensor, even with the same values, is not the one it was made from"
+    assert not graph_module.made_by_edge_geometry(
+        graph.pos, graph.edge_index, graph.edge_distance.clone(), graph.edge_vector
+    )
+    assert store_module._derived_geometry(values)
+
+    original = graph.edge_distance.clone()
+    graph.pos[:5] += 1.0  # in place, through torch: the version counter moves
+    assert not graph_module.made_by_edge_geometry(
+        graph.pos, graph.edge_index, graph.edge_distance, graph.edge_vector
+    )
+    record = encode_record("x", [graph], [])
+    assert "edge_distance" in _chain_headers(record)[0]["fields"], "stored: recomputing differs now"
+    assert torch.equal(decode_record(record)["chains"][0]["graph"]["edge_distance"], original)
+
+    # a table entry lives as long as the distance tensor it was made for
+    made = len(graph_module._MADE)
+    distance, _ = graph_module.edge_geometry(graph.pos, graph.edge_index)
+    assert len(graph_module._MADE) == made + 1
+    del distance
+    gc.collect()
+    assert len(graph_module._MADE) == made
+
+
 def test_an_unchanged_corpus_is_answered_from_the_index_without_reading_a_file(corpus, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     first = featurize_many([corpus], cache_dir=cache)
