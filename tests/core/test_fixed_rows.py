@@ -58,6 +58,11 @@ def atom_rows(text: bytes) -> np.ndarray:
     return rows_of(lines) if lines else np.zeros((0, 60), np.uint8)
 
 
+def _words_from(rows: np.ndarray, column: int) -> np.ndarray:
+    """Each row's eight bytes from ``column`` (0-based) as one little-endian word."""
+    return np.ascontiguousarray(rows[:, column : column + 8]).view("<u8").reshape(-1)
+
+
 def test_residue_numbers_by_runs_equal_every_row_read(structures_dir):
     """Each run of equal residue-number fields read once gives every row's number, on the
     atom lines of every shared PDB file, and declines exactly when the whole reading does."""
@@ -77,7 +82,7 @@ def test_residue_numbers_by_runs_equal_every_row_read(structures_dir):
             else np.arange(0)
         )
         whole = fixed_integer(field_words(table, 26, 1, 4), match)
-        got = _residue_numbers(table, match)
+        got = _residue_numbers(_words_from(table, 18), match)
         assert (got is None) == (whole is None), path
         if got is not None:
             assert np.array_equal(got, whole.reshape(-1)), path
@@ -85,5 +90,7 @@ def test_residue_numbers_by_runs_equal_every_row_read(structures_dir):
     for bad in (b" 1 2", b"+  1", b"   x", b"1   "):
         broken = list(lines)
         broken[17] = broken[17][:22] + bad + broken[17][26:]
-        assert _residue_numbers(rows_of(broken), np.arange(3)) is None
-    assert _residue_numbers(rows_of(lines), np.arange(30)).tolist() == [i // 3 for i in range(30)]
+        assert _residue_numbers(_words_from(rows_of(broken), 18), np.arange(3)) is None
+    assert _residue_numbers(_words_from(rows_of(lines), 18), np.arange(30)).tolist() == [
+        i // 3 for i in range(30)
+    ]

@@ -53,3 +53,38 @@ def test_columnar_reader_matches_biopython(structures_dir, chunk):
 def test_all_shared_files_are_covered(structures_dir):
     assert len(FILES) > 900
     assert {Path(f).parts[0] for f in FILES} == {"masif", "db55_unbound", "mdanalysis", "biopython"}
+
+
+def _outcome(path: Path, reader: str):
+    try:
+        return read_chains(path, reader=reader)
+    except StructureError:
+        return None
+
+
+@pytest.mark.parametrize("crlf", [False, True], ids=["lf", "crlf"])
+def test_atom_lines_cut_short_mid_file_are_read_as_biopython_reads_them(tmp_path, structures_dir, crlf):
+    """An atom line that ends before a field (its bytes then run into the next line, which
+    the columnar reader reads fields from in place) gives Bio.PDB's outcome, at every
+    column, for a backbone and a side-chain atom: both readers refuse, or read the same."""
+    import gzip
+
+    text = gzip.decompress((structures_dir / "masif" / "1A2K_AB.pdb.gz").read_bytes())
+    lines = text.split(b"\n")
+    atoms = [i for i, line in enumerate(lines) if line.startswith(b"ATOM")]
+    backbone = next(i for i in atoms[40:] if lines[i][12:16] == b" CA ")
+    side = next(i for i in atoms[40:] if lines[i][12:16] == b" CB ")
+    outcomes = set()
+    for row in (backbone, side):
+        for column in range(12, 61):
+            cut = list(lines)
+            cut[row] = cut[row][:column]
+            path = tmp_path / f"cut_{row}_{column}.pdb"
+            path.write_bytes((b"\r\n" if crlf else b"\n").join(cut))
+            reference = _outcome(path, "biopython")
+            fast = _outcome(path, "columnar")
+            assert (fast is None) == (reference is None), (row, column)
+            outcomes.add(fast is None)
+            if reference is not None:
+                assert same_chains(path) is None, (row, column)
+    assert outcomes == {True, False}, "some cuts are refused and some read"

@@ -79,6 +79,10 @@ _NAME_SORTER = np.argsort(_NAME_CODES)
 _NAME_SORTED = _NAME_CODES[_NAME_SORTER]
 _NAME_SLOTS = np.array(list(_NAME_FIELDS.values()), dtype=np.int8)[_NAME_SORTER]
 _SPACE, _NUL = 32, 0
+#: where the x, y and z fields start (0-based columns 30, 38, 46; eight columns each)
+_XYZ_COLUMNS = np.array([30, 38, 46])
+_U32 = np.uint64(32)
+_FOUR_BLANKS = np.uint64(0x20202020)
 #: the columns of an ATOM/HETATM record the reader uses (through the occupancy)
 _ATOM_WIDTH = 60
 #: zero bytes after the text, so that a window of this many columns fits at every line start
@@ -146,26 +150,32 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
     # Bio.PDB parses the numbers of every model's records up to END/CONECT and refuses the
     # file if one does not parse; so do we, reading the first model's atoms from them.
     checked = atom_lines[atom_lines < (stops[0] if len(stops) else len(record))]
-    rows = _line_rows(padded, starts[checked], lengths[checked], _ATOM_WIDTH)
+    # Fields are read as the 8 bytes at their columns from every line start, in place. A
+    # word that runs past its line's end holds a line break (or the padding's zero bytes),
+    # which no field layout accepts: such a field goes to the general conversion, which
+    # reads the line blanked past its end, as Bio.PDB does.
+    words = byte_words(padded)
+    at = starts[checked]
     # The backbone atoms of the first model (its atom lines come first): only their numbers
     # are read, once every atom's numbers are checked.
     first_model = int(np.searchsorted(checked, end))
-    names = np.ascontiguousarray(rows[:first_model, 12:16]).view("<u4").ravel()
+    names = words[at[:first_model] + 12].astype(np.uint32)  # columns 13-16, by truncation
     found = np.minimum(np.searchsorted(_NAME_SORTED, names), len(_NAME_SORTED) - 1)
     match = np.flatnonzero(_NAME_SORTED[found] == names)
-    xyz = fixed_point(field_words(rows, 54, 3), 3, match)
+    xyz = fixed_point(words[at[:, None] + _XYZ_COLUMNS], 3, match)
     if xyz is None:
         xyz = _pdb_numbers(
             path, buffer, starts, lengths, checked, 30, 8, 3, "invalid or missing coordinates"
         )[match]
-    resseq = _residue_numbers(rows, match)
+    resseq = _residue_numbers(words[at + 18], match)
     if resseq is None:
         resseq = _pdb_residue_numbers(path, buffer, starts, lengths, checked)[match]
     resseq = resseq.reshape(-1)
     _check_extra_numbers(path, buffer, starts, lengths, padded, record, start, stops)
     if len(match) == 0:
         return _empty_records()
-    table = rows[match]
+    lines = checked[match]
+    table = _line_rows(padded, starts[lines], lengths[lines], _ATOM_WIDTH)
     slots = _NAME_SLOTS[found[match]]
     xyz = xyz.astype(np.float32)
     hetatm = record[checked[match]] == _HETATM
@@ -198,16 +208,19 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
     )
 
 
-def _residue_numbers(rows: np.ndarray, match: np.ndarray) -> np.ndarray | None:
-    """:func:`.fixed_integer` of columns 23-26 (the residue number) for the ``match`` rows,
-    with every row checked; ``None`` where a field has another layout. The atoms of a residue
-    repeat its number's four bytes: each run of equal fields is checked and read once."""
-    field = np.ascontiguousarray(rows[:, 22:26]).view("<u4").ravel()
+def _residue_numbers(words: np.ndarray, match: np.ndarray) -> np.ndarray | None:
+    """:func:`.fixed_integer` of columns 23-26 (the residue number) for the ``match`` lines,
+    with every line checked; ``None`` where a field has another layout. ``words``: each
+    line's bytes from column 19 as one little-endian word, the field its last four bytes.
+    The atoms of a residue repeat the field: each run of equal fields is checked and read
+    once."""
+    field = words >> _U32
     new = np.empty(len(field), dtype=bool)
     new[:1] = True
     np.not_equal(field[1:], field[:-1], out=new[1:])
     heads = np.flatnonzero(new)
-    values = fixed_integer(field_words(rows[heads], 26, 1, 4))
+    # the four bytes before the field read as blanks (a %4d field in an 8-byte word)
+    values = fixed_integer((field[heads] << _U32) | _FOUR_BLANKS)
     if values is None:
         return None
     return values.reshape(-1)[(np.cumsum(new) - 1)[match]]
