@@ -12,6 +12,7 @@ CA, ``(pos[i] - pos[j]) / |pos[i] - pos[j]|``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import weakref
@@ -94,12 +95,14 @@ def edge_geometry_into(
     length += dz * dz
     np.sqrt(length, out=length)
     distance[...] = length
-    with np.errstate(divide="ignore", invalid="ignore"):
+    apart = length > 0
+    every = bool(apart.all())
+    # (no two CA atoms at one place, the usual case: no division can warn)
+    with contextlib.nullcontext() if every else np.errstate(divide="ignore", invalid="ignore"):
         for column, delta in enumerate((dx, dy, dz)):
             np.divide(delta, length, out=delta)
             vector[:, column] = delta
-    apart = length > 0
-    if not apart.all():
+    if not every:
         vector[~apart] = 0  # a zero-length edge (or one of undefined length) keeps the zero vector
 
 

@@ -161,23 +161,33 @@ def _refuse_beyond(
         )
 
 
+def _spread_at_least(ca: np.ndarray, spread: float) -> bool:
+    """Whether the CA atoms' spread (the largest distance from their centroid) is surely
+    at least ``spread``, from their extent alone: any point, the computed centroid
+    included, lies at least half the widest extent along an axis from one of its two
+    extremes. The margin (a millionth) is far above the rounding of the spread's own
+    computation, so that a chain let through here is one it would let through too."""
+    extent = float((ca.max(0) - ca.min(0)).max())
+    return extent / 2 >= spread * (1 + 1e-6)
+
+
 def check_geometry(chain: Chain, config: ResidueGraphConfig, where: str) -> None:
     """Refuse (:class:`StructureError`) a chain whose coordinates no real structure has:
     non-finite ones, any beyond ``max_coordinate``, every CA within ``min_ca_spread`` of the
     centroid, or more than ``max_close_fraction`` of consecutive CA-CA distances below
     ``min_ca_ca``. Training never sees a chain whose distances can overflow."""
-    backbone = chain.backbone.astype(np.float64)
     observed = chain.backbone_mask
     # Each check looks at every atom at once first, observed or not (unobserved ones are
-    # zeros); only when that finds something are the observed atoms told apart.
-    largest = float(np.abs(backbone).max(initial=0.0))  # NaN if any coordinate is NaN
+    # zeros); only when that finds something are the observed atoms told apart. (The
+    # largest magnitude is exact in the coordinates' own precision.)
+    largest = float(np.abs(chain.backbone).max(initial=0.0))  # NaN if any coordinate is NaN
     if not math.isfinite(largest):
-        _refuse_non_finite(chain, backbone, observed, where)
+        _refuse_non_finite(chain, chain.backbone.astype(np.float64), observed, where)
     if config.max_coordinate and not largest <= config.max_coordinate:
-        _refuse_beyond(chain, backbone, observed, config.max_coordinate, where)
-    ca = backbone[:, 1]
+        _refuse_beyond(chain, chain.backbone.astype(np.float64), observed, config.max_coordinate, where)
+    ca = chain.backbone[:, 1].astype(np.float64)
     length = len(ca)
-    if config.min_ca_spread and length >= 3:
+    if config.min_ca_spread and length >= 3 and not _spread_at_least(ca, config.min_ca_spread):
         spread = float(np.sqrt(((ca - ca.mean(0)) ** 2).sum(-1)).max())
         if spread < config.min_ca_spread:
             raise StructureError(

@@ -71,3 +71,30 @@ def test_fast_checks_refuse_as_the_per_atom_checks(seed):
                 residue, atom, axis = rng.integers(len(chain)), rng.integers(4), rng.integers(3)
                 chain.backbone[residue, atom, axis] = rng.choice(values)  # observed or not
             assert outcome(check_geometry, chain, config) == outcome(reference, chain, config)
+
+
+def test_the_spread_shortcut_lets_through_only_chains_the_spread_itself_lets_through():
+    """min_ca_spread: the extent-based shortcut answers "at least" only where the spread
+    computed as before is at least the threshold, on clouds of every shape scaled so that
+    their spread falls just around it (both sides, down to the shortcut's margin)."""
+    from protsteps_structure.residue_graph import _spread_at_least
+
+    rng = np.random.default_rng(3)
+    decided = 0
+    for trial in range(400):
+        length = int(rng.integers(3, 60))
+        shape = rng.normal(0, 1, 3) ** 2 + 1e-3  # flat, thin and round clouds
+        ca = (rng.normal(0, 1, (length, 3)) * shape).astype(np.float32).astype(np.float64)
+        spread = float(np.sqrt(((ca - ca.mean(0)) ** 2).sum(-1)).max())
+        extent = float((ca.max(0) - ca.min(0)).max())
+        for threshold in (
+            extent / 2 * (1 - 1e-6),
+            extent / 2 / (1 + 1e-6),
+            extent / 2,
+            spread,
+            spread * 1.01,
+        ):
+            if _spread_at_least(ca, threshold):
+                decided += 1
+                assert spread >= threshold, (trial, threshold)
+    assert decided > 400, "the shortcut decides most clouds"

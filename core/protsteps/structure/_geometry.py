@@ -43,7 +43,9 @@ def peptide_bonds(backbone: np.ndarray, mask: np.ndarray, max_bond: float = MAX_
     backbone = np.asarray(backbone, dtype=np.float64)
     if len(backbone) < 2:
         return np.zeros(0, dtype=bool)
-    gap = np.linalg.norm(backbone[1:, _N] - backbone[:-1, _C], axis=-1)
+    step = backbone[1:, _N] - backbone[:-1, _C]
+    step *= step
+    gap = np.sqrt(np.add.reduce(step, axis=-1))  # np.linalg.norm's own sum, without its checks
     observed = mask[1:, _N] & mask[:-1, _C]
     with np.errstate(invalid="ignore"):
         return observed & (gap <= max_bond)
@@ -118,10 +120,9 @@ def backbone_dihedrals(
     phi_ok = bonded & mask[1:, _CA] & mask[1:, _C]
     psi_ok = bonded & mask[:-1, _N] & mask[:-1, _CA]
     omega_ok = bonded & mask[:-1, _CA] & mask[1:, _CA]
-    with np.errstate(invalid="ignore"):
-        phi_ok &= np.isfinite(phi)
-        psi_ok &= np.isfinite(psi)
-        omega_ok &= np.isfinite(omega)
+    phi_ok &= np.isfinite(phi)
+    psi_ok &= np.isfinite(psi)
+    omega_ok &= np.isfinite(omega)
     angles[1:, 0] = np.where(phi_ok, phi, 0.0)
     angles[:-1, 1] = np.where(psi_ok, psi, 0.0)
     angles[1:, 2] = np.where(omega_ok, omega, 0.0)
