@@ -88,3 +88,25 @@ def test_atom_lines_cut_short_mid_file_are_read_as_biopython_reads_them(tmp_path
             if reference is not None:
                 assert same_chains(path) is None, (row, column)
     assert outcomes == {True, False}, "some cuts are refused and some read"
+
+
+def test_anisou_lines_cut_short_mid_file_are_read_as_biopython_reads_them(tmp_path, structures_dir):
+    """As above for the ANISOU records whose numbers Bio.PDB parses (read in place too)."""
+    import gzip
+
+    text = gzip.decompress((structures_dir / "mdanalysis" / "19hc.pdb.gz").read_bytes())
+    lines = text.split(b"\n")[:1200]  # the first residues, with their ANISOU records
+    lines.append(b"END")
+    row = next(i for i, line in enumerate(lines) if line.startswith(b"ANISOU") and i > 200)
+    outcomes = set()
+    for column in (*range(27, 72), 75):
+        cut = list(lines)
+        cut[row] = cut[row][:column]
+        path = tmp_path / f"anisou_{column}.pdb"
+        path.write_bytes(b"\n".join(cut))
+        reference = _outcome(path, "biopython")
+        assert (_outcome(path, "columnar") is None) == (reference is None), column
+        outcomes.add(reference is None)
+        if reference is not None:
+            assert same_chains(path) is None, column
+    assert outcomes == {True, False}, "some cuts are refused and some read"

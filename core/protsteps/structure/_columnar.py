@@ -83,6 +83,9 @@ _SPACE, _NUL = 32, 0
 _XYZ_COLUMNS = np.array([30, 38, 46])
 _U32 = np.uint64(32)
 _FOUR_BLANKS = np.uint64(0x20202020)
+_EIGHT_BLANKS = np.uint64(0x2020202020202020)
+#: per field width (1-8 columns): the bytes of an 8-byte word before a field that ends it
+_LEAD_BYTES = [np.uint64((1 << (8 * (8 - width))) - 1) for width in range(9)]
 #: the columns of an ATOM/HETATM record the reader uses (through the occupancy)
 _ATOM_WIDTH = 60
 #: zero bytes after the text, so that a window of this many columns fits at every line start
@@ -331,15 +334,21 @@ def _check_extra_numbers(
 ) -> None:
     """ANISOU, SIGATM and SIGUIJ numbers parse where Bio.PDB reads them (up to END/CONECT)."""
     stop = int(stops[0]) if len(stops) else len(record)
+    words = byte_words(padded)
     for name, slices in _EXTRA_NUMBERS.items():
         lines = np.flatnonzero(record == _record_code(name))
         lines = lines[(lines >= start) & (lines < stop)]
         if not len(lines):
             continue
-        rows = _line_rows(padded, starts[lines], lengths[lines], _PADDING)
+        at = starts[lines]
         for first, end in slices:
-            # (ANISOU and SIGUIJ write integers: read as such they need no conversion)
-            if fixed_integer(field_words(rows, end, 1, end - first)) is None:
+            # Each field as the 8 bytes that end where it ends, read in place (past a short
+            # line's end they hold its line break, which sends the field to the general
+            # conversion), the bytes before it blanked. (ANISOU and SIGUIJ write integers:
+            # read as such they need no conversion.)
+            lead = _LEAD_BYTES[end - first]
+            field = (words[at + (end - 8)] & ~lead) | (_EIGHT_BLANKS & lead)
+            if fixed_integer(field) is None:
                 _pdb_numbers(
                     path,
                     buffer,
