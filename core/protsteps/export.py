@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,26 @@ def _location_settings(kind: str, name: str, catalog: Catalog) -> set[str]:
     except ProtstepsError:
         return set()
     return {f.name for f in fields_of(entry.config) if is_location(f.name, f.type)}
+
+
+def location_settings(assignments: Sequence[str], option: str = "--set") -> dict[str, dict[str, str]]:
+    """``KIND.KEY=VALUE`` assignments (``teacher.cache_dir=/scratch/trunks``) as the
+    ``settings`` of :func:`load_pretrained`, per kind; which keys are locations the
+    pretrained encoder lets the caller decide is checked there, against the components the
+    file names."""
+    settings: dict[str, dict[str, str]] = {}
+    for assignment in assignments:
+        path, sep, value = assignment.partition("=")
+        kind, dot, key = path.strip().partition(".")
+        if not sep or not dot or not key.strip() or "." in key:
+            raise ConfigError(f"{option} {assignment!r}: expected KIND.KEY=VALUE (teacher.cache_dir=PATH)")
+        if kind not in ("featurizer", "encoder", "teacher"):
+            raise ConfigError(
+                f"{option} {assignment!r}: with a pretrained encoder only the locations of its featurizer, "
+                "encoder and teacher can be set (teacher.cache_dir=PATH); the rest comes from the encoder file"
+            )
+        settings.setdefault(kind, {})[key.strip()] = value.strip()
+    return settings
 
 
 def _own_locations(

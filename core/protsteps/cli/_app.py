@@ -30,6 +30,12 @@ THREADS_HELP = (
     "machine, 1 is a safe choice."
 )
 
+#: the ``--set`` option of the commands that load a pretrained encoder
+LOCATION_HELP = (
+    "A location the pretrained encoder's file does not decide: KIND.KEY=PATH, e.g. "
+    "teacher.cache_dir=/scratch/trunks (the teacher's trunk cache on disk). Repeatable."
+)
+
 
 class _Root(Group):
     """The root command, with the commands plugins register (hook

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from .._text import count
 from ..errors import ProtstepsError
-from ._app import THREADS_HELP, StructureInputs, app, console, err_console
+from ._app import LOCATION_HELP, THREADS_HELP, StructureInputs, app, console, err_console
 
 
 def check_output_file(path: Path, option: str) -> None:
@@ -77,6 +77,10 @@ def embed(
     cache_dir: Annotated[Path | None, typer.Option(help="Featurize cache folder.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Featurizing processes.")] = 1,
     threads: Annotated[int, typer.Option(min=0, help=THREADS_HELP)] = 0,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help=LOCATION_HELP),
+    ] = None,
 ) -> None:
     """Embed protein chains with a pretrained encoder and write them with their source and chain ids.
 
@@ -84,6 +88,7 @@ def embed(
     """
     from ..allocator import keep_freed_memory
     from ..downstream import embed as run_embed
+    from ..export import location_settings
     from ..extensions import writer_for
     from ..registry import default_catalog
     from ..threads import allow_interop, using_threads
@@ -96,6 +101,7 @@ def embed(
     if writer.check is not None:
         writer.check()
     check_output_file(out, "--out")
+    settings = location_settings(set_ or [])
     with using_threads(threads):
         result = run_embed(
             inputs,
@@ -106,6 +112,7 @@ def embed(
             device=device,
             cache_dir=cache_dir,
             workers=workers,
+            settings=settings,
         )
     for failure in result.failed[:5]:
         err_console.print(f"[yellow]failed:[/] {escape(failure['error'])}", highlight=False, soft_wrap=True)

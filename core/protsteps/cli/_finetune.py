@@ -178,7 +178,9 @@ def finetune(
     set_: Annotated[
         list[str] | None,
         typer.Option(
-            "--set", help="With --from none: override one run setting, section.key=value. Repeatable."
+            "--set",
+            help="With --from none: override one run setting, section.key=value. With a pretrained "
+            "encoder: one of its locations, KIND.KEY=PATH (teacher.cache_dir=/scratch/trunks). Repeatable.",
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
@@ -191,17 +193,20 @@ def finetune(
     from ..config import from_dict
     from ..downstream import FinetuneConfig
     from ..downstream import finetune as run_finetune
+    from ..export import location_settings
     from ..threads import allow_interop
 
     allow_interop()
     keep_freed_memory()  # this process only runs this command: freed tensors' memory is reused
 
     scratch = from_.strip().lower() == "none"
-    if not scratch and (config is not None or teacher is not None or set_):
+    if not scratch and (config is not None or teacher is not None):
         raise ProtstepsError(
-            "--config, --teacher and --set describe a from-scratch encoder (--from none); "
-            "a pretrained encoder brings its own architecture, featurizer and teacher"
+            "--config and --teacher describe a from-scratch encoder (--from none); a pretrained "
+            "encoder brings its own architecture, featurizer and teacher (--set can give its "
+            "locations: teacher.cache_dir=PATH)"
         )
+    locations = None if scratch else location_settings(set_ or [])
     shares = None
     if split is not None:
         try:
@@ -229,7 +234,7 @@ def finetune(
         "threads": threads,
         "callbacks": callback,
     }
-    settings = from_dict(
+    finetune_config = from_dict(
         FinetuneConfig, {k: v for k, v in values.items() if v is not None}, section="finetune"
     )
     data = read_labels(
@@ -244,7 +249,13 @@ def finetune(
     )
     run_config = scratch_config(config, teacher, set_ or []) if scratch else None
     result = run_finetune(
-        data, None if scratch else Path(from_), out, settings, scratch=run_config, show_progress=not quiet
+        data,
+        None if scratch else Path(from_),
+        out,
+        finetune_config,
+        scratch=run_config,
+        show_progress=not quiet,
+        settings=locations,
     )
     console.print(f"run folder: {out}  (metrics: {out / 'metrics.json'})", highlight=False)
     if quiet:

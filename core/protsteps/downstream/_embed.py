@@ -33,7 +33,7 @@ import dataclasses
 import itertools
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +279,7 @@ def embed(
     catalog: Catalog | None = None,
     on_total: Callable[[int], None] | None = None,
     on_result: Callable[[FileResult], None] | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Embeddings:
     """Embed every protein chain of ``inputs`` with the encoder of ``pretrained``.
 
@@ -293,11 +294,17 @@ def embed(
         Also keep every residue's embedding.
     batch_size, max_residues:
         Proteins per forward pass, or a residue budget per pass (when > 0).
+    settings:
+        With ``pretrained`` read from a file: the locations that file does not decide, per
+        kind (``{"teacher": {"cache_dir": "/scratch/trunks"}}``; see
+        :func:`protsteps.export.load_pretrained`).
 
     Inputs that cannot be featurized are listed in ``failed``; the rest are embedded, in
     input order. The encoder runs in eval mode; the teacher, if any, gives its features.
     """
-    backbone = pretrained if isinstance(pretrained, Backbone) else load_backbone(Path(pretrained), catalog)
+    backbone = (
+        pretrained if isinstance(pretrained, Backbone) else load_backbone(Path(pretrained), catalog, settings)
+    )
     if per_residue:  # before anything is featurized
         require_encoder(backbone.encoder, backbone.record, "per_residue", "embed --per-residue", catalog)
     torch_device = pick_device(device, Distributed(), where="--device")

@@ -351,6 +351,7 @@ def finetune(
     scratch: RunConfig | None = None,
     catalog: Catalog | None = None,
     show_progress: bool = True,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> FinetuneResult:
     """Train a classifier on ``data`` with the encoder of ``pretrained`` and write ``out``.
 
@@ -366,6 +367,10 @@ def finetune(
         The run folder to create (refused when it already holds a finetune run).
     config:
         :class:`FinetuneConfig` (default settings when ``None``).
+    settings:
+        With a pretrained encoder read from a file: the locations that file does not decide,
+        per kind (``{"teacher": {"cache_dir": "/scratch/trunks"}}``; see
+        :func:`protsteps.export.load_pretrained`).
 
     Returns
     -------
@@ -387,6 +392,7 @@ def finetune(
             catalog=catalog,
             show_progress=show_progress,
             threads=threads,
+            settings=settings,
         )
 
 
@@ -400,6 +406,7 @@ def _finetune(
     catalog: Catalog | None,
     show_progress: bool,
     threads: ThreadChoice,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> FinetuneResult:
     """:func:`finetune` on ``threads`` torch threads."""
     started = time.perf_counter()
@@ -415,7 +422,7 @@ def _finetune(
     elif pretrained is None:
         backbone = scratch_backbone(scratch or load_run_config(None, catalog), catalog)
     else:
-        backbone = load_backbone(pretrained, catalog)
+        backbone = load_backbone(pretrained, catalog, settings)
     head_entry = catalog.extensions.get("head", config.head)
     backbone.to(device)
     for note in backbone.notes:
@@ -506,7 +513,7 @@ def _finetune(
         f"{len(parts['train'])} train, {len(parts['valid'])} valid, {len(parts['test'])} test"
     )
 
-    settings = {
+    resolved = {
         "protsteps_version": __version__,
         "finetune": to_dict(config),
         "data": {
@@ -521,7 +528,7 @@ def _finetune(
             **{k: backbone.record[k] for k in ("encoder", "featurizer", "teacher")},
         },
     }
-    atomic_write_text(out / "finetune.toml", _toml.dumps(settings))
+    atomic_write_text(out / "finetune.toml", _toml.dumps(resolved))
 
     # -- targets
     if multi:
@@ -682,7 +689,7 @@ def _finetune(
         },
         "device": str(device),
         "threads": {"count": threads.threads, "chosen": threads.reason},
-        "config": settings,
+        "config": resolved,
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     display.message(_final_line(metrics, metric))

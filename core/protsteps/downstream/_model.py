@@ -8,7 +8,7 @@ same registry, the same featurizer, the same teacher setting, only the weights d
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,10 +132,16 @@ class Backbone:
         }
 
 
-def load_backbone(path: str | Path, catalog: Catalog | None = None) -> Backbone:
+def load_backbone(
+    path: str | Path,
+    catalog: Catalog | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Backbone:
     """The encoder of a pretrain run folder (or an ``encoder.pt``) with its featurizer and
-    teacher."""
-    pretrained = load_pretrained(Path(path), catalog)
+    teacher. ``settings``: the locations the file does not decide, per kind
+    (``{"teacher": {"cache_dir": "/scratch/trunks"}}``, see
+    :func:`protsteps.export.load_pretrained`)."""
+    pretrained = load_pretrained(Path(path), catalog, settings=settings)
     record = pretrained.record
     require_encoder(pretrained.encoder, record, "per_protein", "finetune and embed", catalog)
     return Backbone(
@@ -144,6 +150,7 @@ def load_backbone(path: str | Path, catalog: Catalog | None = None) -> Backbone:
         featurizer=dict(record["featurizer"]),
         record={k: v for k, v in record.items() if k != "state_dict"},
         origin=str(path),
+        notes=list(pretrained.notes),
     )
 
 

@@ -147,3 +147,50 @@ def test_embed_cli_errors(pretrain_run, small_structures, graph_cache, tmp_path,
         == 2
     )
     assert "encoder.pt does not exist" in capsys.readouterr().err
+
+
+def _files_under(folder):
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+def test_embed_and_finetune_set_the_teachers_cache_folder_of_a_pretrained_encoder(
+    small_structures, tiny_esm_weights, graph_cache, labels_dir, tmp_path, capsys
+):
+    """``--set teacher.cache_dir=DIR`` with a pretrained encoder: the teacher's trunk states
+    go to DIR (a file never decides where protsteps writes, the user does); anything but a
+    location is refused in one line, naming what can be set."""
+    from tests.cli_args import pretrain_args
+
+    run = tmp_path / "run"
+    teacher = ["--set", f'teacher.weights="{tiny_esm_weights}"', "--set", "teacher.cache=true"]
+    assert main(pretrain_args(small_structures[:4], run, graph_cache, *teacher, teacher="esm")) == 0
+    trunks = tmp_path / "trunks"
+    out = tmp_path / "e.npz"
+    args = ["embed", *map(str, small_structures[:2]), "--from", str(run), "--out", str(out)]
+    assert main([*args, "--cache-dir", str(graph_cache), "--set", f"teacher.cache_dir={trunks}"]) == 0
+    assert len(_files_under(trunks)) == 2, "one trunk file per sequence"
+    capsys.readouterr()
+
+    for wrong, message in (
+        (
+            "teacher.layers=3",
+            "layers cannot be set for a pretrained encoder (only its locations can: cache_dir",
+        ),
+        (
+            "train.epochs=3",
+            "with a pretrained encoder only the locations of its featurizer, encoder and teacher",
+        ),
+        ("cache_dir=/x", "expected KIND.KEY=VALUE"),
+    ):
+        assert main([*args, "--set", wrong]) == 2
+        assert message in capsys.readouterr().err.replace("\n", " "), wrong
+
+    labels = tmp_path / "labels.tsv"
+    splits = ["train"] * 4 + ["valid", "test"]
+    rows = [f"{p}\t{c}\t{s}" for p, c, s in zip(small_structures, "ababab", splits, strict=True)]
+    labels.write_text("path\tlabel\tsplit\n" + "\n".join(rows) + "\n")
+    tuned = tmp_path / "tuned"
+    finetune = ["finetune", str(labels), "--from", str(run), "--out", str(tuned), "--epochs", "1", "-q"]
+    trunks2 = f"teacher.cache_dir={tmp_path / 'trunks2'}"
+    assert main([*finetune, "--cache-dir", str(graph_cache), "--set", trunks2]) == 0
+    assert len(_files_under(tmp_path / "trunks2")) == len(small_structures)

@@ -149,7 +149,7 @@ def test_protfunct_format_through_the_cli(
     [
         (
             ["--from", "RUN", "--teacher", "none"],
-            "--config, --teacher and --set describe a from-scratch encoder",
+            "--config and --teacher describe a from-scratch encoder",
         ),
         (["--from", "none", "--format", "protfunct"], "--format protfunct needs --structures DIR"),
         (["--from", "none", "--id-column", "acc"], "--format manifest does not take --id-column"),
