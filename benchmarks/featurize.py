@@ -14,10 +14,14 @@ Docking Benchmark 5.5, MDAnalysis and Biopython test files), over the same files
 (e) as (c) but with the Bio.PDB reference reader, to show what the columnar reader buys.
 
 Time is the CPU time of this process (``time.process_time``), which other processes on a
-shared machine disturb far less than wall time; wall time is reported too. Every method
-runs once per round and folder, (a) and (c) back to back in alternating order, so that a
-change of load during the run weighs on both sides of the ratio alike; the ratio (a)/(c) is
-the sum of (a)'s CPU seconds over the rounds divided by (c)'s, with the lowest and highest
+shared machine disturb far less than wall time; wall time is reported too. In each round
+(a) runs over the folder in ``--slices`` parts (5) with one run of (c) over the whole folder
+beside each part, (c) after the part in even rounds and before it in odd ones, so that both
+sample the same minutes of the machine and a change of load weighs on both sides of the
+ratio alike: (c) takes a fraction of a second a folder, and timed once it would weigh
+whatever the machine did in that fraction of a second against the minute (a) averages over.
+A round's (c) is the mean of its runs; (b), (d) and (e) run once a round. The ratio (a)/(c)
+is the sum of (a)'s CPU seconds over the rounds divided by (c)'s, with the lowest and highest
 single-round ratio beside it. The load average is printed before and after: if it is high or
 the rounds disagree, run again on a quiet machine.
 
@@ -183,13 +187,29 @@ def measure(files: list[Path], key: str) -> tuple[Clock, int]:
     return clock, len(files) - _failed(report)
 
 
-def run_folder(files: list[Path], rounds: int) -> dict[str, list[tuple[float, float, int]]]:
-    """Per method, (CPU s, wall s, files read) of every round; (a) and (c) are measured back
-    to back, (a) first in even rounds and (c) first in odd ones."""
+def run_folder(files: list[Path], rounds: int, slices: int) -> dict[str, list[tuple[float, float, int]]]:
+    """Per method, (CPU s, wall s, files read) of every round.
+
+    (a) and (c) sample the same minutes of the machine: (a) runs over the folder in
+    ``slices`` parts, and (c) over the whole folder once beside each part (after it in even
+    rounds, before it in odd ones); a round's (c) is the mean of those runs. (c) takes a
+    fraction of a second a folder: timed once, it would weigh whatever the shared machine did
+    in that fraction of a second against the minute (a) averages over."""
     times: dict[str, list[tuple[float, float, int]]] = {key: [] for key in METHODS}
+    parts = [list(part) for part in np.array_split(np.array(files, dtype=object), slices) if len(part)]
     for number in range(rounds):
-        order = ["a", "c"] if number % 2 == 0 else ["c", "a"]
-        for key in [*order, "b", "d", "e"]:
+        totals = {"a": [0.0, 0.0, 0], "c": [0.0, 0.0, 0]}
+        for part in parts:
+            for key, group in (("a", part), ("c", files))[:: 1 if number % 2 == 0 else -1]:
+                clock, ok = measure(group, key)
+                total = totals[key]
+                total[0] += clock.cpu
+                total[1] += clock.wall
+                total[2] = total[2] + ok if key == "a" else ok
+        runs = len(parts)
+        times["a"].append((totals["a"][0], totals["a"][1], int(totals["a"][2])))
+        times["c"].append((totals["c"][0] / runs, totals["c"][1] / runs, int(totals["c"][2])))
+        for key in ("b", "d", "e"):
             clock, ok = measure(files, key)
             times[key].append((clock.cpu, clock.wall, ok))
     return times
@@ -224,6 +244,12 @@ def main() -> None:
         "--files", type=int, default=80, help="files per folder, spread evenly (default 80; 0: all)"
     )
     parser.add_argument("--rounds", type=int, default=2, help="rounds per folder (default 2)")
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=5,
+        help="parts (a) runs in per round, with one run of (c) beside each (default 5)",
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     folders = args.folders or [STRUCTURES / name for name in FOLDERS]
@@ -240,12 +266,12 @@ def main() -> None:
         f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"numpy {np.__version__}; load average before {load_before[0]:.2f} (1 min), "
         f"{load_before[1]:.2f} (5 min); start-up (plugin discovery, first imports; "
-        f"excluded) {startup.wall:.2f} s; {args.rounds} rounds\n"
+        f"excluded) {startup.wall:.2f} s; {args.rounds} rounds of {args.slices} slices\n"
     )
     summary = []
     for folder in folders:
         files = pick_files(folder, args.files)
-        times = run_folder(files, args.rounds)
+        times = run_folder(files, args.rounds, max(1, args.slices))
         chains, median, longest = residue_counts(files)
         cpu = {key: sum(t[0] for t in rows) for key, rows in times.items()}
         wall = {key: sum(t[1] for t in rows) for key, rows in times.items()}
