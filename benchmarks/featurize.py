@@ -20,7 +20,9 @@ beside each part, (c) after the part in even rounds and before it in odd ones, s
 sample the same minutes of the machine and a change of load weighs on both sides of the
 ratio alike: (c) takes a fraction of a second a folder, and timed once it would weigh
 whatever the machine did in that fraction of a second against the minute (a) averages over.
-A round's (c) is the mean of its runs; (b), (d) and (e) run once a round. The ratio (a)/(c)
+A round's (c) is the mean of its runs; (b), (d) and (e) run once a round. Before each
+timed run the garbage of the runs before it is collected, outside the clocks (Bio.PDB leaves
+reference cycles that Python's collector would otherwise free in the next method's time). The ratio (a)/(c)
 is the sum of (a)'s CPU seconds over the rounds divided by (c)'s, with the lowest and highest
 single-round ratio beside it. The load average is printed before and after: if it is high or
 the rounds disagree, run again on a quiet machine.
@@ -41,6 +43,7 @@ also writes the numbers.
 from __future__ import annotations
 
 import argparse
+import gc
 import gzip
 import io
 import json
@@ -168,9 +171,14 @@ def _failed(report) -> int:
 
 
 def measure(files: list[Path], key: str) -> tuple[Clock, int]:
-    """One method over the files: its clock and how many files it read."""
+    """One method over the files: its clock and how many files it read. The garbage of the
+    methods run before is collected first, outside any clock: Bio.PDB's structures are
+    reference cycles, and a few dozen files of (a) leave some 150,000 objects that Python's
+    collector would otherwise free in the middle of whichever method runs next (0.2-0.3 s,
+    more than half of a (c) run over a folder)."""
     from protsteps.featurize import featurize_many
 
+    gc.collect()
     if key == "a":
         with tempfile.TemporaryDirectory() as out:
             return per_file(files, lambda path: authors_graph(path, Path(out)))
