@@ -205,7 +205,7 @@ def _exported(catalog, tmp_path, **teacher_settings) -> Path:
 
 
 def test_a_crafted_encoder_file_cannot_point_the_teachers_cache_elsewhere(
-    catalog, tmp_path, small_structures
+    catalog, tmp_path, small_structures, capsys
 ):
     path = _exported(catalog, tmp_path)
     elsewhere = tmp_path / "elsewhere"
@@ -216,6 +216,12 @@ def test_a_crafted_encoder_file_cannot_point_the_teachers_cache_elsewhere(
     result = embed(small_structures[:2], path, cache_dir=tmp_path / "graphs", catalog=catalog)
     assert len(result) == 2
     assert not elsewhere.exists()  # nothing written there
+    # the command line says so
+    args = ["embed", str(small_structures[0]), "--from", str(path), "--out", str(tmp_path / "e.npz")]
+    assert main([*args, "--cache-dir", str(tmp_path / "graphs")]) == 0
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert f"note: teacher.cache_dir = {str(elsewhere)!r} in the encoder file is not used" in err
+    assert not elsewhere.exists()
 
     loaded = load_pretrained(path, catalog)
     assert loaded.teacher.cache_dir is None

@@ -88,6 +88,7 @@ def embed(
     """
     from ..allocator import keep_freed_memory
     from ..downstream import embed as run_embed
+    from ..downstream import load_backbone
     from ..export import location_settings
     from ..extensions import writer_for
     from ..registry import default_catalog
@@ -103,16 +104,18 @@ def embed(
     check_output_file(out, "--out")
     settings = location_settings(set_ or [])
     with using_threads(threads):
+        backbone = load_backbone(from_, settings=settings)
+        for note in backbone.notes:  # locations the encoder file named and that are not used
+            err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
         result = run_embed(
             inputs,
-            from_,
+            backbone,
             per_residue=per_residue,
             batch_size=batch_size,
             max_residues=max_residues,
             device=device,
             cache_dir=cache_dir,
             workers=workers,
-            settings=settings,
         )
     for failure in result.failed[:5]:
         err_console.print(f"[yellow]failed:[/] {escape(failure['error'])}", highlight=False, soft_wrap=True)
