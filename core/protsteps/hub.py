@@ -459,11 +459,17 @@ def _config_json(
 
 def _install(built: Path, out: Path) -> None:
     """Put the finished folder ``built`` at ``out``: one rename onto a new or empty folder;
-    an earlier export (``--force``) is moved aside first and removed after."""
+    an earlier export (``--force``) is moved aside first and removed after, and put back
+    when the new one cannot take its place (``out`` never ends without an export that was
+    there)."""
     if out.is_dir() and any(out.iterdir()):
         aside = out.parent / f".{out.name}.{secrets.token_hex(6)}.old"
         os.rename(out, aside)
-        os.rename(built, out)
+        try:
+            os.rename(built, out)
+        except BaseException:
+            os.rename(aside, out)
+            raise
         shutil.rmtree(aside, ignore_errors=True)
         return
     os.rename(built, out)

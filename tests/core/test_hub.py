@@ -331,6 +331,31 @@ def test_export_never_writes_into_a_folder_that_holds_something_else(run, export
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "taken"]  # nothing left beside
 
 
+def test_export_force_keeps_the_earlier_export_when_the_new_one_cannot_take_its_place(
+    run, tmp_path, monkeypatch
+):
+    """--force moves the earlier export aside before renaming the new one into place; when
+    that rename fails the earlier export goes back, unchanged, and nothing is left beside."""
+    import protsteps.hub as hub
+
+    out = tmp_path / "out"
+    export_model(run, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_rename = os.rename
+
+    def rename(source, target):
+        if str(source).endswith(".tmp") and Path(target) == out:  # the new export into place
+            raise OSError(28, "No space left on device")
+        return real_rename(source, target)
+
+    monkeypatch.setattr(hub.os, "rename", rename)
+    with pytest.raises(OSError, match="No space left"):
+        export_model(run, out, force=True)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_export_refuses_a_folder_without_encoder_pt(tmp_path, capsys):
     assert main(["export", str(tmp_path), str(tmp_path / "out")]) == 2
     assert "holds no encoder.pt: give a pretrain run folder" in capsys.readouterr().err
