@@ -1,9 +1,10 @@
 """The fast reader: whole columns at a time instead of an object per atom.
 
-PDB files are fixed-column text, so the backbone atom lines are padded to 80 bytes and
-viewed as one numpy record array; mmCIF files are read from the ``_atom_site`` loop's
-tokens (:mod:`._cif`). Both then resolve alternate locations and group atoms into residues with sorting
-and ``np.unique`` instead of a loop. They reproduce Bio.PDB's reading (first model,
+PDB files are fixed-column text, so each field is read at its columns from every line
+start (the backbone atoms' lines copied into one byte array for the residue fields); mmCIF
+files are read from the ``_atom_site`` loop's tokens (:mod:`._cif`). Both then resolve
+alternate locations and group atoms into residues with sorting and ``np.unique`` instead of
+a loop. They reproduce Bio.PDB's reading (first model,
 highest-occupancy alternate location, first appearance order); a test checks that on every
 shared structure.
 """
@@ -28,16 +29,6 @@ __all__ = ["read_records_columnar"]
 _SLOT = {name: slot for slot, name in enumerate(BACKBONE_ATOMS)}
 _SLOT_BYTES = {name.encode(): slot for name, slot in _SLOT.items()}
 _WATER_NAMES = (b"HOH", b"WAT")
-
-# The first 60 columns of a PDB ATOM/HETATM line (0-based offsets), viewed in place.
-_PDB_LINE = np.dtype(
-    {
-        "names": ["record", "altloc", "resname", "chain", "resseq", "icode", "x", "y", "z", "occupancy"],
-        "formats": ["S6", "S1", "S3", "S1", "S4", "S1", "S8", "S8", "S8", "S6"],
-        "offsets": [0, 16, 17, 21, 22, 26, 30, 38, 46, 54],
-        "itemsize": 60,
-    }
-)
 
 
 def read_records_columnar(path: Path, text: bytes, fmt: Format) -> ResidueRecords:
@@ -78,7 +69,7 @@ _NAME_CODES = np.array([int.from_bytes(f, "little") for f in _NAME_FIELDS], dtyp
 _NAME_SORTER = np.argsort(_NAME_CODES)
 _NAME_SORTED = _NAME_CODES[_NAME_SORTER]
 _NAME_SLOTS = np.array(list(_NAME_FIELDS.values()), dtype=np.int8)[_NAME_SORTER]
-_SPACE, _NUL = 32, 0
+_SPACE = 32
 #: where the x, y and z fields start (0-based columns 30, 38, 46; eight columns each)
 _XYZ_COLUMNS = np.array([30, 38, 46])
 _U32 = np.uint64(32)
@@ -118,9 +109,11 @@ def _line_rows(padded: np.ndarray, starts: np.ndarray, lengths: np.ndarray, widt
 
 def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
     """Every line is located with one pass of numpy over the bytes; the record name of every
-    line is compared as an integer; the ATOM/HETATM lines are copied once into a
-    [lines, 60] byte array whose columns are the record's fields. Numbers are read by
-    :mod:`._fixed` when written in the standard layout, else by numpy's conversion."""
+    line is compared as an integer; the fields every atom line is checked for (name,
+    coordinates, residue number) are read in place as the 8 bytes at their columns, and
+    only the backbone atoms' lines are copied into a [lines, 60] byte array whose columns
+    are the record's other fields. Numbers are read by :mod:`._fixed` when written in the
+    standard layout, else by numpy's conversion."""
     buffer = np.frombuffer(text, dtype=np.uint8)
     breaks = np.flatnonzero(buffer == 10)
     starts = np.concatenate(([0], breaks + 1))
