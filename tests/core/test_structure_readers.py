@@ -110,3 +110,29 @@ def test_anisou_lines_cut_short_mid_file_are_read_as_biopython_reads_them(tmp_pa
         if reference is not None:
             assert same_chains(path) is None, column
     assert outcomes == {True, False}, "some cuts are refused and some read"
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n"], ids=["lf", "crlf"])
+def test_fields_of_a_line_cut_before_them_are_not_read_from_the_next_line(tmp_path, structures_dir, eol):
+    """Fields are read in place at each line start plus their column: for a line that ends
+    before them, those bytes belong to the next line. A next line crafted so that they read
+    as numbers must not make a refused file readable: both readers refuse it."""
+    import gzip
+
+    text = gzip.decompress((structures_dir / "mdanalysis" / "19hc.pdb.gz").read_bytes())
+    lines = text.split(b"\n")[:1200]
+    lines.append(b"END")
+    atom = next(i for i, line in enumerate(lines) if line.startswith(b"ATOM") and i > 200)
+    anisou = next(i for i, line in enumerate(lines) if line.startswith(b"ANISOU") and i > 200)
+    numbers = {atom: b"   1.000   2.000   3.000", anisou: b"    100    200    300    400    500    600"}
+    first_field = {atom: 30, anisou: 28}
+    for row in (atom, anisou):
+        for column in range(12, first_field[row] - len(eol)):
+            # the next line's bytes where the cut line's fields would be
+            offset = first_field[row] - column - len(eol)
+            crafted = b"REMARK"[:offset].ljust(offset) + numbers[row]
+            cut = [*lines[:row], lines[row][:column], crafted, *lines[row + 1 :]]
+            path = tmp_path / f"crafted_{row}_{column}.pdb"
+            path.write_bytes(eol.join(cut))
+            assert _outcome(path, "biopython") is None, (row, column)
+            assert _outcome(path, "columnar") is None, (row, column)

@@ -70,8 +70,9 @@ _NAME_SORTER = np.argsort(_NAME_CODES)
 _NAME_SORTED = _NAME_CODES[_NAME_SORTER]
 _NAME_SLOTS = np.array(list(_NAME_FIELDS.values()), dtype=np.int8)[_NAME_SORTER]
 _SPACE = 32
-#: where the x, y and z fields start (0-based columns 30, 38, 46; eight columns each)
+#: where the x, y and z fields start (0-based columns 30, 38, 46; eight columns each) and end
 _XYZ_COLUMNS = np.array([30, 38, 46])
+_XYZ_END = 54
 _U32 = np.uint64(32)
 _FOUR_BLANKS = np.uint64(0x20202020)
 _EIGHT_BLANKS = np.uint64(0x2020202020202020)
@@ -146,19 +147,21 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
     # Bio.PDB parses the numbers of every model's records up to END/CONECT and refuses the
     # file if one does not parse; so do we, reading the first model's atoms from them.
     checked = atom_lines[atom_lines < (stops[0] if len(stops) else len(record))]
-    # Fields are read as the 8 bytes at their columns from every line start, in place. A
-    # word that runs past its line's end holds a line break (or the padding's zero bytes),
-    # which no field layout accepts: such a field goes to the general conversion, which
-    # reads the line blanked past its end, as Bio.PDB does.
+    # Fields are read as the 8 bytes at their columns from every line start, in place. Those
+    # of a line that ends before them would be bytes of the next line: when any atom line is
+    # shorter than the coordinates, the columns go to the general conversion, which reads
+    # each line blanked past its end (and refuses it, as Bio.PDB does). Every name and
+    # residue number is then within its line.
     words = byte_words(padded)
     at = starts[checked]
+    whole = bool(len(checked) == 0 or int(lengths[checked].min()) >= _XYZ_END)
     # The backbone atoms of the first model (its atom lines come first): only their numbers
     # are read, once every atom's numbers are checked.
     first_model = int(np.searchsorted(checked, end))
     names = words[at[:first_model] + 12].astype(np.uint32)  # columns 13-16, by truncation
     found = np.minimum(np.searchsorted(_NAME_SORTED, names), len(_NAME_SORTED) - 1)
     match = np.flatnonzero(_NAME_SORTED[found] == names)
-    xyz = fixed_point(words[at[:, None] + _XYZ_COLUMNS], 3, match)
+    xyz = fixed_point(words[at[:, None] + _XYZ_COLUMNS], 3, match) if whole else None
     if xyz is None:
         xyz = _pdb_numbers(
             path, buffer, starts, lengths, checked, 30, 8, 3, "invalid or missing coordinates"
@@ -334,14 +337,15 @@ def _check_extra_numbers(
         if not len(lines):
             continue
         at = starts[lines]
+        shortest = int(lengths[lines].min())
         for first, end in slices:
-            # Each field as the 8 bytes that end where it ends, read in place (past a short
-            # line's end they hold its line break, which sends the field to the general
-            # conversion), the bytes before it blanked. (ANISOU and SIGUIJ write integers:
-            # read as such they need no conversion.)
+            # Each field as the 8 bytes that end where it ends, read in place, the bytes
+            # before it blanked; when a line ends before the field, the general conversion
+            # reads the lines blanked past their ends instead. (ANISOU and SIGUIJ write
+            # integers: read as such they need no conversion.)
             lead = _LEAD_BYTES[end - first]
             field = (words[at + (end - 8)] & ~lead) | (_EIGHT_BLANKS & lead)
-            if fixed_integer(field) is None:
+            if shortest < end or fixed_integer(field) is None:
                 _pdb_numbers(
                     path,
                     buffer,
