@@ -58,9 +58,10 @@ def edge_geometry(pos: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
     (when recomputing gives the very bits a graph holds). A featurizer that computes its
     ``edge_distance`` and ``edge_vector`` here spares the store that check: the store knows
     these tensors, by identity and by the version counters that in-place torch operations
-    advance. Change them or their inputs afterwards only through torch (a write through a
-    numpy view, or through ``.data``, is not seen: the record would then hold the geometry
-    of the original positions).
+    advance, and by their memory. Change them or their inputs afterwards only through torch
+    (a write through a numpy view, or into ``.data``, is not seen: the record would then
+    hold the geometry of the original positions). Under ``torch.inference_mode`` nothing is
+    remembered and the store checks by recomputing.
     """
     out = _edge_geometry(pos, edge_index)
     _remember_geometry(pos, edge_index, *out)
@@ -96,8 +97,9 @@ def edge_geometry_into(
     np.sqrt(length, out=length)
     distance[...] = length
     apart = length > 0
-    every = bool(apart.all())
-    # (no two CA atoms at one place, the usual case: no division can warn)
+    # no two CA atoms at one place and every length finite, the usual case: no division can
+    # warn (an infinite or NaN position makes an edge whose division does)
+    every = bool(apart.all()) and (len(length) == 0 or math.isfinite(float(length.max())))
     with contextlib.nullcontext() if every else np.errstate(divide="ignore", invalid="ignore"):
         for column, delta in enumerate((dx, dy, dz)):
             np.divide(delta, length, out=delta)
@@ -107,31 +109,44 @@ def edge_geometry_into(
 
 
 #: id(distance) -> weak references to (distance, vector, pos, edge_index) of an
-#: :func:`edge_geometry` result and the four tensors' version counters then; an entry goes
-#: when its distance tensor does
-_MADE: dict[int, tuple[tuple[weakref.ref[Tensor], ...], tuple[int, ...]]] = {}
+#: :func:`edge_geometry` result and what the four tensors were then (:func:`_state`); an
+#: entry goes when its distance tensor does
+_MADE: dict[int, tuple[tuple[weakref.ref[Tensor], ...], tuple[Any, ...]]] = {}
+
+
+def _state(tensors: tuple[Tensor, ...]) -> tuple[Any, ...] | None:
+    """What must not have changed about the tensors: their version counters (moved by every
+    in-place torch operation) and their memory, dtype, shape and strides (changed by
+    assigning ``.data`` or ``set_``); ``None`` for inference tensors, which keep no version."""
+    if any(t.is_inference() for t in tensors):
+        return None
+    return tuple(
+        (t._version, t.data_ptr(), t.storage_offset(), t.dtype, tuple(t.shape), t.stride()) for t in tensors
+    )
 
 
 def _remember_geometry(pos: Tensor, edge_index: Tensor, distance: Tensor, vector: Tensor) -> None:
-    key = id(distance)
     tensors = (distance, vector, pos, edge_index)
+    state = _state(tensors)
+    if state is None:
+        return  # the store then checks by recomputing, as for any other graph
+    key = id(distance)
     # (the callback holds the table itself: module globals may be gone when it runs at exit)
     forget = lambda _, made=_MADE: made.pop(key, None)  # noqa: E731
     refs = (weakref.ref(distance, forget), *map(weakref.ref, tensors[1:]))
-    _MADE[key] = refs, tuple(t._version for t in tensors)
+    _MADE[key] = refs, state
 
 
 def made_by_edge_geometry(pos: Tensor, edge_index: Tensor, distance: Tensor, vector: Tensor) -> bool:
     """Whether ``distance`` and ``vector`` are the very tensors :func:`edge_geometry` returned
-    for these very ``pos`` and ``edge_index``, none of the four changed in place since."""
+    for these very ``pos`` and ``edge_index``, none of the four changed since (in place, or
+    given other memory)."""
     entry = _MADE.get(id(distance))
     if entry is None:
         return False
-    refs, versions = entry
+    refs, state = entry
     tensors = (distance, vector, pos, edge_index)
-    return all(ref() is t for ref, t in zip(refs, tensors, strict=True)) and versions == tuple(
-        t._version for t in tensors
-    )
+    return all(ref() is t for ref, t in zip(refs, tensors, strict=True)) and _state(tensors) == state
 
 
 # Node-level and edge-level tensor fields, shared by ProteinGraph and Batch.

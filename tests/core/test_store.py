@@ -112,6 +112,16 @@ def test_edge_geometry_is_known_by_identity_until_changed_in_place(structures_di
     assert "edge_distance" in _chain_headers(record)[0]["fields"], "stored: recomputing differs now"
     assert torch.equal(decode_record(record)["chains"][0]["graph"]["edge_distance"], original)
 
+    # new memory under the same tensor is a change too; under inference mode nothing is known
+    distance, vector = graph_module.edge_geometry(graph.pos, graph.edge_index)
+    graph.pos.data = graph.pos.clone() + 1.0  # same object, same version counter
+    assert not graph_module.made_by_edge_geometry(graph.pos, graph.edge_index, distance, vector)
+    with torch.inference_mode():
+        pos = graph.pos.clone()
+        distance, vector = graph_module.edge_geometry(pos, graph.edge_index)
+        assert not graph_module.made_by_edge_geometry(pos, graph.edge_index, distance, vector)
+    del distance, vector
+
     # a table entry lives as long as the distance tensor it was made for
     made = len(graph_module._MADE)
     distance, _ = graph_module.edge_geometry(graph.pos, graph.edge_index)
