@@ -142,15 +142,20 @@ def location_settings(assignments: Sequence[str], option: str = "--set") -> dict
     settings: dict[str, dict[str, str]] = {}
     for assignment in assignments:
         path, sep, value = assignment.partition("=")
-        kind, dot, key = path.strip().partition(".")
-        if not sep or not dot or not key.strip() or "." in key:
+        kind, dot, key = (part.strip() for part in path.partition("."))
+        value = value.strip()
+        if not sep or not dot or not key or "." in key:
             raise ConfigError(f"{option} {assignment!r}: expected KIND.KEY=VALUE (teacher.cache_dir=PATH)")
         if kind not in ("featurizer", "encoder", "teacher"):
             raise ConfigError(
                 f"{option} {assignment!r}: with a pretrained encoder only the locations of its featurizer, "
                 "encoder and teacher can be set (teacher.cache_dir=PATH); the rest comes from the encoder file"
             )
-        settings.setdefault(kind, {})[key.strip()] = value.strip()
+        if not value:
+            raise ConfigError(f"{option} {assignment!r}: no value; give a path (teacher.cache_dir=PATH)")
+        if key in settings.get(kind, {}):
+            raise ConfigError(f"{option} {kind}.{key} is given twice; give it once")
+        settings.setdefault(kind, {})[key] = value
     return settings
 
 
@@ -165,6 +170,8 @@ def _own_locations(
     for kind in ("featurizer", "encoder", "teacher"):
         section = record.get(kind)
         if not isinstance(section, dict) or not isinstance(section.get("name"), str):
+            continue
+        if section["name"] == "none":  # (a run without a teacher)
             continue
         config = section.get("config")
         values = dict(config) if isinstance(config, dict) else {}
@@ -186,6 +193,12 @@ def _own_locations(
         values.update({k: str(v) for k, v in given.items() if v is not None})
         if "config" in section or values:
             section["config"] = values
+    absent = sorted(set(remaining) & {"featurizer", "encoder", "teacher"})
+    if absent:
+        raise ConfigError(
+            f"settings for the {', '.join(absent)}: the encoder file has no {' or '.join(absent)} "
+            "(it was trained without one)"
+        )
     if remaining:
         raise ConfigError(
             f"settings for {', '.join(sorted(remaining))}: only featurizer, encoder and teacher"

@@ -50,7 +50,7 @@ from ..files import atomic_write, atomic_write_path
 from ..registry import Catalog, default_catalog
 from ..structure import split_selection
 from ..training import Distributed, pick_device
-from ._model import Backbone, batches_of, forward, load_backbone
+from ._model import Backbone, batches_of, forward, load_backbone, refuse_settings_for_built
 
 __all__ = ["Embeddings", "embed", "load_embeddings", "require_pyarrow", "write_npz", "write_parquet"]
 
@@ -302,9 +302,11 @@ def embed(
     Inputs that cannot be featurized are listed in ``failed``; the rest are embedded, in
     input order. The encoder runs in eval mode; the teacher, if any, gives its features.
     """
-    backbone = (
-        pretrained if isinstance(pretrained, Backbone) else load_backbone(Path(pretrained), catalog, settings)
-    )
+    if isinstance(pretrained, Backbone):
+        refuse_settings_for_built(settings)
+        backbone = pretrained
+    else:
+        backbone = load_backbone(Path(pretrained), catalog, settings)
     if per_residue:  # before anything is featurized
         require_encoder(backbone.encoder, backbone.record, "per_residue", "embed --per-residue", catalog)
     torch_device = pick_device(device, Distributed(), where="--device")

@@ -82,7 +82,7 @@ from ._labels import (
     stratified_split,
 )
 from ._leakage import leakage_notes, small_test_note
-from ._model import Backbone, encode, forward, load_backbone, scratch_backbone
+from ._model import Backbone, encode, forward, load_backbone, refuse_settings_for_built, scratch_backbone
 from ._plots import plot_confusion, plot_learning_curve
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "HEAD_FORMAT"]
@@ -417,6 +417,8 @@ def _finetune(
     device = pick_device(config.device, Distributed(), where="--device")
     check_precision(config.precision, device, where="--precision")
     torch.manual_seed(config.seed)
+    if isinstance(pretrained, Backbone) or pretrained is None:
+        refuse_settings_for_built(settings)
     if isinstance(pretrained, Backbone):
         backbone = pretrained
     elif pretrained is None:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..components import Encoder, EncoderOutput, Teacher
+from ..errors import ProtstepsError
 from ..export import encoder_record, load_pretrained, require_encoder
 from ..extensions import HeadContext
 from ..graph import Batch, ProteinGraph, collate
@@ -152,6 +153,17 @@ def load_backbone(
         origin=str(path),
         notes=list(pretrained.notes),
     )
+
+
+def refuse_settings_for_built(settings: Mapping[str, Mapping[str, Any]] | None) -> None:
+    """``settings`` (an encoder file's locations) given with an encoder that is not read from
+    a file (a :class:`Backbone` already built, or a from-scratch one) would be ignored:
+    refused instead."""
+    if settings:
+        raise ProtstepsError(
+            "settings (the locations an encoder file does not decide) apply to an encoder read from "
+            "a file, not to one already built or built from scratch"
+        )
 
 
 def scratch_backbone(config: RunConfig, catalog: Catalog) -> Backbone:

@@ -11,6 +11,7 @@ import torch
 from protsteps import collate, featurize
 from protsteps.cli import main
 from protsteps.downstream import embed, load_embeddings, scratch_backbone
+from protsteps.errors import ProtstepsError
 from protsteps.export import load_encoder
 from protsteps.registry import default_catalog
 from protsteps.runconfig import load_run_config
@@ -181,9 +182,24 @@ def test_embed_and_finetune_set_the_teachers_cache_folder_of_a_pretrained_encode
             "with a pretrained encoder only the locations of its featurizer, encoder and teacher",
         ),
         ("cache_dir=/x", "expected KIND.KEY=VALUE"),
+        ("teacher.cache_dir=", "no value; give a path"),
     ):
         assert main([*args, "--set", wrong]) == 2
         assert message in capsys.readouterr().err.replace("\n", " "), wrong
+    twice = ["--set", f"teacher.cache_dir={trunks}", "--set", "teacher.cache_dir=/elsewhere"]
+    assert main([*args, *twice]) == 2
+    assert "teacher.cache_dir is given twice" in capsys.readouterr().err
+    # an encoder trained without a teacher has no teacher locations
+    bare = tmp_path / "bare"
+    assert main(pretrain_args(small_structures[:4], bare, graph_cache)) == 0
+    bare_args = ["embed", str(small_structures[0]), "--from", str(bare), "--out", str(tmp_path / "b.npz")]
+    assert main([*bare_args, "--set", f"teacher.cache_dir={trunks}"]) == 2
+    assert "the encoder file has no teacher (it was trained without one)" in capsys.readouterr().err
+    # a Backbone already built takes no locations
+    from protsteps.downstream import load_backbone
+
+    with pytest.raises(ProtstepsError, match="apply to an encoder read from a file"):
+        embed(small_structures[:1], load_backbone(run), settings={"teacher": {"cache_dir": str(trunks)}})
 
     labels = tmp_path / "labels.tsv"
     splits = ["train"] * 4 + ["valid", "test"]
