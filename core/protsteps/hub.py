@@ -467,8 +467,14 @@ def _install(built: Path, out: Path) -> None:
         os.rename(out, aside)
         try:
             os.rename(built, out)
-        except BaseException:
-            os.rename(aside, out)
+        except BaseException as exc:
+            try:
+                os.rename(aside, out)
+            except OSError as again:
+                raise ProtstepsError(
+                    f"{out}: the new export could not be put in place ({exc}), nor the earlier one put "
+                    f"back ({again.strerror or again}); the earlier export is at {aside}"
+                ) from exc
             raise
         shutil.rmtree(aside, ignore_errors=True)
         return

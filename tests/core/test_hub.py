@@ -355,6 +355,21 @@ def test_export_force_keeps_the_earlier_export_when_the_new_one_cannot_take_its_
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
+    # and when it cannot be put back either, the error says where it is
+    def nothing_into_out(source, target):
+        if Path(target) == out:
+            raise OSError(5, "Input/output error")
+        return real_rename(source, target)
+
+    monkeypatch.setattr(hub.os, "rename", nothing_into_out)
+    with pytest.raises(
+        ProtstepsError, match=r"nor the earlier one put back .*the earlier export is at "
+    ) as caught:
+        export_model(run, out, force=True)
+    monkeypatch.undo()
+    aside = Path(str(caught.value).rsplit("the earlier export is at ", 1)[1])
+    assert {p.name: p.read_bytes() for p in aside.iterdir()} == before
+
 
 def test_export_refuses_a_folder_without_encoder_pt(tmp_path, capsys):
     assert main(["export", str(tmp_path), str(tmp_path / "out")]) == 2
