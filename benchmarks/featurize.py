@@ -22,7 +22,9 @@ ratio alike: (c) takes a fraction of a second a folder, and timed once it would 
 whatever the machine did in that fraction of a second against the minute (a) averages over.
 A round's (c) is the mean of its runs; (b), (d) and (e) run once a round. Before each
 timed run the garbage of the runs before it is collected, outside the clocks (Bio.PDB leaves
-reference cycles that Python's collector would otherwise free in the next method's time). The ratio (a)/(c)
+reference cycles that Python's collector would otherwise free in the next method's time).
+(a) is then not charged for freeing what it leaves at the end of a slice, so the ratio
+errs against (c). The ratio (a)/(c)
 is the sum of (a)'s CPU seconds over the rounds divided by (c)'s, with the lowest and highest
 single-round ratio beside it. The load average is printed before and after: if it is high or
 the rounds disagree, run again on a quiet machine.
