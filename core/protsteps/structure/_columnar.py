@@ -21,7 +21,7 @@ from ..errors import StructureError
 from ._chain import BACKBONE_ATOMS, ResidueRecords
 from ._cif import AtomSiteTokens, atom_site_columns, atom_site_tokens
 from ._complete import check_pdb_complete
-from ._fixed import byte_words, field_words, fixed_integer, fixed_point
+from ._fixed import blank_before, byte_words, field_words, fixed_integer, fixed_point
 from ._io import Format
 
 __all__ = ["read_records_columnar"]
@@ -74,10 +74,6 @@ _SPACE = 32
 _XYZ_COLUMNS = np.array([30, 38, 46])
 _XYZ_END = 54
 _U32 = np.uint64(32)
-_FOUR_BLANKS = np.uint64(0x20202020)
-_EIGHT_BLANKS = np.uint64(0x2020202020202020)
-#: per field width (1-8 columns): the bytes of an 8-byte word before a field that ends it
-_LEAD_BYTES = [np.uint64((1 << (8 * (8 - width))) - 1) for width in range(9)]
 #: the columns of an ATOM/HETATM record the reader uses (through the occupancy)
 _ATOM_WIDTH = 60
 #: zero bytes after the text, so that a window of this many columns fits at every line start
@@ -170,7 +166,7 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
     if resseq is None:
         resseq = _pdb_residue_numbers(path, buffer, starts, lengths, checked)[match]
     resseq = resseq.reshape(-1)
-    _check_extra_numbers(path, buffer, starts, lengths, padded, record, start, stops)
+    _check_extra_numbers(path, buffer, starts, lengths, words, record, start, stops)
     if len(match) == 0:
         return _empty_records()
     lines = checked[match]
@@ -218,8 +214,7 @@ def _residue_numbers(words: np.ndarray, match: np.ndarray) -> np.ndarray | None:
     new[:1] = True
     np.not_equal(field[1:], field[:-1], out=new[1:])
     heads = np.flatnonzero(new)
-    # the four bytes before the field read as blanks (a %4d field in an 8-byte word)
-    values = fixed_integer((field[heads] << _U32) | _FOUR_BLANKS)
+    values = fixed_integer(blank_before(words[heads], 4))
     if values is None:
         return None
     return values.reshape(-1)[(np.cumsum(new) - 1)[match]]
@@ -323,14 +318,14 @@ def _check_extra_numbers(
     buffer: np.ndarray,
     starts: np.ndarray,
     lengths: np.ndarray,
-    padded: np.ndarray,
+    words: np.ndarray,
     record: np.ndarray,
     start: int,
     stops: np.ndarray,
 ) -> None:
-    """ANISOU, SIGATM and SIGUIJ numbers parse where Bio.PDB reads them (up to END/CONECT)."""
+    """ANISOU, SIGATM and SIGUIJ numbers parse where Bio.PDB reads them (up to END/CONECT);
+    ``words``: :func:`.byte_words` of the padded text."""
     stop = int(stops[0]) if len(stops) else len(record)
-    words = byte_words(padded)
     for name, slices in _EXTRA_NUMBERS.items():
         lines = np.flatnonzero(record == _record_code(name))
         lines = lines[(lines >= start) & (lines < stop)]
@@ -343,8 +338,7 @@ def _check_extra_numbers(
             # before it blanked; when a line ends before the field, the general conversion
             # reads the lines blanked past their ends instead. (ANISOU and SIGUIJ write
             # integers: read as such they need no conversion.)
-            lead = _LEAD_BYTES[end - first]
-            field = (words[at + (end - 8)] & ~lead) | (_EIGHT_BLANKS & lead)
+            field = blank_before(words[at + (end - 8)], end - first)
             if shortest < end or fixed_integer(field) is None:
                 _pdb_numbers(
                     path,

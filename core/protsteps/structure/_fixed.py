@@ -23,7 +23,15 @@ import functools
 
 import numpy as np
 
-__all__ = ["byte_words", "fixed_point", "fixed_integer", "fixed_digits", "field_words", "zero_bytes"]
+__all__ = [
+    "blank_before",
+    "byte_words",
+    "fixed_point",
+    "fixed_integer",
+    "fixed_digits",
+    "field_words",
+    "zero_bytes",
+]
 
 _HIGH = np.uint64(0x8080808080808080)
 _LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
@@ -49,7 +57,12 @@ def field_words(rows: np.ndarray, end: int, fields: int = 1, width: int = 8) -> 
     else:  # a field near the start of the line: blanks stand in for what precedes it
         padded = np.concatenate((np.full((len(rows), 8), 32, np.uint8), rows), axis=1)
         block = np.stack([padded[:, s + 8 : s + 16] for s in starts.tolist()], axis=1)
-    words = np.ascontiguousarray(block).view("<u8").reshape(len(rows), fields)
+    return blank_before(np.ascontiguousarray(block).view("<u8").reshape(len(rows), fields), width)
+
+
+def blank_before(words: np.ndarray, width: int) -> np.ndarray:
+    """``words`` (uint64, each the 8 bytes that end where a ``width``-column field ends, first
+    byte lowest) with the ``8 - width`` bytes before the field made blanks."""
     lead = np.uint64((1 << (8 * (8 - width))) - 1)  # the bytes before the field
     return (words & ~lead) | (_BLANKS & lead)
 
