@@ -417,11 +417,11 @@ def _finetune(
     device = pick_device(config.device, Distributed(), where="--device")
     check_precision(config.precision, device, where="--precision")
     torch.manual_seed(config.seed)
-    if isinstance(pretrained, Backbone) or pretrained is None:
-        refuse_settings_for_built(settings)
     if isinstance(pretrained, Backbone):
+        refuse_settings_for_built(settings)
         backbone = pretrained
     elif pretrained is None:
+        refuse_settings_for_built(settings)
         backbone = scratch_backbone(scratch or load_run_config(None, catalog), catalog)
     else:
         backbone = load_backbone(pretrained, catalog, settings)
