@@ -25,7 +25,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import StructureError
 from ._complete import line_number
-from ._fixed import byte_words, fixed_digits, zero_bytes
+from ._fixed import byte_words, fixed_digits, word, zero_bytes
 
 __all__ = ["AtomSiteTokens", "atom_site_columns", "atom_site_tokens"]
 
@@ -308,7 +308,7 @@ class AtomSiteTokens:
         before them."""
         words = byte_words(self.padded)[ends]
         lead = _LEAD_BYTES[ends - starts]  # the bytes before the value
-        return (words & ~lead) | (np.uint64(0x2020202020202020) & lead)
+        return (words & ~lead) | (_BLANK_WORD & lead)
 
     def _first_point(self, first: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """[n] int64: where the first ``.`` of each value is (counted from ``first``), or
@@ -317,8 +317,8 @@ class AtomSiteTokens:
         bits (no carry crosses bytes), the lowest mark's byte number read off a multiply."""
         head = byte_words(self.padded)[first + 8]
         dots = zero_bytes(head ^ _POINTS) & _HIGH_BITS[np.minimum(lengths, 8)]
-        lowest = (dots & (~dots + np.uint64(1))) >> np.uint64(7)  # 1 << 8 * index, or 0
-        index = ((lowest * _BYTE_NUMBERS) >> np.uint64(56)).astype(np.int64)
+        lowest = (dots & (~dots + _ONE)) >> _SEVEN  # 1 << 8 * index, or 0
+        index = ((lowest * _BYTE_NUMBERS) >> _TOP_BYTE).astype(np.int64)
         ninth = (lengths >= 9) & (self.padded[first + 16] == _POINT_BYTE)
         return np.where(dots != 0, index, np.where(ninth, 8, lengths))
 
@@ -442,14 +442,15 @@ _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
 _LEAD_BYTES = np.array([(1 << (8 * (8 - k))) - 1 for k in range(9)], dtype=np.uint64)
 #: by k (0..8): the high bits of a word's first k bytes
 _HIGH_BITS = np.array([sum(0x80 << (8 * j) for j in range(k)) for k in range(9)], dtype=np.uint64)
-_POINTS = np.uint64(0x2E2E2E2E2E2E2E2E)
+_POINTS = word(0x2E2E2E2E2E2E2E2E)
 #: (1 << 8 * k) times this holds k in its top byte (k = 0..7)
-_BYTE_NUMBERS = np.uint64(sum(j << (56 - 8 * j) for j in range(8)))
+_BYTE_NUMBERS = word(sum(j << (56 - 8 * j) for j in range(8)))
 _MINUS_BYTE, _POINT_BYTE = ord("-"), ord(".")
-_LOWER_FOUR = np.uint64(0x20202020)  # lower case for the four letters of loop_ and data_
-_FIVE_BYTES = np.uint64((1 << 40) - 1)
-_LOOP = np.uint64(int.from_bytes(b"loop_", "little"))
-_DATA = np.uint64(int.from_bytes(b"data_", "little"))
+_BLANK_WORD, _ONE, _SEVEN, _TOP_BYTE = word(0x2020202020202020), word(1), word(7), word(56)
+_LOWER_FOUR = word(0x20202020)  # lower case for the four letters of loop_ and data_
+_FIVE_BYTES = word((1 << 40) - 1)
+_LOOP = word(int.from_bytes(b"loop_", "little"))
+_DATA = word(int.from_bytes(b"data_", "little"))
 
 
 def _exact_tokens(text: bytes, start: int, width: int) -> list[bytes]:

@@ -21,7 +21,7 @@ from ..errors import StructureError
 from ._chain import BACKBONE_ATOMS, ResidueRecords
 from ._cif import AtomSiteTokens, atom_site_columns, atom_site_tokens
 from ._complete import check_pdb_complete
-from ._fixed import blank_before, byte_words, field_words, fixed_integer, fixed_point
+from ._fixed import blank_before, byte_words, field_words, fixed_integer, fixed_point, word
 from ._io import Format
 
 __all__ = ["read_records_columnar"]
@@ -57,7 +57,7 @@ def _record_code(name: bytes) -> int:
 _ATOM, _HETATM = _record_code(b"ATOM  "), _record_code(b"HETATM")
 _MODEL, _ENDMDL = _record_code(b"MODEL "), _record_code(b"ENDMDL")
 _END, _CONECT = _record_code(b"END   "), _record_code(b"CONECT")
-_SIX_BYTES = np.uint64((1 << 48) - 1)
+_SIX_BYTES = word((1 << 48) - 1)
 # A four-column atom name field that strips to a backbone atom name, and its slot; the field
 # is compared as the little-endian uint32 of its bytes.
 _NAME_FIELDS = {
@@ -73,7 +73,7 @@ _SPACE = 32
 #: where the x, y and z fields start (0-based columns 30, 38, 46; eight columns each) and end
 _XYZ_COLUMNS = np.array([30, 38, 46])
 _XYZ_END = 54
-_U32 = np.uint64(32)
+_U32 = word(32)
 #: the columns of an ATOM/HETATM record the reader uses (through the occupancy)
 _ATOM_WIDTH = 60
 #: zero bytes after the text, so that a window of this many columns fits at every line start

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StructureError
+from ._fixed import word
 
 __all__ = ["check_pdb_complete", "check_cif_complete", "line_number"]
 
@@ -109,8 +110,8 @@ class _Lines:
         """Offsets of the lines starting with ``record`` (heads given)."""
         assert self.heads is not None
         starts, heads = self.heads
-        mask = np.uint64((1 << (8 * len(record))) - 1)
-        return starts[(heads & mask) == np.uint64(int.from_bytes(record, "little"))]
+        mask = word((1 << (8 * len(record))) - 1)
+        return starts[(heads & mask) == word(int.from_bytes(record, "little"))]
 
     def last(self, record: bytes) -> int:
         if self.heads is None:
