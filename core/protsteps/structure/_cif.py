@@ -21,11 +21,10 @@ import re
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import StructureError
 from ._complete import line_number
-from ._fixed import byte_words, fixed_digits, word, zero_bytes
+from ._fixed import byte_rows, byte_words, fixed_digits, word, zero_bytes
 
 __all__ = ["AtomSiteTokens", "atom_site_columns", "atom_site_tokens"]
 
@@ -290,7 +289,7 @@ class AtomSiteTokens:
             words = (byte_words(self.padded)[starts + 8] & _LOW_BYTES[lengths]).astype("<u8", copy=False)
             values = words.view(np.uint8).reshape(-1, 8)[:, :width]
             return np.ascontiguousarray(values).view(f"S{width}").reshape(-1)
-        values = sliding_window_view(padded, width)[starts + 8]
+        values = byte_rows(padded, width)[starts + 8]
         values[np.arange(width)[None, :] >= lengths[:, None]] = 0
         return values.view(f"S{width}").reshape(-1)
 

@@ -15,13 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import StructureError
 from ._chain import BACKBONE_ATOMS, ResidueRecords
 from ._cif import AtomSiteTokens, atom_site_columns, atom_site_tokens
 from ._complete import check_pdb_complete
-from ._fixed import blank_before, byte_words, field_words, fixed_integer, fixed_point, word
+from ._fixed import blank_before, byte_rows, byte_words, field_words, fixed_integer, fixed_point, word
 from ._io import Format
 
 __all__ = ["read_records_columnar"]
@@ -96,7 +95,7 @@ def _columns(
 def _line_rows(padded: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
     """[lines, width] uint8: the first ``width`` columns of each line, blank past its end.
     ``padded`` is the text followed by ``width`` zero bytes, so that every window fits."""
-    rows = sliding_window_view(padded, width)[starts]  # one contiguous copy, row by row
+    rows = byte_rows(padded, width)[starts]  # one contiguous copy, row by row
     short = np.flatnonzero(lengths < width)
     if len(short):
         past = np.arange(width)[None, :] >= lengths[short, None]
@@ -157,11 +156,14 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
     names = words[at[:first_model] + 12].astype(np.uint32)  # columns 13-16, by truncation
     found = np.minimum(np.searchsorted(_NAME_SORTED, names), len(_NAME_SORTED) - 1)
     match = np.flatnonzero(_NAME_SORTED[found] == names)
-    xyz = fixed_point(words[at[:, None] + _XYZ_COLUMNS], 3, match) if whole else None
+    # [3, atoms]: gathered a coordinate at a time (a [atoms, 3] index broadcasts slowly)
+    xyz = fixed_point(words[_XYZ_COLUMNS[:, None] + at], 3, (slice(None), match)) if whole else None
     if xyz is None:
         xyz = _pdb_numbers(
             path, buffer, starts, lengths, checked, 30, 8, 3, "invalid or missing coordinates"
         )[match]
+    else:
+        xyz = xyz.T
     resseq = _residue_numbers(words[at + 18], match)
     if resseq is None:
         resseq = _pdb_residue_numbers(path, buffer, starts, lengths, checked)[match]
@@ -172,7 +174,7 @@ def _pdb_records(path: Path, text: bytes) -> ResidueRecords:
     lines = checked[match]
     table = _line_rows(padded, starts[lines], lengths[lines], _ATOM_WIDTH)
     slots = _NAME_SLOTS[found[match]]
-    xyz = xyz.astype(np.float32)
+    xyz = np.ascontiguousarray(xyz, dtype=np.float32)
     hetatm = record[checked[match]] == _HETATM
     # Atoms of one residue are neighbours in the file: compare each with the one before
     # (residue name, chain, number, insertion code and record) and read the residue fields
