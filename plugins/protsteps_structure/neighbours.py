@@ -89,12 +89,19 @@ def _radius_edges_tree(pos: np.ndarray, radius: float) -> tuple[np.ndarray, np.n
     reach = radius * (1.0 + 1e-9) + 1e-9
     tree = cKDTree(pos, leafsize=16, compact_nodes=False, balanced_tree=False)
     pairs = tree.query_pairs(reach, output_type="ndarray")
-    first, second = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
-    diff = pos[first] - pos[second]
+    first, second = pairs[:, 0], pairs[:, 1]
+    # (np.take: a quarter of the time of pos[first] for rows of three)
+    diff = np.take(pos, first, axis=0) - np.take(pos, second, axis=0)
     keep = np.einsum("ij,ij->i", diff, diff) < radius * radius
     first, second = first[keep], second[keep]
-    pair = np.sort(np.concatenate((first * num + second, second * num + first)))
-    return pair % num, pair // num
+    # ordered by the key target * num + source, below 2**32 (a chain searched here has fewer
+    # than CELL_SEARCH_FROM residues): uint32 sorts and divides several times faster than int64
+    size = np.uint32(num)
+    first, second = first.astype(np.uint32), second.astype(np.uint32)
+    pair = np.sort(np.concatenate((first * size + second, second * size + first)))
+    target = pair // size
+    source = pair - target * size
+    return source.astype(np.int64), target.astype(np.int64)
 
 
 def _radius_edges_blocks(pos: np.ndarray, radius: float, pair_budget: int) -> tuple[np.ndarray, np.ndarray]:

@@ -269,6 +269,13 @@ def test_cell_search_hands_over_to_blocks_beyond_its_budget(monkeypatch):
     assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
 
 
+def test_tree_search_keys_fit_in_32_bits():
+    import protsteps_structure.neighbours as neighbours
+
+    # the tree search orders its pairs by uint32 keys target * num + source
+    assert neighbours.CELL_SEARCH_FROM**2 <= 1 << 32
+
+
 @pytest.mark.parametrize("n", [2, 3, 40, 300, 999])
 def test_tree_search_of_short_chains_matches_the_full_distance_matrix(n):
     import protsteps_structure.neighbours as neighbours
