@@ -9,6 +9,7 @@ the two readers cannot disagree about which residues a protein has.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -102,10 +103,7 @@ def assemble_chains(source: str, records: ResidueRecords) -> list[Chain]:
     # The residue rules are decided once per distinct name, not once per residue.
     unique_names, name_code = np.unique(names, return_inverse=True)
     name_code = name_code.reshape(-1)
-    rules = [
-        (is_known_amino_acid(n), not (is_water(n) or is_nucleotide(n)), parent_letter(n) or "X")
-        for n in unique_names.tolist()
-    ]
+    rules = [_residue_rule(n) for n in unique_names.tolist()]
     known = np.array([r[0] for r in rules], dtype=bool)[name_code]
     other = np.array([r[1] for r in rules], dtype=bool)[name_code]
     letters = np.frombuffer("".join(r[2] for r in rules).encode("ascii"), dtype="S1")
@@ -136,13 +134,23 @@ def assemble_chains(source: str, records: ResidueRecords) -> list[Chain]:
     return chains
 
 
+@functools.lru_cache(maxsize=4096)
+def _residue_rule(name: str) -> tuple[bool, bool, str]:
+    """For a residue name: whether it is a known amino acid, whether it is neither a water
+    nor a nucleotide, and its one-letter code (``X`` if none); kept per name, as a file's
+    few dozen names recur in every file."""
+    return is_known_amino_acid(name), not (is_water(name) or is_nucleotide(name)), parent_letter(name) or "X"
+
+
 def _group_by_chain(chain_ids: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Kept residues grouped by chain: chains in order of first appearance, residues within a
     chain in file order. Returns ``order`` (positions in ``chain_ids``), ``rows``
     (``kept[order]``) and ``bounds`` ([chains + 1]: chain ``c`` is ``rows[bounds[c]:bounds[c+1]]``).
     When each chain comes as one run of residues (the usual file) they are already in that
     order and are taken in place; otherwise :func:`_group_general` sorts them."""
-    run_starts = np.flatnonzero(np.r_[True, chain_ids[1:] != chain_ids[:-1]])
+    new_run = np.ones(len(chain_ids), dtype=bool)
+    np.not_equal(chain_ids[1:], chain_ids[:-1], out=new_run[1:])
+    run_starts = np.flatnonzero(new_run)
     run_ids = chain_ids[run_starts].tolist()
     if len(set(run_ids)) != len(run_ids):
         return _group_general(chain_ids, kept)

@@ -105,27 +105,30 @@ def backbone_dihedrals(
     defined = np.zeros((length, 3), dtype=bool)
     if length < 2:
         return angles, defined
-    bonded = peptide_bonds(backbone, mask, max_bond)
     # The three angles are consecutive dihedrals of the backbone trace N0 CA0 C0 N1 CA1 C1 ...:
     # dihedral k spans atoms k..k+3, so k = 3i is psi_i, 3i + 1 omega_{i+1}, 3i + 2 phi_{i+1}.
     # One pass over the trace's bonds and their normals computes all of them, each with
-    # exactly the operations :func:`dihedral` applies to its four points.
-    trace = backbone[:, :3].reshape(-1, 3)
-    bond = trace[1:] - trace[:-1]
-    normal = _cross(bond[:-1], bond[1:])
-    y = np.sqrt((bond[1:-1] * bond[1:-1]).sum(-1)) * (bond[:-2] * normal[1:]).sum(-1)
-    x = (normal[:-1] * normal[1:]).sum(-1)
+    # exactly the operations :func:`dihedral` applies to its four points. The trace is one
+    # row per coordinate ([3, 3L]): every step works on whole rows, without sums over an
+    # axis of three (which numpy makes row by row); sums are in the order ``sum(-1)`` adds.
+    trace = np.ascontiguousarray(backbone[:, :3].reshape(-1, 3).T)
+    bx, by, bz = trace[:, 1:] - trace[:, :-1]  # the trace's bonds
+    nx = by[:-1] * bz[1:] - bz[:-1] * by[1:]
+    ny = bz[:-1] * bx[1:] - bx[:-1] * bz[1:]
+    nz = bx[:-1] * by[1:] - by[:-1] * bx[1:]
+    # bond 3i + 2 is C_i -> N_{i+1}, the peptide bond: its length as peptide_bonds takes it
+    length_of = np.sqrt(bx * bx + by * by + bz * bz)
+    bonded = mask[1:, _N] & mask[:-1, _C] & (length_of[2::3] <= max_bond)
+    y = length_of[1:-1] * (bx[:-2] * nx[1:] + by[:-2] * ny[1:] + bz[:-2] * nz[1:])
+    x = nx[:-1] * nx[1:] + ny[:-1] * ny[1:] + nz[:-1] * nz[1:]
     along = np.arctan2(y, x)  # [3L - 3]
     psi, omega, phi = along[0::3], along[1::3], along[2::3]
-    phi_ok = bonded & mask[1:, _CA] & mask[1:, _C]
-    psi_ok = bonded & mask[:-1, _N] & mask[:-1, _CA]
-    omega_ok = bonded & mask[:-1, _CA] & mask[1:, _CA]
-    phi_ok &= np.isfinite(phi)
-    psi_ok &= np.isfinite(psi)
-    omega_ok &= np.isfinite(omega)
-    angles[1:, 0] = np.where(phi_ok, phi, 0.0)
-    angles[:-1, 1] = np.where(psi_ok, psi, 0.0)
-    angles[1:, 2] = np.where(omega_ok, omega, 0.0)
+    phi_ok = bonded & mask[1:, _CA] & mask[1:, _C] & np.isfinite(phi)
+    psi_ok = bonded & mask[:-1, _N] & mask[:-1, _CA] & np.isfinite(psi)
+    omega_ok = bonded & mask[:-1, _CA] & mask[1:, _CA] & np.isfinite(omega)
+    np.copyto(angles[1:, 0], phi, where=phi_ok)
+    np.copyto(angles[:-1, 1], psi, where=psi_ok)
+    np.copyto(angles[1:, 2], omega, where=omega_ok)
     defined[1:, 0] = phi_ok
     defined[:-1, 1] = psi_ok
     defined[1:, 2] = omega_ok
