@@ -573,6 +573,12 @@ def _cif_atom_site_full(path: Path, text: bytes) -> dict[str, list[bytes]]:
     }
 
 
+#: loops of fewer rows are read by numpy's conversion: the fixed-column readers' hundred-odd
+#: operations cost more than converting a few hundred values one by one (the two take about
+#: as long at 500 rows; benchmarks/featurize.py's files)
+_FIXED_FROM_ROWS = 512
+
+
 def _numbers(path: Path, values: np.ndarray, dtype: type, what: str) -> np.ndarray:
     try:
         return values.astype(dtype)
@@ -614,9 +620,11 @@ class _LoopColumns:
 
     def numbers(self, tag: str, dtype: type, what: str, rows: np.ndarray | None = None) -> np.ndarray:
         """The values of ``rows`` (default all) as numbers; one that does not parse is a
-        :class:`StructureError`. Values written alike (digits, one sign, as many decimals
-        as the first value) are read by :mod:`._fixed`, the rest by numpy's conversion."""
-        values = self._fixed(tag, dtype) if self.tokens is not None else None
+        :class:`StructureError`. In a loop of at least :data:`_FIXED_FROM_ROWS` rows, values
+        written alike (digits, one sign, as many decimals as the first value) are read by
+        :mod:`._fixed`; other values, and those of smaller loops, by numpy's conversion."""
+        fixed = self.tokens is not None and self.tokens.rows >= _FIXED_FROM_ROWS
+        values = self._fixed(tag, dtype) if fixed else None
         if values is not None:
             return values if rows is None else values[rows]
         strings = self.strings(tag)
