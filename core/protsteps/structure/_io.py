@@ -71,7 +71,9 @@ def split_selection(spec: str | os.PathLike[str]) -> tuple[Path, tuple[str, ...]
     chain identifier is written ``_``.
     """
     text = os.fspath(spec)
-    if ":" not in text or os.path.exists(text):  # (no stat for a path without ":")
+    if ":" not in text:
+        return _whole_file(text)
+    if os.path.exists(text):
         return Path(text), None
     head, _, tail = text.rpartition(":")
     if not tail or "/" in tail or os.sep in tail or head.endswith(":"):
@@ -79,6 +81,13 @@ def split_selection(spec: str | os.PathLike[str]) -> tuple[Path, tuple[str, ...]
         return Path(text), None
     chains = tuple(c.strip() for c in tail.split(",") if c.strip())
     return Path(head), chains or None
+
+
+@functools.lru_cache(maxsize=4096)
+def _whole_file(text: str) -> tuple[Path, None]:
+    # (a spec without ":" is a path as it stands; asked several times per input: kept by
+    # spelling, a Path object fewer each time)
+    return Path(text), None
 
 
 #: the default of ``max_bytes``: how large a file, or its content once gunzipped, may be
