@@ -37,6 +37,13 @@ Run from the repository root:
     python benchmarks/featurize.py                       # the four shared folders
     python benchmarks/featurize.py --files 0 --rounds 3  # every file of every folder
     python benchmarks/featurize.py path/to/folder ...    # other structures, one row each
+    python benchmarks/featurize.py --baseline REV        # (c) before/after: REV against this tree
+
+With ``--baseline REV`` only (c) is measured, as the commit ``REV`` computes it (``git archive``
+unpacked into a temporary folder, its ``core/`` and ``plugins/`` first on ``PYTHONPATH``) and as
+this tree does, each side a child process that runs (c) once untimed and ``--child-runs``
+times timed over each folder, the sides taking turns for ``--rounds`` rounds: a change's gain
+on (c) measured without (a), whose minutes dwarf it.
 
 It prints one Markdown table per folder and a summary of (a)/(c) per folder; ``--json FILE``
 also writes the numbers.
@@ -51,6 +58,9 @@ import io
 import json
 import os
 import platform
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -240,6 +250,61 @@ def residue_counts(files: list[Path]) -> tuple[int, int, int]:
     return len(lengths), int(np.median(lengths)), max(lengths)
 
 
+def cold_runs(folders: list[Path], count: int, runs: int) -> dict[str, list[float]]:
+    """(c)'s CPU ms per file over each folder, ``runs`` times after one untimed run (a
+    ``--baseline`` child: whichever protsteps is first on ``PYTHONPATH``)."""
+    import protsteps
+
+    protsteps.list_components()
+    result = {}
+    for folder in folders:
+        files = pick_files(folder, count)
+        measure(files, "c")
+        result[folder.name] = [measure(files, "c")[0].cpu * 1000 / len(files) for _ in range(runs)]
+    return result
+
+
+def print_before_after(args: argparse.Namespace, folders: list[Path]) -> None:
+    """(c) at ``args.baseline`` and in this tree, child processes taking turns."""
+    command = [sys.executable, __file__, "--child", "--files", str(args.files)]
+    command += ["--child-runs", str(args.child_runs), *map(str, folders)]
+    sides: dict[str, dict[str, list[float]]] = {args.baseline: {}, "this tree": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "--format=tar", args.baseline],
+            capture_output=True,
+            check=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        environments = {
+            args.baseline: {**os.environ, "PYTHONPATH": f"{tmp}/core{os.pathsep}{tmp}/plugins"},
+            "this tree": dict(os.environ),
+        }
+        load_before = os.getloadavg()[0]
+        for number in range(args.rounds):
+            for side in list(sides)[:: 1 if number % 2 == 0 else -1]:
+                done = subprocess.run(
+                    command, capture_output=True, text=True, env=environments[side], check=False
+                )
+                if done.returncode != 0:
+                    raise SystemExit(f"{side} failed:\n{done.stderr[-3000:]}")
+                for folder, times in json.loads(done.stdout.strip().splitlines()[-1]).items():
+                    sides[side].setdefault(folder, []).extend(times)
+                print(f"round {number + 1}: {side} done", file=sys.stderr, flush=True)
+    print(
+        f"(c) before/after: {args.baseline} against this tree, {args.rounds} rounds of a child process "
+        f"per side ({args.child_runs} timed runs each, after one untimed), in alternating order; "
+        f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after\n"
+    )
+    print(f"| folder | runs | (c) at {args.baseline}, CPU ms/file | (c) now | now / before |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for folder in sides["this tree"]:
+        before = statistics.median(sides[args.baseline][folder])
+        now = statistics.median(sides["this tree"][folder])
+        runs = len(sides["this tree"][folder])
+        print(f"| {folder} | {runs} | {before:.2f} | {now:.2f} | {now / before:.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -261,8 +326,19 @@ def main() -> None:
         help="parts (a) runs in per round, with one run of (c) beside each (default 5)",
     )
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--baseline", metavar="REV", help="(c) only: this git revision against this tree")
+    parser.add_argument(
+        "--child-runs", type=int, default=3, help="timed (c) runs per child process (--baseline; default 3)"
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     folders = args.folders or [STRUCTURES / name for name in FOLDERS]
+    if args.child:
+        print(json.dumps(cold_runs(folders, args.files, args.child_runs)))
+        return
+    if args.baseline:
+        print_before_after(args, folders)
+        return
 
     import protsteps
     from protsteps.featurize import featurize_many
