@@ -244,6 +244,30 @@ def test_dihedral_signs_and_values():
     assert quarter == pytest.approx(np.pi / 2)
 
 
+def test_backbone_dihedrals_equal_dihedral_in_a_planar_backbone():
+    # every atom at z = 0 on integer-ish coordinates: the normals' dot products are sums of
+    # exact zeros, whose sign decides pi against -pi (found in review: -0.0 gave -pi)
+    backbone = np.zeros((3, 4, 3))
+    backbone[:, :3, :2] = [
+        [[0.0, 0.0], [-0.5, -1.3], [0.9, -1.7]],
+        [[2.0, -2.6], [3.0, -1.7], [3.4, -3.0]],
+        [[4.8, -3.2], [5.5, -2.0], [7.0, -2.4]],
+    ]
+    mask = np.ones((3, 4), dtype=bool)
+    angles, defined = backbone_dihedrals(backbone, mask, max_bond=10.0)
+    n, ca, c = backbone[:, 0], backbone[:, 1], backbone[:, 2]
+    for i in range(3):
+        expected = [
+            dihedral(c[i - 1], n[i], ca[i], c[i]) if i > 0 else None,  # phi
+            dihedral(n[i], ca[i], c[i], n[i + 1]) if i < 2 else None,  # psi
+            dihedral(ca[i - 1], c[i - 1], n[i], ca[i]) if i > 0 else None,  # omega
+        ]
+        for k, value in enumerate(expected):
+            assert defined[i, k] == (value is not None)
+            if value is not None:  # bit for bit: the sign of pi and of 0 included
+                assert np.float64(value).tobytes() == angles[i, k].tobytes(), (i, k, value, angles[i, k])
+
+
 def test_gap_masks_angles_across_it(structures_dir):
     (chain,) = read_chains(structures_dir / "masif" / "1A2K_AB.pdb.gz:A")
     backbone, mask = chain.backbone.copy(), chain.backbone_mask.copy()

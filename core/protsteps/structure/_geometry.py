@@ -119,8 +119,10 @@ def backbone_dihedrals(
     # bond 3i + 2 is C_i -> N_{i+1}, the peptide bond: its length as peptide_bonds takes it
     length_of = np.sqrt(bx * bx + by * by + bz * bz)
     bonded = mask[1:, _N] & mask[:-1, _C] & (length_of[2::3] <= max_bond)
-    y = length_of[1:-1] * (bx[:-2] * nx[1:] + by[:-2] * ny[1:] + bz[:-2] * nz[1:])
-    x = nx[:-1] * nx[1:] + ny[:-1] * ny[1:] + nz[:-1] * nz[1:]
+    # (+ 0.0: ``sum(-1)`` starts from +0.0, so three products of -0.0 sum to +0.0 there, and
+    # atan2 tells the two zeros apart: pi against -pi in a planar backbone)
+    y = length_of[1:-1] * (bx[:-2] * nx[1:] + by[:-2] * ny[1:] + bz[:-2] * nz[1:] + 0.0)
+    x = nx[:-1] * nx[1:] + ny[:-1] * ny[1:] + nz[:-1] * nz[1:] + 0.0
     along = np.arctan2(y, x)  # [3L - 3]
     psi, omega, phi = along[0::3], along[1::3], along[2::3]
     phi_ok = bonded & mask[1:, _CA] & mask[1:, _C] & np.isfinite(phi)
