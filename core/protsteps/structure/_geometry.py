@@ -46,9 +46,14 @@ def peptide_bonds(backbone: np.ndarray, mask: np.ndarray, max_bond: float = MAX_
     step = backbone[1:, _N] - backbone[:-1, _C]
     step *= step
     gap = np.sqrt(np.add.reduce(step, axis=-1))  # np.linalg.norm's own sum, without its checks
-    observed = mask[1:, _N] & mask[:-1, _C]
     with np.errstate(invalid="ignore"):
-        return observed & (gap <= max_bond)
+        return _bonded(mask, gap, max_bond)
+
+
+def _bonded(mask: np.ndarray, gap: np.ndarray, max_bond: float) -> np.ndarray:
+    """[L - 1] bool: C_i and N_{i+1} both observed and ``gap`` [L - 1], their distance, at
+    most ``max_bond`` (the rule of :func:`peptide_bonds`, for callers that have the gaps)."""
+    return mask[1:, _N] & mask[:-1, _C] & (gap <= max_bond)
 
 
 def dihedral(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, p3: np.ndarray) -> np.ndarray:
@@ -118,7 +123,7 @@ def backbone_dihedrals(
     nz = bx[:-1] * by[1:] - by[:-1] * bx[1:]
     # bond 3i + 2 is C_i -> N_{i+1}, the peptide bond: its length as peptide_bonds takes it
     length_of = np.sqrt(bx * bx + by * by + bz * bz)
-    bonded = mask[1:, _N] & mask[:-1, _C] & (length_of[2::3] <= max_bond)
+    bonded = _bonded(mask, length_of[2::3], max_bond)
     # (+ 0.0: ``sum(-1)`` starts from +0.0, so three products of -0.0 sum to +0.0 there, and
     # atan2 tells the two zeros apart: pi against -pi in a planar backbone)
     y = length_of[1:-1] * (bx[:-2] * nx[1:] + by[:-2] * ny[1:] + bz[:-2] * nz[1:] + 0.0)
