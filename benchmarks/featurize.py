@@ -59,7 +59,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -266,29 +265,21 @@ def cold_runs(folders: list[Path], count: int, runs: int) -> dict[str, list[floa
 
 def print_before_after(args: argparse.Namespace, folders: list[Path]) -> None:
     """(c) at ``args.baseline`` and in this tree, child processes taking turns."""
+    # (imported here: the other benchmarks' helpers import torch, which (a) to (e) do without)
+    from _workload import child_result, unpack_revision
+
     command = [sys.executable, __file__, "--child", "--files", str(args.files)]
     command += ["--child-runs", str(args.child_runs), *map(str, folders)]
     sides: dict[str, dict[str, list[float]]] = {args.baseline: {}, "this tree": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", "--format=tar", args.baseline],
-            capture_output=True,
-            check=True,
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         environments = {
-            args.baseline: {**os.environ, "PYTHONPATH": f"{tmp}/core{os.pathsep}{tmp}/plugins"},
+            args.baseline: {**os.environ, "PYTHONPATH": unpack_revision(args.baseline, tmp)},
             "this tree": dict(os.environ),
         }
         load_before = os.getloadavg()[0]
         for number in range(args.rounds):
             for side in list(sides)[:: 1 if number % 2 == 0 else -1]:
-                done = subprocess.run(
-                    command, capture_output=True, text=True, env=environments[side], check=False
-                )
-                if done.returncode != 0:
-                    raise SystemExit(f"{side} failed:\n{done.stderr[-3000:]}")
-                for folder, times in json.loads(done.stdout.strip().splitlines()[-1]).items():
+                for folder, times in child_result(command, environments[side], side).items():
                     sides[side].setdefault(folder, []).extend(times)
                 print(f"round {number + 1}: {side} done", file=sys.stderr, flush=True)
     print(
