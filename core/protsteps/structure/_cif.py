@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import StructureError
 from ._complete import line_number
-from ._fixed import byte_rows, byte_words, fixed_digits, word, zero_bytes
+from ._fixed import BLANKS, byte_rows, byte_words, fixed_digits, word, zero_bytes
 
 __all__ = ["AtomSiteTokens", "atom_site_columns", "atom_site_tokens"]
 
@@ -307,7 +307,7 @@ class AtomSiteTokens:
         before them."""
         words = byte_words(self.padded)[ends]
         lead = _LEAD_BYTES[ends - starts]  # the bytes before the value
-        return (words & ~lead) | (_BLANK_WORD & lead)
+        return (words & ~lead) | (BLANKS & lead)
 
     def _first_point(self, first: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """[n] int64: where the first ``.`` of each value is (counted from ``first``), or
@@ -445,7 +445,7 @@ _POINTS = word(0x2E2E2E2E2E2E2E2E)
 #: (1 << 8 * k) times this holds k in its top byte (k = 0..7)
 _BYTE_NUMBERS = word(sum(j << (56 - 8 * j) for j in range(8)))
 _MINUS_BYTE, _POINT_BYTE = ord("-"), ord(".")
-_BLANK_WORD, _ONE, _SEVEN, _TOP_BYTE = word(0x2020202020202020), word(1), word(7), word(56)
+_ONE, _SEVEN, _TOP_BYTE = word(1), word(7), word(56)
 _LOWER_FOUR = word(0x20202020)  # lower case for the four letters of loop_ and data_
 _FIVE_BYTES = word((1 << 40) - 1)
 _LOOP = word(int.from_bytes(b"loop_", "little"))

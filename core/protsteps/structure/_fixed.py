@@ -24,6 +24,7 @@ import functools
 import numpy as np
 
 __all__ = [
+    "BLANKS",
     "blank_before",
     "byte_rows",
     "byte_words",
@@ -52,7 +53,8 @@ _LOW7 = word(0x7F7F7F7F7F7F7F7F)
 _NIBBLE_LOW = word(0x0F0F0F0F0F0F0F0F)
 _TEN_BELOW = word(0x7676767676767676)  # 0x80 - 10 in every byte
 _ZEROS = word(0x3030303030303030)
-_BLANKS = word(0x2020202020202020)
+#: eight ASCII blanks in one word (also the blank fill of the mmCIF reader)
+BLANKS = word(0x2020202020202020)
 _MINUS = word(0x2D2D2D2D2D2D2D2D)
 _U7, _U8, _U16, _U32 = (word(n) for n in (7, 8, 16, 32))
 _FF, _TEN = word(0xFF), word(10)
@@ -119,7 +121,7 @@ def _classes(words: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # its own high bit is clear (the sum of a byte's low 7 bits and 0x76 never carries over).
     shifted = words ^ _ZEROS
     digit = ~(((shifted & _LOW7) + _TEN_BELOW) | shifted) & _HIGH
-    return digit, zero_bytes(words ^ _BLANKS), zero_bytes(words ^ _MINUS)
+    return digit, zero_bytes(words ^ BLANKS), zero_bytes(words ^ _MINUS)
 
 
 def _byte_bits(positions: range | list[int]) -> np.ndarray:
