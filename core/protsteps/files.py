@@ -45,6 +45,7 @@ __all__ = [
     "remove_stale_temporaries",
     "run_folder_lock",
     "strict_json_line",
+    "writable_folder",
 ]
 
 
@@ -203,21 +204,32 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def writable_folder(folder: str | os.PathLike[str], subject: str, hint: str) -> Path:
+    """Create ``folder`` (and its parents) and check that it can be written, before any work;
+    otherwise a :class:`ProtstepsError` in one line, ``"{subject} is a file, not a folder;
+    {hint}"`` (or ``"... is not writable"``, ``"... cannot be created (reason)"``, or that a
+    part of its path is a file). ``subject`` names the folder as the user gave it (with the
+    option that gave it); ``hint`` says what to do instead."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ProtstepsError(f"{subject} is a file, not a folder; {hint}") from None
+    except NotADirectoryError:
+        raise ProtstepsError(f"{subject}: a part of its path is a file, not a folder; {hint}") from None
+    except OSError as exc:
+        raise ProtstepsError(f"{subject} cannot be created ({exc.strerror or exc}); {hint}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ProtstepsError(f"{subject} is not writable; {hint}")
+    return folder
+
+
 def prepare_output_folder(folder: str | os.PathLike[str], option: str = "") -> Path:
     """Create ``folder`` (and its parents) for output, before any work: a path that is a
     file, or a folder that cannot be created or written, is a :class:`ProtstepsError` in one
     line naming it (and ``option``, the command-line option that gave it)."""
-    folder = Path(folder)
     given = f"{option} {folder}" if option else str(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise ProtstepsError(f"{given}: is a file, not a folder; give a folder for the output") from None
-    except OSError as exc:
-        raise ProtstepsError(f"{given}: cannot create the folder ({exc.strerror or exc})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ProtstepsError(f"{given}: the folder is not writable; give a folder you can write")
-    return folder
+    return writable_folder(folder, given, "give a folder you can write for the output")
 
 
 def _entries(folder: Path) -> list[Path]:

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from .errors import ProtstepsError, RunFailure
+from .files import writable_folder
 from .graph import (
     _EDGE_FIELDS,
     _NODE_FIELDS,
@@ -514,21 +515,7 @@ class GraphStore:
     def check_writable(self) -> None:
         """Create the store, or refuse in one line a folder that cannot be created or written."""
         for folder in (self.root, self.shards):
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except FileExistsError:
-                raise ProtstepsError(
-                    f"cache folder {folder} is a file; pass --cache-dir with a folder"
-                ) from None
-            except OSError as exc:
-                raise ProtstepsError(
-                    f"cache folder {folder} cannot be created ({exc.strerror or exc}); pass --cache-dir "
-                    "with a folder you can write"
-                ) from None
-            if not os.access(folder, os.W_OK | os.X_OK):
-                raise ProtstepsError(
-                    f"cache folder {folder} is not writable; pass --cache-dir with a folder you can write"
-                )
+            writable_folder(folder, f"cache folder {folder}", "pass --cache-dir with a folder you can write")
         self._db()
         self._remove_dead_temporaries()
 

@@ -186,10 +186,10 @@ def test_unusable_cache_and_output_folders_are_one_line_errors(tmp_path, structu
         featurize_many([source], cache_dir=a_file)
     assert main(["featurize", str(source), "--out", str(tmp_path / "run"), "--cache-dir", str(a_file)]) == 2
     err = capsys.readouterr().err
-    assert "is a file; pass --cache-dir" in err and "Traceback" not in err
+    assert "is a file, not a folder; pass --cache-dir" in err and "Traceback" not in err
     assert main(["featurize", str(source), "--out", str(a_file), "--cache-dir", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
-    assert f"--out {a_file}: is a file, not a folder" in err and "Traceback" not in err
+    assert f"--out {a_file} is a file, not a folder" in err and "Traceback" not in err
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.pt")), "refused before any work"
 
 

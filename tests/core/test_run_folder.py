@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from protsteps.cli import main
+from protsteps.errors import ProtstepsError
 from protsteps.files import (
     LOCK_NAME,
     FolderInUseError,
@@ -21,6 +22,7 @@ from protsteps.files import (
     remove_stale_temporaries,
     run_folder_lock,
     strict_json_line,
+    writable_folder,
 )
 from protsteps.training import MetricsLog
 from tests import cli_args
@@ -181,3 +183,26 @@ def test_finetune_refuses_an_unknown_callback_before_making_its_folder(tmp_path)
     with pytest.raises(ProtstepsError, match="csv"):
         finetune(nothing, None, out, FinetuneConfig(callbacks=["csvv"]))  # type: ignore[arg-type]
     assert not out.exists()
+
+
+def test_writable_folder_makes_the_folder_or_says_in_one_line_why_not(tmp_path, monkeypatch):
+    made = writable_folder(tmp_path / "a" / "b", "--out a/b", "give another path")
+    assert made.is_dir()
+    blocker = tmp_path / "afile"
+    blocker.write_text("mine\n")
+    with pytest.raises(ProtstepsError, match=r"^--out x is a file, not a folder; give another path$"):
+        writable_folder(blocker, "--out x", "give another path")
+    with pytest.raises(ProtstepsError, match=r"^--out x: a part of its path is a file, not a folder; hint$"):
+        writable_folder(blocker / "below", "--out x", "hint")
+    assert blocker.read_text() == "mine\n"
+    # (this suite may run as root, for whom every folder is writable: the check is asked for)
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != made)
+    with pytest.raises(ProtstepsError, match=r"^cache folder c is not writable; pass --cache-dir$"):
+        writable_folder(made, "cache folder c", "pass --cache-dir")
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(ProtstepsError, match=r"^y cannot be created \(Permission denied\); hint$"):
+        writable_folder(tmp_path / "new", "y", "hint")

@@ -191,7 +191,7 @@ def test_an_out_that_is_a_file_is_refused_before_any_work(small_structures, tmp_
     blocker.write_text("mine\n")
     cache = tmp_path / "cache"
     assert main(pretrain_args(small_structures[:2], blocker, cache)) == 2
-    assert f"error: {blocker}: is a file, not a folder" in one_error_line(capsys)
+    assert f"error: {blocker} is a file, not a folder" in one_error_line(capsys)
     assert blocker.read_text() == "mine\n"
     assert not cache.exists()  # refused before featurizing
 
@@ -204,7 +204,7 @@ def test_finetune_and_embed_refuse_an_unusable_out(
     labels = shared_data / "labels" / "scop2_class_chains.tsv"
     args = ["finetune", str(labels), "--from", str(trained_run), "--label-column", "scop2_class"]
     assert main([*args, "--out", str(blocker), "--epochs", "1"]) == 2
-    assert f"{blocker}: is a file, not a folder" in one_error_line(capsys)
+    assert f"{blocker} is a file, not a folder" in one_error_line(capsys)
     embed = [
         "embed",
         str(small_structures[0]),
@@ -214,7 +214,7 @@ def test_finetune_and_embed_refuse_an_unusable_out(
         str(tmp_path / "c"),
     ]
     assert main([*embed, "--out", str(blocker / "e.npz")]) == 2
-    assert f"error: --out {blocker / 'e.npz'}: {blocker} is a file, not a folder" in one_error_line(capsys)
+    assert f"error: --out {blocker / 'e.npz'}: the folder {blocker} is a file, not a folder" in one_error_line(capsys)
     folder = tmp_path / "e.npz"
     folder.mkdir()
     assert main([*embed, "--out", str(folder)]) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +10,7 @@ from rich.markup import escape
 
 from .._text import count
 from ..errors import ProtstepsError
+from ..files import writable_folder
 from ._app import LOCATION_HELP, THREADS_HELP, StructureInputs, app, console, err_console
 
 
@@ -21,23 +21,7 @@ def check_output_file(path: Path, option: str) -> None:
         raise ProtstepsError(
             f"{option} {path}: is a folder; give a file name (e.g. {path / 'embeddings.npz'})"
         )
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise ProtstepsError(
-            f"{option} {path}: {folder} is a file, not a folder; give another path"
-        ) from None
-    except NotADirectoryError:
-        raise ProtstepsError(
-            f"{option} {path}: a part of {folder} is a file, not a folder; give another path"
-        ) from None
-    except OSError as exc:
-        raise ProtstepsError(
-            f"{option} {path}: cannot create the folder {folder} ({exc.strerror or exc}); give another path"
-        ) from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ProtstepsError(f"{option} {path}: the folder {folder} is not writable; give another path")
+    writable_folder(path.parent, f"{option} {path}: the folder {path.parent}", "give another path")
 
 
 @app.command()
