@@ -10,7 +10,6 @@ from rich.markup import escape
 
 from .._text import count
 from ..errors import ProtstepsError
-from ..files import writable_folder
 from ._app import LOCATION_HELP, THREADS_HELP, StructureInputs, app, console, err_console
 
 
@@ -21,6 +20,8 @@ def check_output_file(path: Path, option: str) -> None:
         raise ProtstepsError(
             f"{option} {path}: is a folder; give a file name (e.g. {path / 'embeddings.npz'})"
         )
+    from ..files import writable_folder  # here: protsteps.files imports torch
+
     writable_folder(path.parent, f"{option} {path}: the folder {path.parent}", "give another path")
 
 
