@@ -214,7 +214,10 @@ def test_finetune_and_embed_refuse_an_unusable_out(
         str(tmp_path / "c"),
     ]
     assert main([*embed, "--out", str(blocker / "e.npz")]) == 2
-    assert f"error: --out {blocker / 'e.npz'}: the folder {blocker} is a file, not a folder" in one_error_line(capsys)
+    assert (
+        f"error: --out {blocker / 'e.npz'}: the folder {blocker} is a file, not a folder"
+        in one_error_line(capsys)
+    )
     folder = tmp_path / "e.npz"
     folder.mkdir()
     assert main([*embed, "--out", str(folder)]) == 2
