@@ -90,7 +90,7 @@ def blank_before(words: np.ndarray, width: int) -> np.ndarray:
 def _lead_masks(width: int) -> tuple[np.ndarray, np.ndarray]:
     """The field's bytes, and blanks in the ``8 - width`` bytes before it, as words."""
     lead = (1 << (8 * (8 - width))) - 1  # the bytes before the field
-    return word(~lead & 0xFFFFFFFFFFFFFFFF), word(0x2020202020202020 & lead)
+    return word(~lead & 0xFFFFFFFFFFFFFFFF), word(int(BLANKS) & lead)
 
 
 def byte_words(buffer: np.ndarray) -> np.ndarray:
